@@ -1,0 +1,38 @@
+// edge_dot(a[N, F], b[M, F], index[E], indptr[N+1]) -> out[E]
+//   out[e] = <a[row(e)], b[index[e]]>, row(e) the CSR row holding edge e
+// The gradient of gather_segment_sum with respect to its edge weights (a sampled dense-dense
+// product); also the score of dot-product attention on edges.
+#pragma once
+
+#include "ops/common.h"
+
+namespace fgp {
+
+template <typename T>
+FGP_HOST_DEVICE inline T row_dot(const T* a, const T* b, int64_t F) {
+  T acc = T(0);
+  for (int64_t f = 0; f < F; ++f) acc += a[f] * b[f];
+  return acc;
+}
+
+inline void check_edge_dot_args(const at::Tensor& a, const at::Tensor& b, const at::Tensor& index,
+                                const at::Tensor& indptr) {
+  check_float(a, "a");
+  TORCH_CHECK(b.scalar_type() == a.scalar_type(), "a and b must share a dtype, got ", a.scalar_type(),
+              " and ", b.scalar_type());
+  TORCH_CHECK(a.dim() >= 1 && b.dim() >= 1, "a and b need a row dimension");
+  check_index_vector(index, "index");
+  check_same_device(a, "a", b, "b");
+  check_same_device(a, "a", index, "index");
+  check_same_device(a, "a", indptr, "indptr");
+  check_indptr_ends(indptr, index.numel(), "indptr");
+  TORCH_CHECK(a.size(0) == indptr.numel() - 1, "a must have one row per CSR row (", indptr.numel() - 1,
+              "), got ", a.size(0));
+  TORCH_CHECK(as_rows(a).size(1) == as_rows(b).size(1), "a and b must have the same row width, got shapes ",
+              a.sizes(), " and ", b.sizes());
+}
+
+at::Tensor edge_dot_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& index, const at::Tensor& indptr);
+at::Tensor edge_dot_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& index, const at::Tensor& indptr);
+
+}  // namespace fgp

@@ -1,0 +1,146 @@
+// flow_surrogate(op[N], indptr[N+1], index[E], node_ptr[B+1], is_source[N], r[k], P[F,k], W[2k,k],
+//                alpha, schedule) -> [B, k]
+// The FGP flow surrogate (FGP.md §2) of every graph of a batch. Graphs come as one CSR by
+// destination (node v's predecessors are index[indptr[v] .. indptr[v+1]-1]).
+//   f(o, m) = alpha * m + (1 - alpha) * relu(concat(o, m) @ W),   o_v = P[op_v]
+//   forward : sources start at r, other nodes at 0; in topological order every node with
+//             predecessors becomes f(o_v, sum of its predecessors);
+//   backward: in reverse topological order every node with successors becomes
+//             f(o_u, sum of its successors); sinks keep their forward value;
+//   readout : the sum of the source nodes' final vectors.
+// concat(o, m) @ W = o @ W[:k] + m @ W[k:], and o @ W[:k] = (P @ W[:k])[op]: the kernels take the
+// precomputed table PW = P @ W[:k] [F, k] and W_msg = W[k:] [k, k].
+#pragma once
+
+#include "ops/graph_checks.h"
+
+namespace fgp {
+
+// Pre-activation of output column j of a node whose message is m and whose op row is pw_row.
+template <typename T>
+FGP_HOST_DEVICE inline T flow_preactivation(const T* m, const T* pw_row, const T* w_msg, int64_t k, int64_t j) {
+  T z = pw_row[j];
+  for (int64_t i = 0; i < k; ++i) z += m[i] * w_msg[i * k + j];
+  return z;
+}
+
+// f(o, m) for one column, given its pre-activation z.
+template <typename T>
+FGP_HOST_DEVICE inline T flow_combine(T m_j, T z_j, T alpha) {
+  return alpha * m_j + (T(1) - alpha) * (z_j > T(0) ? z_j : T(0));
+}
+
+// m = sum of h rows of the neighbours nbr[start .. end-1], in CSR order.
+template <typename T>
+FGP_HOST_DEVICE inline void flow_message(const T* h, const int64_t* nbr, int64_t start, int64_t end, int64_t k, T* m) {
+  for (int64_t j = 0; j < k; ++j) m[j] = T(0);
+  for (int64_t e = start; e < end; ++e) {
+    const T* row = h + nbr[e] * k;
+    for (int64_t j = 0; j < k; ++j) m[j] += row[j];
+  }
+}
+
+// out = f(o, m) for all k columns (out must not alias m).
+template <typename T>
+FGP_HOST_DEVICE inline void flow_update(const T* m, const T* pw_row, const T* w_msg, T alpha, int64_t k, T* out) {
+  for (int64_t j = 0; j < k; ++j) out[j] = flow_combine(m[j], flow_preactivation(m, pw_row, w_msg, k, j), alpha);
+}
+
+// Pointers shared by both schedules and devices.
+template <typename T>
+struct FlowArgs {
+  const int64_t* op;
+  const int64_t* in_ptr;   // CSR by destination (predecessors)
+  const int64_t* in_idx;
+  const int64_t* out_ptr;  // CSR by source (successors), the transpose of the above
+  const int64_t* out_idx;
+  const bool* is_source;
+  const T* r;
+  const T* pw;     // [F, k]
+  const T* w_msg;  // [k, k]
+  T alpha;
+  int64_t k;
+  int64_t num_ops;
+  T* h;            // node states [N, k]
+};
+
+// Per-graph schedule: the whole surrogate of one graph (nodes [begin, end)) serially, in Kahn's
+// topological order. order/indeg are scratch slices over the graph's node range; m has k entries.
+// Edges must have passed check_graph_edges for every graph of the batch; returns a GraphStatus
+// (bad op id or cycle).
+template <typename T>
+FGP_HOST_DEVICE inline int64_t flow_surrogate_graph(const FlowArgs<T>& a, int64_t begin, int64_t end, int64_t* order,
+                                                    int64_t* indeg, T* m, T* readout, int64_t* detail) {
+  const int64_t k = a.k;
+  int64_t tail = 0;
+  for (int64_t v = begin; v < end; ++v) {
+    if (a.op[v] < 0 || a.op[v] >= a.num_ops) { *detail = v; return kGraphBadOp; }
+    indeg[v] = a.in_ptr[v + 1] - a.in_ptr[v];
+    if (indeg[v] == 0) order[begin + tail++] = v;
+    for (int64_t j = 0; j < k; ++j) a.h[v * k + j] = a.is_source[v] ? a.r[j] : T(0);
+  }
+  for (int64_t head = 0; head < tail; ++head) {
+    const int64_t u = order[begin + head];
+    for (int64_t e = a.out_ptr[u]; e < a.out_ptr[u + 1]; ++e)
+      if (--indeg[a.out_idx[e]] == 0) order[begin + tail++] = a.out_idx[e];
+  }
+  if (tail < end - begin) {
+    for (int64_t v = begin; v < end; ++v)
+      if (indeg[v] > 0) { *detail = v; return kGraphCycle; }
+  }
+  for (int64_t q = 0; q < tail; ++q) {
+    const int64_t v = order[begin + q];
+    if (a.in_ptr[v + 1] == a.in_ptr[v]) continue;
+    flow_message(a.h, a.in_idx, a.in_ptr[v], a.in_ptr[v + 1], k, m);
+    flow_update(m, a.pw + a.op[v] * k, a.w_msg, a.alpha, k, a.h + v * k);
+  }
+  for (int64_t q = tail - 1; q >= 0; --q) {
+    const int64_t u = order[begin + q];
+    if (a.out_ptr[u + 1] == a.out_ptr[u]) continue;
+    flow_message(a.h, a.out_idx, a.out_ptr[u], a.out_ptr[u + 1], k, m);
+    flow_update(m, a.pw + a.op[u] * k, a.w_msg, a.alpha, k, a.h + u * k);
+  }
+  for (int64_t j = 0; j < k; ++j) readout[j] = T(0);
+  for (int64_t v = begin; v < end; ++v)
+    if (a.is_source[v])
+      for (int64_t j = 0; j < k; ++j) readout[j] += a.h[v * k + j];
+  return kGraphOk;
+}
+
+inline void check_flow_args(const at::Tensor& op, const at::Tensor& indptr, const at::Tensor& index,
+                            const at::Tensor& node_ptr, const at::Tensor& is_source, const at::Tensor& r,
+                            const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule) {
+  check_index_vector(op, "op");
+  check_index_vector(index, "index");
+  for (const auto* t : {&indptr, &index, &node_ptr, &is_source, &r, &P, &W})
+    check_same_device(op, "op", *t, "every input");
+  check_indptr_full(indptr, index.numel(), "indptr");
+  const int64_t N = op.numel();
+  TORCH_CHECK(indptr.numel() == N + 1, "indptr must have N + 1 = ", N + 1, " entries (one row per node), got ",
+              indptr.numel());
+  check_node_ptr(node_ptr, N);
+  TORCH_CHECK(is_source.scalar_type() == at::kBool && is_source.dim() == 1 && is_source.numel() == N,
+              "is_source must be a bool tensor of shape [N] = [", N, "], got ", is_source.scalar_type(), " ",
+              is_source.sizes());
+  check_float(r, "r");
+  TORCH_CHECK(r.dim() == 1 && r.numel() >= 1, "r must have shape [k] with k >= 1, got ", r.sizes());
+  const int64_t k = r.numel();
+  TORCH_CHECK(P.scalar_type() == r.scalar_type() && W.scalar_type() == r.scalar_type(),
+              "r, P and W must share a dtype, got ", r.scalar_type(), ", ", P.scalar_type(), ", ", W.scalar_type());
+  TORCH_CHECK(P.dim() == 2 && P.size(1) == k && P.size(0) >= 1, "P must have shape [num_ops, k] = [F, ", k,
+              "], got ", P.sizes());
+  TORCH_CHECK(W.dim() == 2 && W.size(0) == 2 * k && W.size(1) == k, "W must have shape [2k, k] = [", 2 * k, ", ",
+              k, "], got ", W.sizes());
+  TORCH_CHECK(alpha >= 0.0 && alpha <= 1.0, "alpha must lie in [0, 1], got ", alpha);
+  TORCH_CHECK(schedule == "auto" || schedule == "graph" || schedule == "level",
+              "schedule must be 'auto', 'graph' or 'level', got '", std::string(schedule), "'");
+}
+
+at::Tensor flow_surrogate_cpu(const at::Tensor& op, const at::Tensor& indptr, const at::Tensor& index,
+                              const at::Tensor& node_ptr, const at::Tensor& is_source, const at::Tensor& r,
+                              const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule);
+at::Tensor flow_surrogate_cuda(const at::Tensor& op, const at::Tensor& indptr, const at::Tensor& index,
+                               const at::Tensor& node_ptr, const at::Tensor& is_source, const at::Tensor& r,
+                               const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule);
+
+}  // namespace fgp

@@ -1,0 +1,421 @@
+"""Reading architecture files into a :class:`~fgp_ext.data.dataset.Dataset`.
+
+Supported inputs (``.gz`` compression is handled transparently):
+
+* **JSON Lines** (``.jsonl`` / ``.ndjson``, or any file whose first character is ``{``): one
+  architecture per line, e.g. ``{"ops": ["input", "conv", "output"], "edges": [[0, 1], [1, 2]],
+  "cifar10": 93.1, "latency_ms": 4.2, "name": "net-a"}`` or with ``"matrix": [[...]]`` instead of
+  ``"edges"``. Every other field must be numeric (or ``null`` = missing) and becomes a target;
+  ``"name"`` (string) and ``"index"`` (integer id) are metadata; ``"sources"`` (list of node ids)
+  is optional. Records may also be NAS-Bench records (``"arch_str"``, ``"genotype"``,
+  NAS-Bench-101 ``"matrix"`` + ``"ops"``). Blank lines are skipped. Errors name the line.
+* **JSON array** of such records (``.json`` whose first character is ``[``); errors name the
+  record number (0-based). This is the format of the NASLib-derived files ``nb201_zc_725.json``,
+  ``nb101_500.json``, ``nb101_unlabeled_1000.json`` and ``nb301_725.json``.
+* **CSV** with an NAS-Bench-201 ``arch_str`` column (``.csv``): an ``index`` column becomes the
+  dataset index, a ``name`` column the graph names, every other column must be numeric (empty /
+  ``nan`` = missing) and becomes a target. Errors name the line (the header is line 1). This is
+  the format of ``nb201.csv``.
+
+The search space is taken from the ``space=`` argument (a name or a
+:class:`~fgp_ext.data.spaces.SearchSpace`) or inferred from the first record: ``arch_str`` ->
+NAS-Bench-201, ``genotype`` -> DARTS/NAS-Bench-301, ``matrix`` + ``ops`` that look like a
+NAS-Bench-101 cell (input ... output, NB101 op names, <= 7 nodes) -> NAS-Bench-101 (with pruning),
+anything else with ``ops`` -> a new :class:`~fgp_ext.data.spaces.GenericSpace` whose vocabulary
+grows as ops are seen. Pass a frozen ``GenericSpace(vocab=[...])`` to reject unknown ops.
+
+``load("nb201")`` returns the NAS-Bench-201 table embedded in the package (all 15,625 cells).
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from fgp_ext.data import spaces as _spaces
+from fgp_ext.graph import ArchGraph
+from fgp_ext.data.dataset import Dataset
+from fgp_ext.data.spaces import SearchSpace, get_space
+
+__all__ = [
+    "Dataset",
+    "DataFormatError",
+    "load",
+    "load_nb201",
+    "read_jsonl",
+    "read_json",
+    "read_csv",
+    "parse_jsonl",
+    "from_records",
+    "infer_space",
+    "EMBEDDED_NB201_FILE",
+    "EMBEDDED_NAMES",
+]
+
+#: File name of the embedded NAS-Bench-201 table inside the ``fgp_ext.data`` package.
+EMBEDDED_NB201_FILE = "nb201.npz"
+#: Names accepted by :func:`load` for the embedded NAS-Bench-201 dataset.
+EMBEDDED_NAMES = frozenset({"nb201", "nasbench201", "nas-bench-201", "nats-tss"})
+_META_KEYS = frozenset({"name", "index"})
+_MISSING = frozenset({"", "nan", "na", "n/a", "null", "none"})
+
+
+class DataFormatError(ValueError):
+    """A malformed architecture file. ``source`` is the file, ``where`` e.g. ``"line 3"``."""
+
+    def __init__(self, message: str, source: str | None = None, where: str | None = None):
+        self.source = source
+        self.where = where
+        prefix = ": ".join(p for p in (source, where) if p)
+        super().__init__(f"{prefix}: {message}" if prefix else message)
+
+
+# ----------------------------------------------------------------------------------------------
+# records -> Dataset
+
+
+def _looks_nb101(rec: Mapping) -> bool:
+    ops = rec.get("ops")
+    m = rec.get("matrix")
+    if not isinstance(ops, list) or not isinstance(m, list) or not 2 <= len(ops) <= 7:
+        return False
+    return (ops[0] == "input" and ops[-1] == "output"
+            and all(isinstance(o, str) and o in _spaces.NB101_VOCAB for o in ops))
+
+
+def infer_space(record) -> SearchSpace:
+    """Guess the search space of a record (see the module docstring for the rules)."""
+    if isinstance(record, str):
+        return _spaces.NB201Space()
+    if not isinstance(record, Mapping):
+        raise ValueError(f"an architecture record must be a JSON object, got "
+                         f"{type(record).__name__}")
+    if "arch_str" in record:
+        return _spaces.NB201Space()
+    if "genotype" in record:
+        return _spaces.DartsSpace()
+    if "ops" in record and "matrix" in record and "edges" not in record and _looks_nb101(record):
+        return _spaces.NB101Space()
+    if "ops" in record:
+        return _spaces.GenericSpace()
+    raise ValueError("cannot tell the search space of the record: it has none of the fields "
+                     "'arch_str', 'genotype', 'ops' (with 'edges' or 'matrix')")
+
+
+def _number(v, key: str) -> float:
+    if v is None:
+        return math.nan
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"target field {key!r} must be a number or null, got {v!r}")
+    return float(v)
+
+
+class _Builder:
+    """Accumulates converted records; shared by the JSON, JSONL and in-memory readers."""
+
+    def __init__(self, space, source: str | None):
+        self.space = None if space is None else get_space(space)
+        self.source = source
+        self.graphs = []
+        self.index: list[int] = []
+        self.has_index = False
+        self.columns: dict[str, list[float]] = {}
+
+    def add(self, rec, where: str) -> None:
+        try:
+            if not isinstance(rec, Mapping):
+                raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
+            if self.space is None:
+                self.space = infer_space(rec)
+            structure = self.space.structure_keys
+            targets = {}
+            for k, v in rec.items():
+                if k in structure or k in _META_KEYS:
+                    continue
+                targets[k] = _number(v, k)
+            name = rec.get("name")
+            if name is not None and not isinstance(name, str):
+                if isinstance(name, bool) or not isinstance(name, int):
+                    raise ValueError(f"'name' must be a string, got {name!r}")
+                name = str(name)
+            idx = rec.get("index")
+            if idx is not None:
+                if isinstance(idx, bool) or not isinstance(idx, int):
+                    raise ValueError(f"'index' must be an integer, got {idx!r}")
+                self.has_index = True
+            graph = self.space.to_graph(rec, targets=targets, name=name)
+        except DataFormatError:
+            raise
+        except (ValueError, TypeError) as e:
+            raise DataFormatError(str(e), self.source, where) from e
+        n = len(self.graphs)
+        for k, v in targets.items():
+            col = self.columns.get(k)
+            if col is None:
+                col = self.columns[k] = [math.nan] * n
+            col.append(v)
+        for k, col in self.columns.items():
+            if len(col) == n:  # this record lacks target k
+                col.append(math.nan)
+        self.index.append(-1 if idx is None else idx)
+        self.graphs.append(graph)
+
+    def finish(self, space_hint) -> Dataset:
+        space = self.space if self.space is not None else (
+            get_space(space_hint) if space_hint is not None else _spaces.GenericSpace())
+        index = self.index if self.has_index else None
+        return Dataset(self.graphs, space, {k: np.asarray(v, dtype=np.float64)
+                                            for k, v in self.columns.items()}, index)
+
+
+def from_records(records: Iterable, space=None, *, source: str | None = None) -> Dataset:
+    """Build a :class:`Dataset` from in-memory records (dicts as in a JSON file).
+
+    Errors are :class:`DataFormatError` naming the record number (0-based).
+    """
+    b = _Builder(space, source)
+    for i, rec in enumerate(records):
+        b.add(rec, f"record {i}")
+    return b.finish(space)
+
+
+def parse_jsonl(lines: Iterable[str], space=None, *, source: str | None = None) -> Dataset:
+    """Parse JSON Lines text (an iterable of lines, e.g. an open file or ``text.splitlines()``).
+
+    Blank lines are skipped; errors are :class:`DataFormatError` naming the 1-based line number.
+    """
+    b = _Builder(space, source)
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(f"invalid JSON ({e.msg} at column {e.colno})", source,
+                                  f"line {lineno}") from None
+        b.add(rec, f"line {lineno}")
+    return b.finish(space)
+
+
+# ----------------------------------------------------------------------------------------------
+# files
+
+
+def _open_text(path: Path):
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def read_jsonl(path, space=None) -> Dataset:
+    """Read a JSON Lines file (one architecture per line); see the module docstring."""
+    path = Path(path)
+    with _open_text(path) as f:
+        return parse_jsonl(f, space, source=str(path))
+
+
+def read_json(path, space=None) -> Dataset:
+    """Read a JSON file holding an array of architecture records; see the module docstring."""
+    path = Path(path)
+    with _open_text(path) as f:
+        try:
+            data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(f"invalid JSON ({e.msg} at line {e.lineno} column {e.colno})",
+                                  str(path)) from None
+    if not isinstance(data, list):
+        raise DataFormatError(f"expected a JSON array of records, got {type(data).__name__}",
+                              str(path))
+    return from_records(data, space, source=str(path))
+
+
+def read_csv(path, space=None) -> Dataset:
+    """Read a CSV file with a NAS-Bench-201 ``arch_str`` column; see the module docstring."""
+    path = Path(path)
+    src = str(path)
+    sp = get_space("nb201" if space is None else space)
+    if not isinstance(sp, _spaces.NB201Space):
+        raise DataFormatError(f"CSV files are read as NAS-Bench-201 (an 'arch_str' column); "
+                              f"space {sp.name!r} is not supported for CSV", src)
+    with _open_text(path) as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise DataFormatError("empty CSV file (no header)", src)
+        header = [h.strip() for h in header]
+        if "arch_str" not in header:
+            raise DataFormatError(f"CSV header has no 'arch_str' column (columns: {header})",
+                                  src, "line 1")
+        dup = sorted({h for h in header if header.count(h) > 1})
+        if dup:
+            raise DataFormatError(f"duplicate CSV column(s) {dup}", src, "line 1")
+        rows, lines = [], []
+        for row in reader:
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != len(header):
+                raise DataFormatError(f"expected {len(header)} fields, got {len(row)}", src,
+                                      f"line {reader.line_num}")
+            rows.append(row)
+            lines.append(reader.line_num)
+    a_col = header.index("arch_str")
+    strs = [r[a_col].strip() for r in rows]
+    try:
+        ops = _spaces.nb201_batch_ops(strs)
+    except ValueError:
+        for r, line in zip(strs, lines):  # find the line of the first bad string
+            try:
+                _spaces._nb201_parse(r)
+            except ValueError as e:
+                raise DataFormatError(str(e), src, f"line {line}") from None
+        raise  # pragma: no cover
+    index = None
+    names = [None] * len(rows)
+    cols: dict[str, np.ndarray] = {}
+    for j, h in enumerate(header):
+        if j == a_col:
+            continue
+        if h == "name":
+            names = [r[j].strip() or None for r in rows]
+            continue
+        vals = np.empty(len(rows), dtype=np.float64)
+        for i, r in enumerate(rows):
+            s = r[j].strip()
+            if s.lower() in _MISSING:
+                vals[i] = math.nan
+                continue
+            try:
+                vals[i] = float(s)
+            except ValueError:
+                raise DataFormatError(f"column {h!r}: {s!r} is not a number", src,
+                                      f"line {lines[i]}") from None
+        if h == "index":
+            if np.isnan(vals).any() or (vals != np.round(vals)).any():
+                bad = int(np.flatnonzero(np.isnan(vals) | (vals != np.round(vals)))[0])
+                raise DataFormatError(f"column 'index' must hold integers, got "
+                                      f"{rows[bad][j]!r}", src, f"line {lines[bad]}")
+            index = vals.astype(np.int64)
+        else:
+            cols[h] = vals
+    return _nb201_dataset(ops, cols, index, names, sp)
+
+
+def _nb201_dataset(ops: np.ndarray, cols: Mapping[str, np.ndarray], index, names,
+                   space) -> Dataset:
+    """Build NB201 graphs from an ``[N, 8]`` op-id matrix and columnar targets."""
+    keys = list(cols)
+    per_row = (np.column_stack([cols[k] for k in keys]).tolist() if keys
+               else [[] for _ in range(ops.shape[0])])
+    if ops.size and (ops[:, 0].any() or (ops[:, 7] != 1).any()
+                     or (ops[:, 1:7] < 2).any() or (ops[:, 1:7] > 6).any()):
+        raise ValueError("invalid NB201 op-id matrix")
+    # ops were validated as a whole: build the graphs directly (the I/O-time hot loop)
+    edges = _spaces.NB201_EDGES
+    graphs = [ArchGraph(ops=o, edges=edges, sources=(0,), targets=dict(zip(keys, t)), name=nm)
+              for o, t, nm in zip(ops, per_row, names)]
+    return Dataset(graphs, space, cols, index)
+
+
+def _sniff(path: Path) -> str:
+    with _open_text(path) as f:
+        head = f.read(4096)
+    s = head.lstrip()
+    if s.startswith("["):
+        return "json"
+    if s.startswith("{"):
+        return "jsonl"
+    first_line = head.splitlines()[0] if head else ""
+    if "arch_str" in first_line:
+        return "csv"
+    raise DataFormatError("unrecognised file format (expected JSON, JSON Lines or a CSV with "
+                          "an 'arch_str' column)", str(path))
+
+
+def load(path_or_name, space=None) -> Dataset:
+    """Load a dataset from a file, or the embedded NAS-Bench-201 table by name (``"nb201"``).
+
+    The format is chosen from the extension (``.csv``, ``.jsonl``/``.ndjson``, ``.json``; an
+    optional ``.gz``) or, failing that, from the content. ``space`` (a name such as ``"nb101"``,
+    ``"nb201"``, ``"nb301"``, ``"generic"``, or a :class:`SearchSpace`) overrides inference.
+    """
+    if isinstance(path_or_name, str) and not os.path.exists(path_or_name) \
+            and path_or_name.strip().lower() in EMBEDDED_NAMES:
+        if space is not None and not isinstance(get_space(space), _spaces.NB201Space):
+            raise ValueError(f"the embedded {path_or_name!r} dataset is NAS-Bench-201, not "
+                             f"{space!r}")
+        return load_nb201()
+    if not isinstance(path_or_name, (str, os.PathLike)):
+        raise TypeError(f"expected a path or a dataset name, got {type(path_or_name).__name__}")
+    path = Path(path_or_name)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {str(path)!r} (embedded datasets: "
+                                f"{sorted(EMBEDDED_NAMES)})")
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    ext = suffixes[-1] if suffixes else ""
+    if ext == ".csv":
+        return read_csv(path, space)
+    if ext in (".jsonl", ".ndjson"):
+        return read_jsonl(path, space)
+    kind = _sniff(path)
+    if kind == "json":
+        return read_json(path, space)
+    if kind == "jsonl":
+        return read_jsonl(path, space)
+    return read_csv(path, space)
+
+
+# ----------------------------------------------------------------------------------------------
+# embedded NAS-Bench-201
+
+
+@lru_cache(maxsize=1)
+def _embedded_arrays():
+    from importlib import resources
+
+    ref = resources.files("fgp_ext.data").joinpath(EMBEDDED_NB201_FILE)
+    with ref.open("rb") as fh, np.load(fh, allow_pickle=False) as z:
+        if int(z["format_version"]) != 1:
+            raise RuntimeError(f"unsupported embedded {EMBEDDED_NB201_FILE} format version "
+                               f"{int(z['format_version'])}")
+        op_names = [str(s) for s in z["op_names"]]
+        codes = z["ops"]
+        index = z["index"].astype(np.int64)
+        columns = [str(s) for s in z["columns"]]
+        mant = z["mantissa"]
+        expo = z["exponent"]
+    # decimal value = mantissa / 10**exponent: one correctly rounded division per value, which
+    # gives bit-for-bit the same float64 as parsing the original decimal string.
+    values = mant.astype(np.float64) / np.power(10.0, expo.astype(np.float64))
+    lut = np.array([_spaces.NB201_VOCAB.index(o) for o in op_names], dtype=np.int64)
+    ops = np.empty((codes.shape[0], 8), dtype=np.int64)
+    ops[:, 0], ops[:, 7] = 0, 1
+    ops[:, 1:7] = lut[codes]
+    for a in (ops, index, values):
+        a.setflags(write=False)
+    return ops, index, columns, values
+
+
+def load_nb201() -> Dataset:
+    """The full NAS-Bench-201 table shipped with the package (15,625 cells).
+
+    ``index`` is the official NAS-Bench-201 index. Targets: ``cifar10_test_200ep``,
+    ``cifar100_test_200ep`` (test accuracy after 200 epochs, mean over seeds, %),
+    ``cifar10_val_12ep`` (CIFAR-10 validation accuracy after 12 epochs) and latencies in ms
+    ``lat_<device>[_<batch>]`` (1080ti at batch 1/32/256, silver_4114, silver_4210r, samsung_a50,
+    pixel3, essential_ph_1, samsung_s7). Sources: NATS-Bench topology (MIT) and HELP /
+    HW-NAS-Bench latencies (MIT).
+    """
+    ops, index, columns, values = _embedded_arrays()
+    cols = {c: values[j] for j, c in enumerate(columns)}
+    names = [str(i) for i in index.tolist()]
+    return _nb201_dataset(ops, cols, index, names, _spaces.NB201Space())

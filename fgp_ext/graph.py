@@ -1,0 +1,178 @@
+"""Architectures as graphs: :class:`ArchGraph` (one DAG) and :class:`ArchBatch` (a collated batch).
+
+An architecture is a DAG whose nodes carry operations (op-on-node). ``ArchGraph`` holds the op id of
+every node and the edge list; ``ArchBatch`` (see :func:`collate`) concatenates many graphs and
+precomputes, once, everything the kernels need (CSR by destination and by source, topological
+levels, source nodes).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+    from fgp_ext.ops import CSR
+
+
+@dataclass(frozen=True, eq=False)
+class ArchGraph:
+    """One architecture: ``ops[i]`` is the vocabulary id of node ``i``; ``edges`` is ``int64 [2, E]``
+    with ``edges[0]`` the source and ``edges[1]`` the destination of each edge.
+
+    ``sources`` lists the nodes that receive the random vector and are read out by the flow
+    surrogate (the cell's input node(s)); ``None`` means "every node without predecessors".
+    ``targets`` holds any numeric labels (accuracy, latency, a zero-cost proxy...) by name.
+    """
+
+    ops: np.ndarray
+    edges: np.ndarray
+    sources: tuple[int, ...] | None = None
+    targets: dict[str, float] = field(default_factory=dict)
+    name: str | None = None
+
+    def __post_init__(self):
+        ops = np.asarray(self.ops, dtype=np.int64).reshape(-1)
+        edges = np.asarray(self.edges, dtype=np.int64)
+        if edges.size == 0:
+            edges = np.zeros((2, 0), dtype=np.int64)
+        if edges.ndim != 2 or edges.shape[0] != 2:
+            raise ValueError(f"edges must have shape [2, E], got {list(edges.shape)}")
+        n = ops.shape[0]
+        if n == 0:
+            raise ValueError("an architecture needs at least one node")
+        if edges.size and (edges.min() < 0 or edges.max() >= n):
+            raise ValueError(f"edge endpoint out of range for a graph of {n} nodes")
+        if (ops < 0).any():
+            raise ValueError("op ids must be non-negative")
+        if self.sources is not None:
+            src = tuple(int(s) for s in self.sources)
+            if any(s < 0 or s >= n for s in src):
+                raise ValueError(f"source node out of range for a graph of {n} nodes")
+            object.__setattr__(self, "sources", src)
+        object.__setattr__(self, "ops", ops)
+        object.__setattr__(self, "edges", edges)
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.ops.shape[0])
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.edges.shape[1])
+
+
+@dataclass(frozen=True, eq=False)
+class ArchBatch:
+    """A batch of graphs in kernel-ready form (all tensors on one device).
+
+    Nodes of graph ``g`` are ``node_ptr[g]:node_ptr[g+1]``. ``in_csr`` is the CSR by destination
+    (predecessors, edges sorted by destination, stable) and ``out_csr`` its transpose (successors,
+    with ``perm`` mapping back to ``in_csr`` entries); both are built once here and reused by every
+    op call and backward pass on this batch.
+    """
+
+    op: "torch.Tensor"          # int64 [N]
+    node_ptr: "torch.Tensor"    # int64 [B+1]
+    graph: "torch.Tensor"       # int64 [N], graph id of every node
+    in_csr: "CSR"
+    out_csr: "CSR"
+    level: "torch.Tensor"       # int64 [N], topological generation
+    is_source: "torch.Tensor"   # bool [N]
+
+    @property
+    def num_graphs(self) -> int:
+        return self.node_ptr.numel() - 1
+
+    @property
+    def num_nodes(self) -> int:
+        return self.op.numel()
+
+    @property
+    def num_edges(self) -> int:
+        return self.in_csr.index.numel()
+
+    @property
+    def device(self):
+        return self.op.device
+
+    def to(self, device) -> "ArchBatch":
+        """A copy of the batch on ``device``."""
+        from fgp_ext.ops import CSR
+
+        def mv(t):
+            return None if t is None else t.to(device)
+
+        return ArchBatch(
+            op=mv(self.op), node_ptr=mv(self.node_ptr), graph=mv(self.graph),
+            in_csr=CSR(*(mv(t) for t in self.in_csr)), out_csr=CSR(*(mv(t) for t in self.out_csr)),
+            level=mv(self.level), is_source=mv(self.is_source),
+        )
+
+
+def collate(graphs) -> ArchBatch:
+    """Collate :class:`ArchGraph` objects into one :class:`ArchBatch`.
+
+    Vectorised over the whole list (one concatenation, one stable sort, then the compiled
+    ``csr_transpose`` and ``topo_levels``); a cycle in any graph raises an error naming it.
+    """
+    import torch
+
+    from fgp_ext import ops
+
+    graphs = list(graphs)
+    sizes = np.fromiter((g.num_nodes for g in graphs), dtype=np.int64, count=len(graphs))
+    esizes = np.fromiter((g.num_edges for g in graphs), dtype=np.int64, count=len(graphs))
+    node_ptr = np.zeros(len(graphs) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=node_ptr[1:])
+    n = int(node_ptr[-1])
+    op = np.concatenate([g.ops for g in graphs]) if graphs else np.zeros(0, dtype=np.int64)
+    if esizes.sum():
+        edges = np.concatenate([g.edges for g in graphs], axis=1)
+        edges = edges + np.repeat(node_ptr[:-1], esizes)[None, :]
+    else:
+        edges = np.zeros((2, 0), dtype=np.int64)
+    # Sources: the declared ones, else every node without predecessors.
+    is_source = np.zeros(n, dtype=bool)
+    has_pred = np.zeros(n, dtype=bool)
+    has_pred[edges[1]] = True
+    declared = np.fromiter((g.sources is not None for g in graphs), dtype=bool, count=len(graphs))
+    node_declared = np.repeat(declared, sizes)
+    is_source[~node_declared & ~has_pred] = True
+    if declared.any():
+        idx = np.concatenate([np.asarray(g.sources, dtype=np.int64) + node_ptr[i]
+                              for i, g in enumerate(graphs) if g.sources is not None] or [np.zeros(0, np.int64)])
+        is_source[idx] = True
+    return batch_from_arrays(torch.from_numpy(op), torch.from_numpy(edges), torch.from_numpy(node_ptr),
+                             torch.from_numpy(is_source))
+
+
+def batch_from_arrays(op, edges, node_ptr, is_source=None) -> ArchBatch:
+    """Build an :class:`ArchBatch` from batch-level tensors: ``op [N]``, ``edges [2, E]`` (global
+    node ids), ``node_ptr [B+1]`` and optionally ``is_source [N]`` (default: nodes without
+    predecessors)."""
+    import torch
+
+    from fgp_ext import ops
+
+    op = torch.as_tensor(op, dtype=torch.int64)
+    edges = torch.as_tensor(edges, dtype=torch.int64).reshape(2, -1)
+    node_ptr = torch.as_tensor(node_ptr, dtype=torch.int64)
+    n = op.numel()
+    if edges.numel() and (int(edges.min()) < 0 or int(edges.max()) >= n):
+        raise ValueError(f"edge endpoint out of range for a batch of {n} nodes")
+    order = torch.sort(edges[1], stable=True).indices
+    src, dst = edges[0, order], edges[1, order]
+    indptr = torch.zeros(n + 1, dtype=torch.int64)
+    indptr[1:] = torch.cumsum(torch.bincount(dst, minlength=n), 0)
+    in_csr = ops.CSR(indptr, src, order)
+    out_csr = ops.csr_transpose(src, indptr, n)
+    level = ops.topo_levels(indptr, src, node_ptr)
+    if is_source is None:
+        is_source = indptr.diff() == 0
+    graph = torch.repeat_interleave(torch.arange(node_ptr.numel() - 1), node_ptr.diff(), output_size=n)
+    return ArchBatch(op=op, node_ptr=node_ptr, graph=graph, in_csr=in_csr, out_csr=out_csr, level=level,
+                     is_source=torch.as_tensor(is_source, dtype=torch.bool))

@@ -1,0 +1,246 @@
+"""Thin, documented wrappers over the compiled ``torch.ops.fgp`` ops, plus their autograd formulas
+and fake (meta) kernels, so they work under ``torch.autograd``, ``torch.library.opcheck`` and
+``torch.compile(fullgraph=True)``.
+
+Conventions shared by every op:
+
+* CSR by destination: row ``i`` of a CSR ``(indptr, index)`` holds the entries
+  ``index[indptr[i]:indptr[i+1]]``; for a graph these are node ``i``'s predecessors (edge sources).
+* Index tensors are ``int64``; features are ``float32`` or ``float64``.
+* Every reduction sums in entry order inside one worker: results are bitwise reproducible across
+  runs and thread counts (no atomics).
+
+When the package was built without CUDA kernels (a CPU-only torch), CUDA tensors still work: the
+ops fall back to the plain-PyTorch implementations of :mod:`fgp_ext.reference`.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from fgp_ext import _C
+from fgp_ext import reference as _ref
+
+#: True when the compiled module carries CUDA kernels (built against a CUDA torch).
+CUDA_KERNELS: bool = bool(_C.cuda_kernels)
+
+_ops = torch.ops.fgp
+
+
+class CSR(NamedTuple):
+    """A compressed-sparse-row structure: ``indptr`` [rows+1], ``index`` [E] and, for a transpose,
+    ``perm`` [E] mapping each entry back to its position in the original CSR."""
+
+    indptr: torch.Tensor
+    index: torch.Tensor
+    perm: torch.Tensor | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# Public wrappers
+# ----------------------------------------------------------------------------------------------
+def segment_sum_csr(src: torch.Tensor, indptr: torch.Tensor) -> torch.Tensor:
+    """Sum consecutive rows of ``src`` [E, ...] per segment: ``out[i] = src[indptr[i]:indptr[i+1]].sum(0)``.
+
+    Returns ``[len(indptr) - 1, ...]``; empty segments give zeros. Differentiable in ``src``.
+    """
+    return _ops.segment_sum_csr(src, indptr)
+
+
+def gather_segment_sum(
+    x: torch.Tensor,
+    index: torch.Tensor,
+    indptr: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    transpose: CSR | None = None,
+) -> torch.Tensor:
+    """The message-passing step ``out[i] = sum_{e in row i} weight[e] * x[index[e]]``.
+
+    Args:
+        x: node features ``[M, ...]`` (float32/float64).
+        index: ``int64 [E]``, the gathered row of ``x`` for each entry (an edge's source).
+        indptr: ``int64 [N+1]``, CSR row pointers (rows are the output nodes, edge destinations).
+        weight: optional ``[E]`` per-entry weights (same dtype as ``x``); differentiable.
+        transpose: optional :func:`csr_transpose` of ``(index, indptr)``; used only by the backward
+            pass. Pass the batch's precomputed transpose to avoid rebuilding it on every call.
+
+    Returns ``[N, ...]``. Differentiable in ``x`` and ``weight``.
+    """
+    t_indptr = t_index = t_perm = None
+    if transpose is not None:
+        t_indptr, t_index, t_perm = transpose.indptr, transpose.index, transpose.perm
+    return _ops.gather_segment_sum(x, index, indptr, weight, t_indptr, t_index, t_perm)
+
+
+def edge_dot(a: torch.Tensor, b: torch.Tensor, index: torch.Tensor, indptr: torch.Tensor) -> torch.Tensor:
+    """Per-entry dot products ``out[e] = <a[row(e)], b[index[e]]>`` for a CSR ``(indptr, index)``.
+
+    ``a`` has one row per CSR row, ``b`` one per column. The weight gradient of
+    :func:`gather_segment_sum`; also dot-product attention scores on edges. Differentiable.
+    """
+    return _ops.edge_dot(a, b, index, indptr)
+
+
+def csr_transpose(index: torch.Tensor, indptr: torch.Tensor, num_cols: int) -> CSR:
+    """Transpose a CSR with ``num_cols`` columns: returns ``CSR(indptr, index, perm)`` where
+    column ``c``'s rows are ``index[indptr[c]:indptr[c+1]]`` in original entry order (stable), and
+    ``perm`` gives each transposed entry's original position. For a graph in CSR by destination this
+    is the CSR by source (successor lists)."""
+    t_indptr, t_index, t_perm = _ops.csr_transpose(index, indptr, int(num_cols))
+    return CSR(t_indptr, t_index, t_perm)
+
+
+def topo_levels(indptr: torch.Tensor, index: torch.Tensor, node_ptr: torch.Tensor | None = None) -> torch.Tensor:
+    """Topological generation of every node of a batch of DAGs (CSR by destination).
+
+    ``level[v]`` is 0 for nodes without predecessors and otherwise ``1 + max`` over predecessors
+    (the longest path from a source). ``node_ptr`` ``int64 [B+1]`` delimits the graphs (graph ``g``
+    owns nodes ``node_ptr[g]:node_ptr[g+1]``; default: one graph). Edges must stay inside their
+    graph. Raises ``RuntimeError`` naming the graph on a cycle.
+    """
+    if node_ptr is None:
+        node_ptr = torch.tensor([0, indptr.numel() - 1], dtype=torch.int64, device=indptr.device)
+    return _ops.topo_levels(indptr, index, node_ptr)
+
+
+def flow_surrogate(
+    op: torch.Tensor,
+    indptr: torch.Tensor,
+    index: torch.Tensor,
+    node_ptr: torch.Tensor,
+    is_source: torch.Tensor,
+    r: torch.Tensor,
+    P: torch.Tensor,
+    W: torch.Tensor,
+    alpha: float = 0.5,
+    schedule: str = "auto",
+) -> torch.Tensor:
+    """The FGP flow surrogate ``[B, k]`` of every graph of a batch (FGP.md §2), no learning.
+
+    Args:
+        op: ``int64 [N]`` op id of every node (rows of ``P``).
+        indptr, index: CSR by destination of the whole batch (predecessor lists).
+        node_ptr: ``int64 [B+1]`` graph boundaries.
+        is_source: ``bool [N]``: nodes that start at ``r`` and are summed into the readout.
+        r: ``[k]`` the random input vector; ``P``: ``[F, k]`` op embeddings; ``W``: ``[2k, k]``.
+            Their dtype (float32/float64) is the output's. See :func:`fgp_ext.surrogate.flow_params`
+            for the authors' random draws.
+        alpha: mixing weight of ``f(o, m) = alpha*m + (1-alpha)*relu([o, m] @ W)``.
+        schedule: ``"graph"`` (one task per graph, for many small DAGs), ``"level"`` (level-synchronous
+            over the batch, for few large DAGs) or ``"auto"``. All give identical results.
+    """
+    return _ops.flow_surrogate(op, indptr, index, node_ptr, is_source, r, P, W, float(alpha), schedule)
+
+
+# ----------------------------------------------------------------------------------------------
+# Autograd
+# ----------------------------------------------------------------------------------------------
+def _segment_sum_setup(ctx, inputs, output):
+    src, indptr = inputs
+    ctx.save_for_backward(indptr)
+    ctx.num_entries = src.shape[0]
+
+
+def _segment_sum_backward(ctx, grad):
+    (indptr,) = ctx.saved_tensors
+    rows = _ref.csr_row_ids(indptr, ctx.num_entries)
+    return grad.index_select(0, rows), None
+
+
+torch.library.register_autograd("fgp::segment_sum_csr", _segment_sum_backward, setup_context=_segment_sum_setup)
+
+
+def _gather_setup(ctx, inputs, output):
+    x, index, indptr, weight, t_indptr, t_index, t_perm = inputs
+    ctx.save_for_backward(x, index, indptr, weight, t_indptr, t_index, t_perm)
+    ctx.num_rows_x = x.shape[0]
+
+
+def _gather_backward(ctx, grad):
+    x, index, indptr, weight, t_indptr, t_index, t_perm = ctx.saved_tensors
+    grad_x = grad_w = None
+    if ctx.needs_input_grad[0]:
+        if t_indptr is None or t_index is None or t_perm is None:
+            t_indptr, t_index, t_perm = _ops.csr_transpose(index, indptr, ctx.num_rows_x)
+        t_weight = None if weight is None else weight.index_select(0, t_perm)
+        grad_x = _ops.gather_segment_sum(grad, t_index, t_indptr, t_weight, None, None, None)
+    if weight is not None and ctx.needs_input_grad[3]:
+        grad_w = _ops.edge_dot(grad, x, index, indptr)
+    return grad_x, None, None, grad_w, None, None, None
+
+
+torch.library.register_autograd("fgp::gather_segment_sum", _gather_backward, setup_context=_gather_setup)
+
+
+def _edge_dot_setup(ctx, inputs, output):
+    a, b, index, indptr = inputs
+    ctx.save_for_backward(a, b, index, indptr)
+
+
+def _edge_dot_backward(ctx, grad):
+    a, b, index, indptr = ctx.saved_tensors
+    grad_a = grad_b = None
+    if ctx.needs_input_grad[0]:
+        grad_a = _ops.gather_segment_sum(b, index, indptr, grad, None, None, None).reshape(a.shape)
+    if ctx.needs_input_grad[1]:
+        t_indptr, t_index, t_perm = _ops.csr_transpose(index, indptr, b.shape[0])
+        grad_b = _ops.gather_segment_sum(a, t_index, t_indptr, grad.index_select(0, t_perm), None, None, None)
+        grad_b = grad_b.reshape(b.shape)
+    return grad_a, grad_b, None, None
+
+
+torch.library.register_autograd("fgp::edge_dot", _edge_dot_backward, setup_context=_edge_dot_setup)
+
+
+# ----------------------------------------------------------------------------------------------
+# Fake kernels (shapes only), for torch.compile / meta tensors
+# ----------------------------------------------------------------------------------------------
+@torch.library.register_fake("fgp::segment_sum_csr")
+def _segment_sum_fake(src, indptr):
+    torch._check(indptr.dim() == 1, lambda: "indptr must be 1-D")
+    return src.new_empty((indptr.shape[0] - 1, *src.shape[1:]))
+
+
+@torch.library.register_fake("fgp::gather_segment_sum")
+def _gather_fake(x, index, indptr, weight=None, t_indptr=None, t_index=None, t_perm=None):
+    torch._check(index.dim() == 1 and indptr.dim() == 1, lambda: "index and indptr must be 1-D")
+    return x.new_empty((indptr.shape[0] - 1, *x.shape[1:]))
+
+
+@torch.library.register_fake("fgp::edge_dot")
+def _edge_dot_fake(a, b, index, indptr):
+    return a.new_empty((index.shape[0],))
+
+
+@torch.library.register_fake("fgp::csr_transpose")
+def _csr_transpose_fake(index, indptr, num_cols):
+    return index.new_empty((num_cols + 1,)), index.new_empty(index.shape), index.new_empty(index.shape)
+
+
+@torch.library.register_fake("fgp::topo_levels")
+def _topo_levels_fake(indptr, index, node_ptr):
+    return index.new_empty((indptr.shape[0] - 1,))
+
+
+@torch.library.register_fake("fgp::flow_surrogate")
+def _flow_surrogate_fake(op, indptr, index, node_ptr, is_source, r, P, W, alpha, schedule="auto"):
+    return r.new_empty((node_ptr.shape[0] - 1, r.shape[0]))
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA without compiled CUDA kernels: composite plain-PyTorch fallbacks, never "no kernel".
+# ----------------------------------------------------------------------------------------------
+if not CUDA_KERNELS:
+    torch.library.register_kernel("fgp::segment_sum_csr", "cuda", _ref.segment_sum_csr)
+    torch.library.register_kernel(
+        "fgp::gather_segment_sum",
+        "cuda",
+        lambda x, index, indptr, weight=None, t_indptr=None, t_index=None, t_perm=None: _ref.gather_segment_sum(
+            x, index, indptr, weight
+        ),
+    )
+    torch.library.register_kernel("fgp::edge_dot", "cuda", _ref.edge_dot)
+    torch.library.register_kernel("fgp::csr_transpose", "cuda", _ref.csr_transpose)
+    torch.library.register_kernel("fgp::topo_levels", "cuda", _ref.topo_levels)
+    torch.library.register_kernel("fgp::flow_surrogate", "cuda", _ref.flow_surrogate_batched)

@@ -1,0 +1,75 @@
+"""Shared strategies and helpers: random CSR structures and random DAG batches."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import strategies as st
+
+import fgp_ext  # noqa: F401  (registers torch.ops.fgp)
+
+
+def random_csr(rng: np.random.Generator, rows: int, cols: int, max_deg: int = 4):
+    """A random CSR (indptr, index) with possibly empty rows and repeated columns."""
+    deg = rng.integers(0, max_deg + 1, size=rows)
+    indptr = np.zeros(rows + 1, dtype=np.int64)
+    np.cumsum(deg, out=indptr[1:])
+    index = rng.integers(0, max(cols, 1), size=int(indptr[-1])) if cols > 0 else np.zeros(0, np.int64)
+    return torch.from_numpy(indptr), torch.from_numpy(index.astype(np.int64))
+
+
+@st.composite
+def csr_problems(draw, max_rows=12, max_cols=10, max_feat=5):
+    rows = draw(st.integers(0, max_rows))
+    cols = draw(st.integers(1, max_cols))
+    feat = draw(st.integers(1, max_feat))
+    seed = draw(st.integers(0, 2**31 - 1))
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    rng = np.random.default_rng(seed)
+    indptr, index = random_csr(rng, rows, cols)
+    x = torch.from_numpy(rng.standard_normal((cols, feat))).to(dtype)
+    w = torch.from_numpy(rng.standard_normal(index.numel())).to(dtype)
+    return x, index, indptr, w
+
+
+def random_dag(rng: np.random.Generator, n: int, p: float = 0.3):
+    """Edges (src, dst) of a random DAG on n nodes: edges only go from a lower to a higher position
+    of a random permutation, so node ids are not in topological order."""
+    perm = rng.permutation(n)
+    edges = [(int(perm[i]), int(perm[j])) for i in range(n) for j in range(i + 1, n) if rng.random() < p]
+    return edges
+
+
+@st.composite
+def dag_batches(draw, max_graphs=6, max_nodes=9, num_ops=5):
+    """A list of (ops, edges, sources) graphs: single nodes, isolated nodes, several sources/sinks."""
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    b = draw(st.integers(1, max_graphs))
+    graphs = []
+    for _ in range(b):
+        n = int(rng.integers(1, max_nodes + 1))
+        edges = random_dag(rng, n, p=float(rng.uniform(0.1, 0.6)))
+        ops = rng.integers(0, num_ops, size=n).tolist()
+        has_pred = {d for _, d in edges}
+        sources = [v for v in range(n) if v not in has_pred]
+        graphs.append((ops, edges, sources))
+    return graphs
+
+
+def batch_tensors(graphs):
+    """Batch-level tensors (op, indptr, index, node_ptr, is_source) for a list of (ops, edges, sources)."""
+    from fgp_ext import ArchGraph, collate
+
+    arch = [ArchGraph(ops, np.array(edges, dtype=np.int64).T.reshape(2, -1), sources=tuple(src))
+            for ops, edges, src in graphs]
+    b = collate(arch)
+    return b
+
+
+@pytest.fixture(params=[1, 2], ids=["threads1", "threads2"])
+def num_threads(request):
+    old = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(old)
