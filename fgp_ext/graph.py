@@ -112,6 +112,84 @@ class ArchBatch:
             level=mv(self.level), is_source=mv(self.is_source),
         )
 
+    def select(self, graph_ids) -> "ArchBatch":
+        """The sub-batch of the graphs ``graph_ids`` (in that order; repeats allowed), built with a
+        few vectorised tensor ops (no per-graph Python): nodes, both CSRs (with their ``perm``),
+        levels and sources are gathered and re-offset, never recomputed.
+
+        The result equals ``collate([graphs[i] for i in graph_ids])`` field by field when this batch
+        was built by :func:`collate` / :func:`batch_from_arrays` (edges of each graph contiguous in
+        the original edge list), which is what lets training pre-collate a dataset once and index
+        it every step.
+        """
+        import torch
+
+        from fgp_ext.ops import CSR
+
+        dev = self.node_ptr.device
+        ids = torch.as_tensor(graph_ids, dtype=torch.int64, device=dev).reshape(-1)
+        b = self.num_graphs
+        if ids.numel() and (int(ids.min()) < -b or int(ids.max()) >= b):
+            raise IndexError(f"graph id out of range for a batch of {b} graphs")
+        ids = torch.where(ids < 0, ids + b, ids)
+        sizes = self.node_ptr.diff().index_select(0, ids)
+        new_ptr = torch.zeros(ids.numel() + 1, dtype=torch.int64, device=dev)
+        torch.cumsum(sizes, 0, out=new_ptr[1:])
+        n_new = int(new_ptr[-1])
+        new_graph = torch.repeat_interleave(torch.arange(ids.numel(), device=dev), sizes, output_size=n_new)
+        # old node id of every new node
+        node_shift = self.node_ptr.index_select(0, ids) - new_ptr[:-1]           # old - new, per graph
+        old_nodes = torch.arange(n_new, device=dev) + node_shift.index_select(0, new_graph)
+
+        def sub_csr(csr, perm_base_old, perm_base_new):
+            deg = csr.indptr.diff().index_select(0, old_nodes)
+            indptr = torch.zeros(n_new + 1, dtype=torch.int64, device=dev)
+            torch.cumsum(deg, 0, out=indptr[1:])
+            e_new = int(indptr[-1])
+            row = torch.repeat_interleave(torch.arange(n_new, device=dev), deg, output_size=e_new)
+            pos = torch.arange(e_new, device=dev) + (csr.indptr[:-1].index_select(0, old_nodes)
+                                                     - indptr[:-1]).index_select(0, row)
+            g = new_graph.index_select(0, row)
+            index = csr.index.index_select(0, pos) - node_shift.index_select(0, g)
+            perm = None
+            if csr.perm is not None:
+                # entries of one graph are contiguous in the referenced order: re-offset per graph
+                perm = csr.perm.index_select(0, pos) - perm_base_old.index_select(0, ids).index_select(0, g) \
+                    + perm_base_new.index_select(0, g)
+            return CSR(indptr, index, perm), indptr
+
+        # first in_csr entry (= first edge, edges being grouped by graph) of every graph
+        in_base_old = self.in_csr.indptr.index_select(0, self.node_ptr[:-1])
+        in_deg_g = (self.in_csr.indptr.index_select(0, self.node_ptr[1:]) - in_base_old).index_select(0, ids)
+        in_base_new = torch.zeros(ids.numel(), dtype=torch.int64, device=dev)
+        if ids.numel() > 1:
+            torch.cumsum(in_deg_g[:-1], 0, out=in_base_new[1:])
+        in_csr, _ = sub_csr(self.in_csr, in_base_old, in_base_new)
+        out_csr, _ = sub_csr(self.out_csr, in_base_old, in_base_new)
+        return ArchBatch(op=self.op.index_select(0, old_nodes), node_ptr=new_ptr, graph=new_graph,
+                         in_csr=in_csr, out_csr=out_csr, level=self.level.index_select(0, old_nodes),
+                         is_source=self.is_source.index_select(0, old_nodes))
+
+    @property
+    def in_rows(self) -> "torch.Tensor":
+        """``int64 [E]``: the destination node (CSR row) of every ``in_csr`` entry (cached)."""
+        return self._rows("in")
+
+    @property
+    def out_rows(self) -> "torch.Tensor":
+        """``int64 [E]``: the source node (CSR row) of every ``out_csr`` entry (cached)."""
+        return self._rows("out")
+
+    def _rows(self, which: str):
+        import torch
+
+        cache = self.__dict__.setdefault("_row_cache", {})
+        if which not in cache:
+            indptr = (self.in_csr if which == "in" else self.out_csr).indptr
+            cache[which] = torch.repeat_interleave(torch.arange(indptr.numel() - 1, device=indptr.device),
+                                                   indptr.diff(), output_size=self.num_edges)
+        return cache[which]
+
 
 def collate(graphs) -> ArchBatch:
     """Collate :class:`ArchGraph` objects into one :class:`ArchBatch`.

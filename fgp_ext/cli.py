@@ -1,0 +1,490 @@
+"""The ``fgp`` command line (also ``python -m fgp_ext``).
+
+Subcommands::
+
+    fgp surrogate  --data nb201 --out sur.npy            flow-surrogate vectors of every architecture
+    fgp pretrain   --encoder gatedgcn --out pre.pt       FGP pre-training (no labels)
+    fgp finetune   --checkpoint pre.pt --out ft.pt       ranking fine-tuning on the protocol split
+    fgp evaluate   --checkpoint ft.pt                    metrics on the protocol's test split
+    fgp run        --encoder gatedgcn --out DIR          the whole protocol: FGP vs supervised-only
+
+``--data`` is ``nb201`` (the embedded NAS-Bench-201 table, default) or a file readable by
+:func:`fgp_ext.data.formats.load` (JSON Lines, JSON, CSV). ``--limit N`` keeps a fixed random
+sample of N architectures (for quick trials).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_TARGETS = ("cifar10_test_200ep", "val_accuracy", "test_accuracy", "accuracy")
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+def _load_data(args):
+    from fgp_ext.data import formats
+
+    ds = formats.load(args.data, getattr(args, "space", None))
+    if args.limit is not None:
+        if args.limit < 50:
+            raise SystemExit(f"fgp: --limit must be >= 50 (got {args.limit})")
+        if args.limit < len(ds):
+            idx = np.sort(np.random.RandomState(0).choice(len(ds), args.limit, replace=False))
+            ds = ds.subset(idx)
+    return ds
+
+
+def _target(args, ds) -> str:
+    if getattr(args, "target", None):
+        if args.target not in ds.target_names:
+            raise SystemExit(f"fgp: unknown target {args.target!r}; available: {ds.target_names}")
+        return args.target
+    for t in DEFAULT_TARGETS:
+        if t in ds.target_names:
+            return t
+    if not ds.target_names:
+        raise SystemExit("fgp: the dataset has no numeric target column")
+    return ds.target_names[0]
+
+
+def _surrogate_params(args, ds) -> dict:
+    sp = dict(ds.space.surrogate_params)
+    for key in ("k", "std", "alpha"):
+        v = getattr(args, f"sur_{key}", None)
+        if v is not None:
+            sp[key] = v
+    sp["seed"] = args.sur_seed
+    return sp
+
+
+def _surrogate(batch, ds, sp):
+    from fgp_ext.surrogate import flow_surrogate
+
+    return flow_surrogate(batch, k=int(sp["k"]), std=float(sp["std"]), alpha=float(sp["alpha"]),
+                          seed=int(sp["seed"]), num_ops=ds.space.num_ops)
+
+
+def _aux(args, ds, batch):
+    from fgp_ext.train import nb201_param_proxy
+
+    if not getattr(args, "aux_target", None):
+        return None
+    if args.aux_target == "params":
+        if getattr(ds.space, "name", "") != "nb201":
+            raise SystemExit("fgp: --aux-target params is only defined for NB201; name a target column")
+        return nb201_param_proxy(batch).numpy()
+    if args.aux_target not in ds.target_names:
+        raise SystemExit(f"fgp: unknown --aux-target {args.aux_target!r}; available: params, {ds.target_names}")
+    return ds.targets(args.aux_target)
+
+
+def _split(args, ds):
+    from fgp_ext.train import default_n_train, split_indices
+
+    n_train = args.n_train or default_n_train(len(ds), getattr(ds.space, "name", None), args.n_val)
+    return split_indices(len(ds), n_train, args.ratio, args.perm_seed, args.n_val), n_train
+
+
+def _progress(args):
+    return False if args.no_progress else None
+
+
+def _fmt(x) -> str:
+    return "  nan " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4f}"
+
+
+def _print_metrics(title, m):
+    keys = ["kendall_tau", "spearman", "p@1%", "p@5%", "p@10%", "p@50%"]
+    print(f"{title}: " + "  ".join(f"{k} {_fmt(m.get(k))}" for k in keys) + f"  (n={m.get('n', '?')})")
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    raise TypeError(type(o).__name__)
+
+
+def _clean(o):
+    """Replace NaN/inf by None so the JSON is strict."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
+def write_json(path, obj) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(_clean(json.loads(json.dumps(obj, default=_json_default))), f, indent=2)
+        f.write("\n")
+
+
+# ----------------------------------------------------------------------------------------------
+# plots
+# ----------------------------------------------------------------------------------------------
+def make_plots(summary: dict, out_dir: Path) -> list[Path]:
+    """Predicted-vs-true rank scatter and training curves of the first run, as PNGs. Returns the
+    written paths; without matplotlib, warns and returns ``[]``."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        warnings.warn("matplotlib is not installed: skipping plots (pip install matplotlib)", stacklevel=2)
+        return []
+    from fgp_ext.metrics import rankdata
+
+    art = summary.get("_artifacts", {})
+    methods = [m for m in ("fgp", "supervised") if m in art]
+    paths = []
+    if methods:
+        fig, axes = plt.subplots(1, len(methods), figsize=(5 * len(methods), 4.6), squeeze=False)
+        for ax, m in zip(axes[0], methods):
+            pred, true = np.asarray(art[m]["pred"]), np.asarray(art[m]["true"])
+            n = len(true)
+            ax.scatter(rankdata(true) / n, rankdata(pred) / n, s=2, alpha=0.3)
+            ax.plot([0, 1], [0, 1], color="k", lw=0.8)
+            r0 = summary["runs"][0][m]
+            ax.set_title(f"{m}: tau {r0['kendall_tau']:.3f}, P@1% {r0['p@1%']:.2f}")
+            ax.set_xlabel("true rank (quantile)")
+            ax.set_ylabel("predicted rank (quantile)")
+        fig.suptitle(f"{summary['encoder']} on {summary['dataset']} ({summary['target']}), run 0 test set")
+        fig.tight_layout()
+        p = out_dir / "rank_scatter.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    pre = art.get("pretrain_history") or []
+    if pre:
+        axes[0].plot([h["epoch"] for h in pre], [h["rec"] for h in pre], label="reconstruction")
+        if pre[0].get("aux") is not None:
+            axes[0].plot([h["epoch"] for h in pre], [h["aux"] for h in pre], label="aux ranking")
+        axes[0].legend()
+    axes[0].set_title("pre-training loss")
+    axes[0].set_xlabel("epoch")
+    for m in methods:
+        h = art[m]["finetune_history"]
+        axes[1].plot([e["epoch"] for e in h], [e["loss"] for e in h], label=m)
+        if h and "val_tau" in h[0]:
+            axes[2].plot([e["epoch"] for e in h], [e["val_tau"] for e in h], label=m)
+    axes[1].set_title("fine-tuning ranking loss")
+    axes[2].set_title("validation Kendall tau")
+    for ax in axes[1:]:
+        ax.set_xlabel("epoch")
+        if methods:
+            ax.legend()
+    fig.tight_layout()
+    p = out_dir / "training_curves.png"
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------
+# subcommands
+# ----------------------------------------------------------------------------------------------
+def cmd_surrogate(args) -> int:
+    import fgp_ext
+
+    ds = _load_data(args)
+    t0 = time.perf_counter()
+    batch = fgp_ext.collate(ds.graphs)
+    t1 = time.perf_counter()
+    sp = _surrogate_params(args, ds)
+    sur = _surrogate(batch, ds, sp).numpy()
+    t2 = time.perf_counter()
+    print(f"surrogate of {len(ds)} architectures, k={sp['k']} std={sp['std']} alpha={sp['alpha']} "
+          f"seed={sp['seed']}: collate {t1 - t0:.3f} s, surrogate {t2 - t1:.3f} s")
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix == ".csv":
+            np.savetxt(out, sur, delimiter=",", header=",".join(f"s{i}" for i in range(sur.shape[1])), comments="")
+        else:
+            np.save(out, sur)
+        print(f"wrote {out}")
+    else:
+        np.set_printoptions(precision=4, suppress=True)
+        print(sur[:5])
+    return 0
+
+
+def _encoder_cfg(args, batch):
+    cfg = {"hidden": args.hidden, "dropout": args.dropout}
+    if args.encoder == "mlp":
+        cfg["max_nodes"] = int(batch.node_ptr.diff().max())
+    return cfg
+
+
+def cmd_pretrain(args) -> int:
+    import fgp_ext
+    from fgp_ext.encoders import build_encoder
+    from fgp_ext.train import pretrain, save_checkpoint, set_seed
+
+    ds = _load_data(args)
+    batch = fgp_ext.collate(ds.graphs)
+    sp = _surrogate_params(args, ds)
+    sur = _surrogate(batch, ds, sp)
+    set_seed(args.seed)
+    enc = build_encoder(args.encoder, ds.space.num_ops, **_encoder_cfg(args, batch))
+    res = pretrain(enc, batch, sur, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                   weight_decay=args.weight_decay, aux_target=_aux(args, ds, batch),
+                   standardize=not args.no_standardize, seed=args.seed, progress=_progress(args))
+    last = res.history[-1] if res.history else {}
+    print(f"pre-trained {args.encoder} on {len(ds)} architectures for {args.epochs} epochs: final "
+          f"reconstruction loss {_fmt(last.get('rec'))}, {res.time_per_epoch:.2f} s/epoch")
+    meta = {"stage": "pretrain", "space": ds.space.name, "surrogate": sp, "history": res.history,
+            "standardize": not args.no_standardize, "aux_target": args.aux_target,
+            "target_mean": None if res.target_mean is None else res.target_mean.tolist(),
+            "target_std": None if res.target_std is None else res.target_std.tolist()}
+    save_checkpoint(args.out, enc, {"flow": res.flow_head, "aux": res.aux_head}, meta)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_finetune(args) -> int:
+    import fgp_ext
+    from fgp_ext.encoders import build_encoder
+    from fgp_ext.train import evaluate, finetune, load_checkpoint, save_checkpoint, set_seed
+
+    ds = _load_data(args)
+    target = _target(args, ds)
+    batch = fgp_ext.collate(ds.graphs)
+    set_seed(args.seed)
+    if args.checkpoint:
+        enc = load_checkpoint(args.checkpoint).encoder
+        if enc.num_ops != ds.space.num_ops:
+            raise SystemExit(f"fgp: checkpoint encoder has {enc.num_ops} ops, the data {ds.space.num_ops}")
+    else:
+        enc = build_encoder(args.encoder, ds.space.num_ops, **_encoder_cfg(args, batch))
+    split, n_train = _split(args, ds)
+    y = ds.targets(target)
+    res = finetune(enc, batch, y, split["train"], split["val"], epochs=args.epochs, batch_size=args.batch_size,
+                   lr=args.lr, margin=args.margin, seed=args.seed, progress=_progress(args))
+    print(f"fine-tuned on {split['train'].size} labelled architectures ({target}); best validation tau "
+          f"{res.best_val_tau:.4f} at epoch {res.best_epoch}; {res.time_per_epoch:.3f} s/epoch")
+    m = evaluate(res.model, batch, y, split["test"])
+    _print_metrics("test", m)
+    meta = {"stage": "finetune", "space": ds.space.name, "target": target, "ratio": args.ratio,
+            "n_train": n_train, "n_val": args.n_val, "perm_seed": args.perm_seed, "seed": args.seed,
+            "history": res.history, "test": m, "pretrained_from": args.checkpoint}
+    save_checkpoint(args.out, res.model.encoder, {"score": res.model.head}, meta)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    import fgp_ext
+    from fgp_ext.train import evaluate, load_checkpoint
+
+    ck = load_checkpoint(args.checkpoint)
+    if "score" not in ck.heads:
+        raise SystemExit(f"fgp: {args.checkpoint} has no score head (a pre-training checkpoint?); "
+                         f"fine-tune it first with 'fgp finetune --checkpoint {args.checkpoint}'")
+    ds = _load_data(args)
+    target = _target(args, ds)
+    batch = fgp_ext.collate(ds.graphs)
+    if args.split == "all":
+        idx = np.arange(len(ds))
+    else:
+        split, _ = _split(args, ds)
+        idx = split[args.split]
+    m = evaluate(ck.predictor(), batch, ds.targets(target), idx)
+    _print_metrics(f"{args.split} ({target})", m)
+    if args.json:
+        write_json(args.json, m)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from fgp_ext.train import run_protocol
+
+    ds = _load_data(args)
+    target = _target(args, ds)
+    out = Path(args.out or f"fgp_results/{args.encoder}")
+    out.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    batch = None
+    aux = None
+    if args.aux_target:
+        import fgp_ext
+
+        batch = fgp_ext.collate(ds.graphs)
+        aux = _aux(args, ds, batch)
+    sp = _surrogate_params(args, ds)
+    print(f"fgp run: {args.encoder} on {ds.space.name} ({len(ds)} architectures, target {target}), "
+          f"{args.runs} run(s), ratio {args.ratio}, pre-train {args.epochs_pretrain} / fine-tune "
+          f"{args.epochs_finetune} epochs, {torch.get_num_threads()} thread(s)")
+    t0 = time.perf_counter()
+    summary = run_protocol(
+        ds, args.encoder, target, runs=args.runs, ratio=args.ratio, n_train=args.n_train, n_val=args.n_val,
+        epochs_pretrain=args.epochs_pretrain, epochs_finetune=args.epochs_finetune,
+        batch_size_pretrain=args.batch_size_pretrain, batch_size_finetune=args.batch_size_finetune, lr=args.lr,
+        margin=args.margin, hidden=args.hidden, dropout=args.dropout, surrogate=sp, aux_target=aux,
+        standardize=not args.no_standardize, baseline=not args.no_baseline, progress=_progress(args))
+    summary["aux_target"] = args.aux_target
+    summary["wall_s"] = time.perf_counter() - t0
+    summary["command"] = "fgp " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else None
+    print()
+    print(f"{'method':<12}{'Kendall tau':>20}{'P@1%':>18}{'Spearman':>12}   ({len(summary['runs'])} run(s), test set)")
+    for m, vals in summary["mean"].items():
+        sd = summary["std"][m]
+        print(f"{m:<12}{vals['kendall_tau']:>12.4f} ± {sd['kendall_tau']:.4f}"
+              f"{vals['p@1%']:>10.4f} ± {sd['p@1%']:.4f}{vals['spearman']:>12.4f}")
+    print(f"time per epoch: pre-training {summary['pretrain_s_per_epoch']:.2f} s, fine-tuning "
+          f"{summary['finetune_s_per_epoch']:.3f} s (train steps only); wall {summary['wall_s']:.1f} s")
+    if not args.no_plots:
+        for p in make_plots(summary, out):
+            print(f"wrote {p}")
+    summary.pop("_artifacts", None)
+    write_json(out / "summary.json", summary)
+    print(f"wrote {out / 'summary.json'}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# argument parsing
+# ----------------------------------------------------------------------------------------------
+def _add_data(p, target=True):
+    p.add_argument("--data", default="nb201", help="'nb201' (embedded, default) or an architecture file")
+    p.add_argument("--space", default=None, help="search space of --data (default: inferred)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use a fixed random sample of this many architectures (quick trials)")
+    if target:
+        p.add_argument("--target", default=None,
+                       help="label column (default: cifar10_test_200ep if present, else the first)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch intra-op CPU threads (default 1: the batches are small, and extra threads "
+                        "on busy cores slow training down by 10x or more)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (default: only on a TTY)")
+
+
+def _add_surrogate(p):
+    p.add_argument("--sur-k", type=int, default=None, help="surrogate dimension (default: the space's)")
+    p.add_argument("--sur-std", type=float, default=None, help="surrogate std (default: the space's)")
+    p.add_argument("--sur-alpha", type=float, default=None, help="surrogate alpha (default 0.5)")
+    p.add_argument("--sur-seed", type=int, default=0, help="surrogate random seed (default 0)")
+
+
+def _add_encoder(p):
+    p.add_argument("--encoder", default="gatedgcn", choices=["gatedgcn", "gin", "mlp"])
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--dropout", type=float, default=0.1)
+
+
+def _add_split(p):
+    p.add_argument("--ratio", type=float, default=0.01, help="labelled share of the training pool (0.01)")
+    p.add_argument("--n-train", type=int, default=None,
+                   help="training-pool size (default: the paper's, 7813 for NB201, else half the data)")
+    p.add_argument("--n-val", type=int, default=40, help="validation architectures (40)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fgp", description="FGP: flow-based generative pre-training of "
+                                 "neural-architecture encoders (pre-train, fine-tune, evaluate).")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("surrogate", help="compute the flow surrogate of every architecture")
+    _add_data(p, target=False)
+    _add_surrogate(p)
+    p.add_argument("--out", default=None, help="write [N, k] to .npy (default) or .csv")
+    p.set_defaults(func=cmd_surrogate)
+
+    p = sub.add_parser("pretrain", help="FGP pre-training (surrogate reconstruction, no labels)")
+    _add_data(p, target=False)
+    _add_surrogate(p)
+    _add_encoder(p)
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-6)
+    p.add_argument("--aux-target", default=None,
+                   help="auxiliary ranking target: a column name, or 'params' (NB201 conv-parameter proxy)")
+    p.add_argument("--no-standardize", action="store_true", help="regress the raw (unstandardised) surrogate")
+    p.add_argument("--seed", type=int, default=21)
+    p.add_argument("--out", required=True, help="checkpoint to write")
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="ranking fine-tuning on the protocol split")
+    _add_data(p)
+    _add_encoder(p)
+    _add_split(p)
+    p.add_argument("--checkpoint", default=None, help="pre-trained checkpoint (default: train from scratch)")
+    p.add_argument("--epochs", type=int, default=200)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--margin", type=float, default=0.5)
+    p.add_argument("--seed", type=int, default=21)
+    p.add_argument("--perm-seed", type=int, default=21, help="split permutation (21 = identity)")
+    p.add_argument("--out", required=True, help="checkpoint to write")
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("evaluate", help="metrics of a fine-tuned checkpoint")
+    _add_data(p)
+    _add_split(p)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--perm-seed", type=int, default=21, help="split permutation (21 = identity)")
+    p.add_argument("--split", default="test", choices=["test", "val", "train", "pool", "all"])
+    p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("run", help="the whole protocol: FGP vs supervised-only, summary JSON + plots")
+    _add_data(p)
+    _add_surrogate(p)
+    _add_encoder(p)
+    _add_split(p)
+    p.add_argument("--runs", type=int, default=3,
+                   help="(seed, permutation) runs, 1..9 (default 3: seeds 21/2021/202121, each with its permutation)")
+    p.add_argument("--epochs-pretrain", type=int, default=5, help="pre-training epochs (default 5; paper 200)")
+    p.add_argument("--epochs-finetune", type=int, default=100, help="fine-tuning epochs (default 100; paper 500)")
+    p.add_argument("--batch-size-pretrain", type=int, default=256)
+    p.add_argument("--batch-size-finetune", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--margin", type=float, default=0.5)
+    p.add_argument("--aux-target", default=None,
+                   help="auxiliary pre-training ranking target: a column name or 'params' (NB201)")
+    p.add_argument("--no-standardize", action="store_true", help="regress the raw (unstandardised) surrogate")
+    p.add_argument("--no-baseline", action="store_true", help="skip the supervised-only baseline")
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--out", default=None, help="output directory (default fgp_results/<encoder>)")
+    p.set_defaults(func=cmd_run)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"fgp: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

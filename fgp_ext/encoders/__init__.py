@@ -1,0 +1,38 @@
+"""Architecture encoders built on the fgp ops (no PyG).
+
+Every encoder maps an :class:`~fgp_ext.graph.ArchBatch` to node embeddings ``[N, out_dim]``
+(:meth:`Encoder.node_embeddings`) and to graph embeddings ``[B, out_dim]`` by segment mean
+(:meth:`Encoder.forward`). Inputs are the op ids of the nodes (a learned embedding, i.e. one-hot
+op ids times a matrix).
+
+* :class:`GIN` — graph isomorphism network, 3 layers, layer-concat readout.
+* :class:`GatedGCN` — residual gated graph conv, graphs made undirected, residual
+  ``0.2 * x_in + 0.8 * x``.
+* :class:`MLPEncoder` — a baseline on the flattened per-node one-hot encoding.
+
+Use :func:`build_encoder` (by name) to construct one from a config dict; ``encoder.config`` gives
+that dict back, which is what checkpoints store.
+"""
+from __future__ import annotations
+
+from fgp_ext.encoders.base import Encoder, segment_mean
+from fgp_ext.encoders.gatedgcn import GatedGCN
+from fgp_ext.encoders.gin import GIN
+from fgp_ext.encoders.mlp import MLPEncoder
+
+#: Encoder classes by CLI / checkpoint name.
+ENCODERS: dict[str, type[Encoder]] = {"gin": GIN, "gatedgcn": GatedGCN, "mlp": MLPEncoder}
+
+
+def build_encoder(name: str, num_ops: int, **config) -> Encoder:
+    """Construct the encoder ``name`` (``"gin"``, ``"gatedgcn"``, ``"mlp"``) for a vocabulary of
+    ``num_ops`` ops; ``config`` goes to the class (``hidden``, ``layers``, ``dropout``, ...)."""
+    key = str(name).lower().replace("-", "").replace("_", "")
+    if key == "resgatedgcn":
+        key = "gatedgcn"
+    if key not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; choose one of {sorted(ENCODERS)}")
+    return ENCODERS[key](num_ops=num_ops, **config)
+
+
+__all__ = ["Encoder", "GIN", "GatedGCN", "MLPEncoder", "ENCODERS", "build_encoder", "segment_mean"]

@@ -1,0 +1,77 @@
+"""The ``fgp`` command line end to end on small samples of the embedded NB201 data."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from fgp_ext.cli import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_threads():
+    old = torch.get_num_threads()       # the CLI sets torch threads (default 1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_run_end_to_end(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["run", "--encoder", "gatedgcn", "--limit", "300", "--ratio", "0.2", "--hidden", "16",
+               "--epochs-pretrain", "1", "--epochs-finetune", "3", "--runs", "2", "--out", str(out),
+               "--no-progress"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "Kendall tau" in text and "P@1%" in text and "supervised" in text and "fgp" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_archs"] == 300 and summary["encoder"] == "gatedgcn"
+    assert len(summary["runs"]) == 2 and summary["runs"][0]["n_labelled"] == int(150 * 0.2)
+    for m in ("fgp", "supervised"):
+        assert -1.0 <= summary["mean"][m]["kendall_tau"] <= 1.0
+        assert "p@1%" in summary["mean"][m]
+    assert summary["pretrain_s_per_epoch"] > 0 and summary["finetune_s_per_epoch"] > 0
+    for png in ("rank_scatter.png", "training_curves.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stages_chain(tmp_path, capsys):
+    sur = tmp_path / "sur.npy"
+    assert main(["surrogate", "--limit", "200", "--out", str(sur)]) == 0
+    assert np.load(sur).shape == (200, 7)
+    pre = tmp_path / "pre.pt"
+    common = ["--limit", "200", "--no-progress"]
+    assert main(["pretrain", "--encoder", "gin", "--hidden", "8", "--epochs", "1", "--aux-target", "params",
+                 "--out", str(pre), *common]) == 0
+    ft = tmp_path / "ft.pt"
+    assert main(["finetune", "--checkpoint", str(pre), "--ratio", "0.2", "--epochs", "2", "--out", str(ft),
+                 *common]) == 0
+    js = tmp_path / "m.json"
+    assert main(["evaluate", "--checkpoint", str(ft), "--ratio", "0.2", "--json", str(js), *common]) == 0
+    m = json.loads(js.read_text())
+    assert m["n"] == 200 - 100 - 40 and "kendall_tau" in m
+    out = capsys.readouterr().out
+    assert "test" in out and "wrote" in out
+
+
+def test_errors(tmp_path, capsys):
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(1)}, foreign)
+    assert main(["evaluate", "--checkpoint", str(foreign), "--limit", "100"]) == 2
+    assert "not an fgp_ext checkpoint" in capsys.readouterr().err
+    assert main(["surrogate", "--data", str(tmp_path / "nope.jsonl")]) == 2
+    with pytest.raises(SystemExit):
+        main(["run", "--encoder", "transformer"])
+    with pytest.raises(SystemExit):
+        main(["run", "--target", "no_such_column", "--limit", "100"])
+
+
+def test_python_dash_m_help():
+    r = subprocess.run([sys.executable, "-m", "fgp_ext", "--help"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0
+    for cmd in ("surrogate", "pretrain", "finetune", "evaluate", "run"):
+        assert cmd in r.stdout

@@ -1,0 +1,196 @@
+"""Pre-training, fine-tuning, the split protocol and checkpoints (fgp_ext.train)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import fgp_ext
+from fgp_ext.encoders import build_encoder
+from fgp_ext.train import (CheckpointError, MLPHead, Predictor, evaluate, finetune, load_checkpoint, permutation,
+                           predict, pretrain, protocol_runs, ranking_loss, save_checkpoint, set_seed,
+                           split_indices, nb201_param_proxy)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny batches: one intra-op thread is fastest and immune to oversubscribed CI cores."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def nb201():
+    from fgp_ext.data import formats
+
+    ds = formats.load("nb201")
+    return ds, fgp_ext.collate(ds.graphs)
+
+
+# --------------------------------------------------------------------------------------------
+# ranking loss
+# --------------------------------------------------------------------------------------------
+def test_ranking_loss_hand_examples():
+    t = torch.tensor
+    # correctly ordered with a gap larger than the margin: no loss
+    assert float(ranking_loss(t([1.0, 0.0]), t([2.0, 1.0]), margin=0.5)) == 0.0
+    # wrongly ordered by 1: 0.5 + 1
+    assert float(ranking_loss(t([0.0, 1.0]), t([2.0, 1.0]), margin=0.5)) == pytest.approx(1.5)
+    # correct but inside the margin: 0.5 - 0.2
+    assert float(ranking_loss(t([0.2, 0.0]), t([5.0, 1.0]), margin=0.5)) == pytest.approx(0.3)
+    # ties in y are skipped: pairs (0,2) and (1,2) only, each 0.5 with constant scores
+    assert float(ranking_loss(t([0.0, 0.0, 0.0]), t([1.0, 1.0, 2.0]), margin=0.5)) == pytest.approx(0.5)
+    # mean over pairs: y = [3, 2, 1], s = [0, 1, 0] -> pairs (0,1): 0.5+1, (0,2): 0.5, (1,2): 0
+    assert float(ranking_loss(t([0.0, 1.0, 0.0]), t([3.0, 2.0, 1.0]))) == pytest.approx(2.0 / 3.0)
+    # margin 0.1
+    assert float(ranking_loss(t([0.0, 0.0]), t([1.0, 2.0]), margin=0.1)) == pytest.approx(0.1)
+
+
+def test_ranking_loss_no_pairs_and_grad():
+    s = torch.zeros(3, requires_grad=True)
+    loss = ranking_loss(s, torch.ones(3))
+    assert float(loss.detach()) == 0.0
+    loss.backward()
+    assert torch.equal(s.grad, torch.zeros(3))
+    s = torch.tensor([0.0, 1.0], requires_grad=True)
+    ranking_loss(s, torch.tensor([2.0, 1.0])).backward()
+    torch.testing.assert_close(s.grad, torch.tensor([-1.0, 1.0]))
+
+
+def test_ranking_loss_max_pairs_and_errors():
+    g = torch.Generator().manual_seed(0)
+    s, y = torch.randn(10), torch.arange(10.0)
+    full = ranking_loss(s, y)
+    capped = ranking_loss(s, y, max_pairs=5, generator=g)
+    assert torch.isfinite(capped) and float(capped) >= 0 and float(full) >= 0
+    with pytest.raises(ValueError, match="length"):
+        ranking_loss(torch.zeros(3), torch.zeros(2))
+
+
+# --------------------------------------------------------------------------------------------
+# split protocol
+# --------------------------------------------------------------------------------------------
+def test_split_nb201_sizes_and_permutations():
+    s = split_indices(15625, 7813, 0.01, 21)
+    assert (s["train"].size, s["val"].size, s["test"].size) == (78, 40, 15625 - 7813 - 40)
+    np.testing.assert_array_equal(s["train"], np.arange(78))             # identity for seed 21
+    np.testing.assert_array_equal(s["val"], np.arange(7813, 7853))
+    np.random.seed(2021)
+    expect = np.random.permutation(15625)
+    np.testing.assert_array_equal(permutation(15625, 2021), expect)
+    s2 = split_indices(15625, 7813, 0.01, 2021)
+    np.testing.assert_array_equal(s2["train"], expect[:78])
+    np.testing.assert_array_equal(s2["test"], expect[7853:])
+    assert set(s2["train"]) | set(s2["val"]) | set(s2["test"]) <= set(range(15625))
+    assert not (set(s2["pool"]) & set(s2["val"])) and not (set(s2["val"]) & set(s2["test"]))
+    with pytest.raises(ValueError):
+        split_indices(100, 80, 0.01, 21)
+    with pytest.raises(ValueError):
+        split_indices(100, 50, 0.01, 21)     # int(50 * 0.01) = 0 labelled
+
+
+def test_protocol_runs():
+    runs = protocol_runs(9)
+    assert runs[:3] == [(21, 21), (2021, 2021), (202121, 202121)]
+    assert len(set(runs)) == 9
+    with pytest.raises(ValueError):
+        protocol_runs(10)
+
+
+def test_param_proxy(nb201):
+    ds, batch = nb201
+    sub = batch.select([0])
+    ops = ds.graphs[0].ops
+    assert float(nb201_param_proxy(sub)[0]) == 9 * (ops == 5).sum() + (ops == 4).sum()
+
+
+# --------------------------------------------------------------------------------------------
+# pre-training + fine-tuning on real NB201 data
+# --------------------------------------------------------------------------------------------
+def test_pretrain_finetune_beats_random(nb201):
+    ds, batch = nb201
+    y = ds.targets("cifar10_test_200ep")
+    rng = np.random.default_rng(0)
+    sur = fgp_ext.flow_surrogate(batch, k=7, std=0.1, num_ops=7)
+    set_seed(21)
+    enc = build_encoder("gatedgcn", 7, hidden=32)
+    pre = pretrain(enc, batch, sur, epochs=1, batch_size=256, indices=rng.choice(len(ds), 1024, replace=False),
+                   aux_target=nb201_param_proxy(batch).numpy(), seed=21, progress=False)
+    assert len(pre.history) == 1 and math.isfinite(pre.history[0]["rec"]) and pre.history[0]["aux"] is not None
+    assert pre.time_per_epoch > 0
+    split = split_indices(len(ds), 7813, 0.01, 2021)
+    ft = finetune(enc, batch, y, split["train"], split["val"], epochs=12, seed=21, progress=False)
+    assert len(ft.history) == 12 and 1 <= ft.best_epoch <= 12
+    test = split["test"][:2000]
+    m = evaluate(ft.model, batch, y, test)
+    assert m["n"] == 2000
+    assert m["kendall_tau"] > 0.3, m
+    # the restored model is the best-validation one
+    from fgp_ext.metrics import kendall_tau
+    assert kendall_tau(predict(ft.model, batch, split["val"]), y[split["val"]]) == pytest.approx(ft.best_val_tau)
+
+
+def test_finetune_deterministic(nb201):
+    ds, batch = nb201
+    y = ds.targets("cifar10_test_200ep")
+    idx = np.arange(40)
+    outs = []
+    for _ in range(2):
+        set_seed(5)
+        enc = build_encoder("gin", 7, hidden=16)
+        ft = finetune(enc, batch, y, idx[:24], idx[24:], epochs=2, seed=5, progress=False)
+        outs.append(predict(ft.model, batch, idx))
+    np.testing.assert_array_equal(outs[0], outs[1])
+
+
+def test_input_errors(nb201):
+    ds, batch = nb201
+    enc = build_encoder("mlp", 7, hidden=8)
+    with pytest.raises(ValueError, match="surrogate_targets"):
+        pretrain(enc, batch, torch.zeros(3, 7), epochs=1)
+    with pytest.raises(ValueError, match="at least 2"):
+        finetune(enc, batch, ds.targets("cifar10_test_200ep"), [0], epochs=1)
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoints
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["gatedgcn", "gin", "mlp"])
+def test_checkpoint_round_trip(tmp_path, nb201, name):
+    ds, batch = nb201
+    torch.manual_seed(0)
+    enc = build_encoder(name, 7, hidden=16, max_nodes=8) if name == "mlp" else build_encoder(name, 7, hidden=16)
+    model = Predictor(enc, MLPHead(enc.out_dim, 8, 1))
+    flow = MLPHead(enc.out_dim, 128, 7)
+    path = save_checkpoint(tmp_path / "m.pt", enc, {"score": model.head, "flow": flow}, {"note": "x"})
+    ck = load_checkpoint(path)
+    assert ck.meta == {"note": "x"} and set(ck.heads) == {"score", "flow"}
+    sub = batch.select(np.arange(50))
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(ck.predictor()(sub), model(sub), rtol=0, atol=0)
+        torch.testing.assert_close(ck.heads["flow"](ck.encoder(sub)), flow(enc(sub)), rtol=0, atol=0)
+
+
+def test_checkpoint_refuses_foreign_files(tmp_path):
+    other = tmp_path / "other.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, other)
+    with pytest.raises(CheckpointError, match="not an fgp_ext checkpoint"):
+        load_checkpoint(other)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello\n")
+    with pytest.raises(CheckpointError, match="not an fgp_ext checkpoint"):
+        load_checkpoint(text)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "missing.pt")
+    enc = build_encoder("gin", 3, hidden=4)
+    p = save_checkpoint(tmp_path / "v.pt", enc)
+    blob = torch.load(p, weights_only=True)
+    blob["version"] = 99
+    torch.save(blob, p)
+    with pytest.raises(CheckpointError, match="version"):
+        load_checkpoint(p)
