@@ -21,7 +21,8 @@ TORCH_LIBRARY(fgp, m) {
   m.def("csr_transpose(Tensor index, Tensor indptr, int num_cols) -> (Tensor, Tensor, Tensor)");
   m.def("topo_levels(Tensor indptr, Tensor index, Tensor node_ptr) -> Tensor");
   m.def("flow_surrogate(Tensor op, Tensor indptr, Tensor index, Tensor node_ptr, Tensor is_source, "
-        "Tensor r, Tensor P, Tensor W, float alpha, str schedule=\"auto\") -> Tensor");
+        "Tensor r, Tensor P, Tensor W, float alpha, str schedule=\"auto\", "
+        "Tensor? t_indptr=None, Tensor? t_index=None) -> Tensor");
 }
 
 namespace {

@@ -115,6 +115,7 @@ def flow_surrogate(
     W: torch.Tensor,
     alpha: float = 0.5,
     schedule: str = "auto",
+    transpose: CSR | None = None,
 ) -> torch.Tensor:
     """The FGP flow surrogate ``[B, k]`` of every graph of a batch (FGP.md §2), no learning.
 
@@ -128,9 +129,16 @@ def flow_surrogate(
             for the authors' random draws.
         alpha: mixing weight of ``f(o, m) = alpha*m + (1-alpha)*relu([o, m] @ W)``.
         schedule: ``"graph"`` (one task per graph, for many small DAGs), ``"level"`` (level-synchronous
-            over the batch, for few large DAGs) or ``"auto"``. All give identical results.
+            over the batch, for few large DAGs) or ``"auto"`` (per graph when there are at least as
+            many graphs as threads). All give bitwise-identical results.
+        transpose: optional successor CSR, :func:`csr_transpose` of ``(index, indptr)`` (an
+            :class:`~fgp_ext.graph.ArchBatch` holds it as ``out_csr``); built when omitted.
     """
-    return _ops.flow_surrogate(op, indptr, index, node_ptr, is_source, r, P, W, float(alpha), schedule)
+    t_indptr = t_index = None
+    if transpose is not None:
+        t_indptr, t_index = transpose.indptr, transpose.index
+    return _ops.flow_surrogate(op, indptr, index, node_ptr, is_source, r, P, W, float(alpha), schedule, t_indptr,
+                               t_index)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -224,7 +232,8 @@ def _topo_levels_fake(indptr, index, node_ptr):
 
 
 @torch.library.register_fake("fgp::flow_surrogate")
-def _flow_surrogate_fake(op, indptr, index, node_ptr, is_source, r, P, W, alpha, schedule="auto"):
+def _flow_surrogate_fake(op, indptr, index, node_ptr, is_source, r, P, W, alpha, schedule="auto", t_indptr=None,
+                         t_index=None):
     return r.new_empty((node_ptr.shape[0] - 1, r.shape[0]))
 
 
@@ -243,4 +252,10 @@ if not CUDA_KERNELS:
     torch.library.register_kernel("fgp::edge_dot", "cuda", _ref.edge_dot)
     torch.library.register_kernel("fgp::csr_transpose", "cuda", _ref.csr_transpose)
     torch.library.register_kernel("fgp::topo_levels", "cuda", _ref.topo_levels)
-    torch.library.register_kernel("fgp::flow_surrogate", "cuda", _ref.flow_surrogate_batched)
+    torch.library.register_kernel(
+        "fgp::flow_surrogate",
+        "cuda",
+        lambda op, indptr, index, node_ptr, is_source, r, P, W, alpha, schedule="auto", t_indptr=None, t_index=None: (
+            _ref.flow_surrogate_batched(op, indptr, index, node_ptr, is_source, r, P, W, alpha)
+        ),
+    )

@@ -51,4 +51,5 @@ def flow_surrogate(batch, *, k: int, std: float, alpha: float = 0.5, seed: int =
     params = flow_params(num_ops, k, std, seed, dtype)
     dev = batch.device
     return ops.flow_surrogate(batch.op, batch.in_csr.indptr, batch.in_csr.index, batch.node_ptr, batch.is_source,
-                              params.r.to(dev), params.P.to(dev), params.W.to(dev), alpha, schedule)
+                              params.r.to(dev), params.P.to(dev), params.W.to(dev), alpha, schedule,
+                              transpose=batch.out_csr)

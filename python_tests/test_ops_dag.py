@@ -1,6 +1,8 @@
 """topo_levels and flow_surrogate against plain-Python references."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -59,6 +61,7 @@ def test_flow_surrogate_matches_per_graph_reference(graphs):
         atol = 1e-5 if dtype == torch.float32 else 1e-12
         by_graph = ops.flow_surrogate(*args, schedule="graph")
         by_level = ops.flow_surrogate(*args, schedule="level")
+        assert torch.equal(ops.flow_surrogate(*args, schedule="graph", transpose=b.out_csr), by_graph)
         assert by_graph.dtype == dtype and by_graph.shape == (len(graphs), 6)
         torch.testing.assert_close(by_graph, want, rtol=atol, atol=atol)
         # The two schedules do the same arithmetic per node: bitwise identical.
@@ -212,8 +215,10 @@ FLOW_BAD = [
     ("is_source dtype", dict(is_source=torch.tensor([1, 0])), "is_source"),
     ("node_ptr end", dict(node_ptr=torch.tensor([0, 1])), "node_ptr"),
     ("node_ptr decreasing", dict(node_ptr=torch.tensor([0, 3, 2])), "node_ptr"),
-    ("indptr length", dict(indptr=torch.tensor([0, 1])), "N + 1"),
-    ("index out of range", dict(index=torch.tensor([7])), "outside"),
+    ("indptr length", dict(indptr=torch.tensor([0, 1])), r"N \+ 1"),
+    ("index out of range", dict(index=torch.tensor([7])), "outside|out of range"),
+    ("bad successor csr", dict(t_indptr=torch.tensor([0, 1, 1]), t_index=torch.tensor([5])), "t_index out of range"),
+    ("half successor csr", dict(t_indptr=torch.tensor([0, 1, 1])), "both t_indptr and t_index"),
 ]
 
 
@@ -221,9 +226,13 @@ FLOW_BAD = [
 @pytest.mark.parametrize("name,override,message", FLOW_BAD, ids=[c[0] for c in FLOW_BAD])
 def test_flow_surrogate_bad_input(name, override, message, schedule):
     args = {**_good_args(), **override}
+    t = {key: args.pop(key) for key in ("t_indptr", "t_index") if key in args}
     with pytest.raises(RuntimeError) as info:
-        ops.flow_surrogate(**args, schedule=schedule)
-    assert message in str(info.value), str(info.value)
+        if t:
+            torch.ops.fgp.flow_surrogate(*args.values(), 0.5, schedule, t.get("t_indptr"), t.get("t_index"))
+        else:
+            ops.flow_surrogate(**args, schedule=schedule)
+    assert re.search(message, str(info.value)), str(info.value)
 
 
 def test_flow_surrogate_bad_alpha_and_schedule():

@@ -13,7 +13,26 @@
 #define FGP_HOST_DEVICE
 #endif
 
+// Runtime ISA dispatch for the CPU inner loops (GCC ifunc): one clone per vector width, chosen at
+// load time, so a portable wheel still uses AVX2/AVX-512 where present. Floating-point contraction
+// is off (-ffp-contract=off), so every clone, and the CUDA build (--fmad=false), rounds alike.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(__CUDACC__)
+#define FGP_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FGP_CPU_CLONES
+#endif
+
 namespace fgp {
+
+// Output columns kept in registers while a row's entries are summed (one AVX-512 float vector).
+constexpr int64_t kColumnTile = 16;
+
+// The ISA-dispatched row loops report the first row whose pointers are invalid (-1: none) and the
+// caller raises: an exception thrown inside a target_clones function aborts instead of unwinding.
+inline void raise_bad_row(int64_t bad_row, const int64_t* ptr) {
+  TORCH_CHECK(bad_row < 0, "indptr must be non-decreasing (and end at the number of entries); indptr[", bad_row,
+              "]=", ptr[bad_row < 0 ? 0 : bad_row], " > indptr[", bad_row + 1, "]=", ptr[bad_row < 0 ? 0 : bad_row + 1]);
+}
 
 // Rows per parallel task: small segments are cheap, so hand each thread a few thousand of them.
 constexpr int64_t kRowGrain = 256;
@@ -54,17 +73,22 @@ inline void check_indptr_full(const at::Tensor& indptr, int64_t num_entries, con
   }
 }
 
+// Every index lies in [0, num_cols): one vectorised min/max pass, done before the kernels so their
+// inner loops stay free of checks.
+inline void check_index_range(const at::Tensor& index, int64_t num_cols, const char* name) {
+  if (index.numel() == 0) return;
+  const auto [mn, mx] = at::aminmax(index);
+  const auto lo = mn.item<int64_t>(), hi = mx.item<int64_t>();
+  TORCH_CHECK(lo >= 0 && hi < num_cols, name, " out of range: values must lie in [0, ", num_cols,
+              "), found min ", lo, " max ", hi);
+}
+
 // Whole-tensor validation with ATen reductions, for devices whose kernels cannot raise errors
 // inline (CUDA). One host synchronisation per check.
 inline void check_csr_device(const at::Tensor& indptr, const at::Tensor& index, int64_t num_cols,
                              const char* indptr_name, const char* index_name) {
   check_indptr_full(indptr, index.numel(), indptr_name);
-  if (index.numel() > 0) {
-    const auto mn = index.min().item<int64_t>();
-    const auto mx = index.max().item<int64_t>();
-    TORCH_CHECK(mn >= 0 && mx < num_cols, index_name, " out of range: values must lie in [0, ",
-                num_cols, "), found min ", mn, " max ", mx);
-  }
+  check_index_range(index, num_cols, index_name);
 }
 
 // Flatten everything after dim 0 into one feature dimension: ops see [rows, F].

@@ -30,9 +30,12 @@ FGP_HOST_DEVICE inline T flow_combine(T m_j, T z_j, T alpha) {
   return alpha * m_j + (T(1) - alpha) * (z_j > T(0) ? z_j : T(0));
 }
 
-// m = sum of h rows of the neighbours nbr[start .. end-1], in CSR order.
-template <typename T>
-FGP_HOST_DEVICE inline void flow_message(const T* h, const int64_t* nbr, int64_t start, int64_t end, int64_t k, T* m) {
+// m = sum of h rows of the neighbours nbr[start .. end-1], in CSR order. K > 0 fixes k at compile
+// time (the published k = 4, 7, 12 get their own instantiations); K = 0 reads k at run time.
+template <typename T, int K = 0>
+FGP_HOST_DEVICE inline void flow_message(const T* h, const int64_t* nbr, int64_t start, int64_t end, int64_t k_dyn,
+                                         T* m) {
+  const int64_t k = K > 0 ? K : k_dyn;
   for (int64_t j = 0; j < k; ++j) m[j] = T(0);
   for (int64_t e = start; e < end; ++e) {
     const T* row = h + nbr[e] * k;
@@ -40,10 +43,32 @@ FGP_HOST_DEVICE inline void flow_message(const T* h, const int64_t* nbr, int64_t
   }
 }
 
-// out = f(o, m) for all k columns (out must not alias m).
-template <typename T>
-FGP_HOST_DEVICE inline void flow_update(const T* m, const T* pw_row, const T* w_msg, T alpha, int64_t k, T* out) {
-  for (int64_t j = 0; j < k; ++j) out[j] = flow_combine(m[j], flow_preactivation(m, pw_row, w_msg, k, j), alpha);
+// out = f(o, m) for all k columns (out must not alias m). Each column's pre-activation is the same
+// chain as flow_preactivation (pw_row[j], then + m[i] * w_msg[i][j] for i = 0, 1, ...), but with
+// the column loop innermost, so the k chains advance side by side (vectorisable); bitwise equal.
+template <typename T, int K = 0>
+FGP_HOST_DEVICE inline void flow_update(const T* m, const T* pw_row, const T* w_msg, T alpha, int64_t k_dyn, T* out) {
+  if constexpr (K > 0) {
+    // Compile-time k: the k partial sums live in registers (out may alias nothing, but the
+    // compiler cannot know that of a pointer).
+    T z[K];
+    for (int64_t j = 0; j < K; ++j) z[j] = pw_row[j];
+    for (int64_t i = 0; i < K; ++i) {
+      const T mi = m[i];
+      const T* wr = w_msg + i * K;
+      for (int64_t j = 0; j < K; ++j) z[j] += mi * wr[j];
+    }
+    for (int64_t j = 0; j < K; ++j) out[j] = flow_combine(m[j], z[j], alpha);
+  } else {
+    const int64_t k = k_dyn;
+    for (int64_t j = 0; j < k; ++j) out[j] = pw_row[j];
+    for (int64_t i = 0; i < k; ++i) {
+      const T mi = m[i];
+      const T* wr = w_msg + i * k;
+      for (int64_t j = 0; j < k; ++j) out[j] += mi * wr[j];
+    }
+    for (int64_t j = 0; j < k; ++j) out[j] = flow_combine(m[j], out[j], alpha);
+  }
 }
 
 // Pointers shared by both schedules and devices.
@@ -66,12 +91,17 @@ struct FlowArgs {
 
 // Per-graph schedule: the whole surrogate of one graph (nodes [begin, end)) serially, in Kahn's
 // topological order. order/indeg are scratch slices over the graph's node range; m has k entries.
-// Edges must have passed check_graph_edges for every graph of the batch; returns a GraphStatus
-// (bad op id or cycle).
-template <typename T>
+// It first checks that the graph's edges, both directions, stay inside the graph, so a task never
+// touches another graph's nodes whatever the other graphs hold. Returns a GraphStatus.
+template <typename T, int K = 0>
 FGP_HOST_DEVICE inline int64_t flow_surrogate_graph(const FlowArgs<T>& a, int64_t begin, int64_t end, int64_t* order,
                                                     int64_t* indeg, T* m, T* readout, int64_t* detail) {
-  const int64_t k = a.k;
+  const int64_t k = K > 0 ? K : a.k;
+  int64_t status = check_graph_edges(begin, end, a.in_ptr, a.in_idx, detail);
+  if (status != kGraphOk) return status;
+  for (int64_t u = begin; u < end; ++u)
+    for (int64_t e = a.out_ptr[u]; e < a.out_ptr[u + 1]; ++e)
+      if (a.out_idx[e] < begin || a.out_idx[e] >= end) { *detail = u; return kGraphBadTranspose; }
   int64_t tail = 0;
   for (int64_t v = begin; v < end; ++v) {
     if (a.op[v] < 0 || a.op[v] >= a.num_ops) { *detail = v; return kGraphBadOp; }
@@ -91,14 +121,14 @@ FGP_HOST_DEVICE inline int64_t flow_surrogate_graph(const FlowArgs<T>& a, int64_
   for (int64_t q = 0; q < tail; ++q) {
     const int64_t v = order[begin + q];
     if (a.in_ptr[v + 1] == a.in_ptr[v]) continue;
-    flow_message(a.h, a.in_idx, a.in_ptr[v], a.in_ptr[v + 1], k, m);
-    flow_update(m, a.pw + a.op[v] * k, a.w_msg, a.alpha, k, a.h + v * k);
+    flow_message<T, K>(a.h, a.in_idx, a.in_ptr[v], a.in_ptr[v + 1], k, m);
+    flow_update<T, K>(m, a.pw + a.op[v] * k, a.w_msg, a.alpha, k, a.h + v * k);
   }
   for (int64_t q = tail - 1; q >= 0; --q) {
     const int64_t u = order[begin + q];
     if (a.out_ptr[u + 1] == a.out_ptr[u]) continue;
-    flow_message(a.h, a.out_idx, a.out_ptr[u], a.out_ptr[u + 1], k, m);
-    flow_update(m, a.pw + a.op[u] * k, a.w_msg, a.alpha, k, a.h + u * k);
+    flow_message<T, K>(a.h, a.out_idx, a.out_ptr[u], a.out_ptr[u + 1], k, m);
+    flow_update<T, K>(m, a.pw + a.op[u] * k, a.w_msg, a.alpha, k, a.h + u * k);
   }
   for (int64_t j = 0; j < k; ++j) readout[j] = T(0);
   for (int64_t v = begin; v < end; ++v)
@@ -109,7 +139,8 @@ FGP_HOST_DEVICE inline int64_t flow_surrogate_graph(const FlowArgs<T>& a, int64_
 
 inline void check_flow_args(const at::Tensor& op, const at::Tensor& indptr, const at::Tensor& index,
                             const at::Tensor& node_ptr, const at::Tensor& is_source, const at::Tensor& r,
-                            const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule) {
+                            const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule,
+                            const std::optional<at::Tensor>& t_indptr, const std::optional<at::Tensor>& t_index) {
   check_index_vector(op, "op");
   check_index_vector(index, "index");
   for (const auto* t : {&indptr, &index, &node_ptr, &is_source, &r, &P, &W})
@@ -134,13 +165,26 @@ inline void check_flow_args(const at::Tensor& op, const at::Tensor& indptr, cons
   TORCH_CHECK(alpha >= 0.0 && alpha <= 1.0, "alpha must lie in [0, 1], got ", alpha);
   TORCH_CHECK(schedule == "auto" || schedule == "graph" || schedule == "level",
               "schedule must be 'auto', 'graph' or 'level', got '", std::string(schedule), "'");
+  TORCH_CHECK(t_indptr.has_value() == t_index.has_value(), "pass both t_indptr and t_index (the successor CSR) or neither");
+  if (t_indptr.has_value()) {
+    check_index_vector(*t_index, "t_index");
+    check_same_device(op, "op", *t_indptr, "t_indptr");
+    check_same_device(op, "op", *t_index, "t_index");
+    TORCH_CHECK(t_indptr->numel() == N + 1 && t_index->numel() == index.numel(),
+                "t_indptr/t_index must be the successor CSR (csr_transpose of indptr/index): shapes [N + 1] = [", N + 1,
+                "] and [E] = [", index.numel(), "], got ", t_indptr->sizes(), " and ", t_index->sizes());
+    check_indptr_full(*t_indptr, index.numel(), "t_indptr");
+    check_index_range(*t_index, N, "t_index");
+  }
 }
 
 at::Tensor flow_surrogate_cpu(const at::Tensor& op, const at::Tensor& indptr, const at::Tensor& index,
                               const at::Tensor& node_ptr, const at::Tensor& is_source, const at::Tensor& r,
-                              const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule);
+                              const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule,
+                              const std::optional<at::Tensor>& t_indptr, const std::optional<at::Tensor>& t_index);
 at::Tensor flow_surrogate_cuda(const at::Tensor& op, const at::Tensor& indptr, const at::Tensor& index,
                                const at::Tensor& node_ptr, const at::Tensor& is_source, const at::Tensor& r,
-                               const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule);
+                               const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule,
+                               const std::optional<at::Tensor>& t_indptr, const std::optional<at::Tensor>& t_index);
 
 }  // namespace fgp

@@ -12,6 +12,7 @@ enum GraphStatus : int64_t {
   kGraphEdgeOutside = 2,    // detail: the edge id whose source lies outside the graph
   kGraphBadIndptr = 3,      // detail: the node whose row pointers decrease
   kGraphBadOp = 4,          // detail: the node whose op id is out of range
+  kGraphBadTranspose = 5,   // detail: the node whose successor list leaves the graph
 };
 
 // Every predecessor of graph [begin, end) lies inside the graph and its row pointers do not
@@ -51,6 +52,9 @@ inline void raise_graph_errors(const int64_t* status, const int64_t* detail, con
       case kGraphBadOp:
         TORCH_CHECK(false, "op id out of range at node ", d, " (graph ", g, "): op ids must lie in [0, ",
                     num_ops, ")");
+      case kGraphBadTranspose:
+        TORCH_CHECK(false, "graph ", g, ": the successor CSR (t_indptr/t_index) of node ", d,
+                    " leaves the graph; it must be csr_transpose(index, indptr)");
       default:
         TORCH_CHECK(false, "graph ", g, ": unknown error status ", status[g]);
     }

@@ -8,26 +8,17 @@
 namespace fgp {
 namespace {
 
-template <typename T>
-FlowArgs<T> make_args(const at::Tensor& op, const at::Tensor& in_ptr, const at::Tensor& in_idx, const at::Tensor& out_ptr,
-                      const at::Tensor& out_idx, const at::Tensor& is_source, const at::Tensor& r, const at::Tensor& pw,
-                      const at::Tensor& w_msg, double alpha, at::Tensor& h) {
-  return FlowArgs<T>{op.data_ptr<int64_t>(), in_ptr.data_ptr<int64_t>(), in_idx.data_ptr<int64_t>(),
-                     out_ptr.data_ptr<int64_t>(), out_idx.data_ptr<int64_t>(), is_source.data_ptr<bool>(),
-                     r.data_ptr<T>(), pw.data_ptr<T>(), w_msg.data_ptr<T>(), static_cast<T>(alpha), r.numel(),
-                     pw.size(0), h.data_ptr<T>()};
-}
-
-// Many graphs: one task per graph, each graph's nodes in Kahn order.
-template <typename T>
+// Many graphs: one task per graph, each graph's nodes in Kahn order. Each task validates its own
+// graph first (flow_surrogate_graph), so no separate checking pass is needed.
+template <typename T, int K>
 void run_per_graph(const FlowArgs<T>& a, const int64_t* gp, int64_t B, T* out) {
   const int64_t N = gp[B];
   std::vector<int64_t> order(N), indeg(N), status(B, kGraphOk), detail(B, -1);
-  at::parallel_for(0, B, 16, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B, 64, [&](int64_t begin, int64_t end) {
     std::vector<T> m(a.k);
     for (int64_t g = begin; g < end; ++g)
-      status[g] = flow_surrogate_graph(a, gp[g], gp[g + 1], order.data(), indeg.data(), m.data(), out + g * a.k,
-                                       &detail[g]);
+      status[g] = flow_surrogate_graph<T, K>(a, gp[g], gp[g + 1], order.data(), indeg.data(), m.data(), out + g * a.k,
+                                             &detail[g]);
   });
   raise_graph_errors(status.data(), detail.data(), gp, B, a.in_idx, a.num_ops);
 }
@@ -36,7 +27,7 @@ void run_per_graph(const FlowArgs<T>& a, const int64_t* gp, int64_t B, T* out) {
 // Nodes of one level depend only on other levels, so the in-place update is race-free, and each
 // node's arithmetic is exactly that of the per-graph schedule (same message order): both schedules
 // give bitwise-identical results.
-template <typename T>
+template <typename T, int K>
 void run_per_level(const FlowArgs<T>& a, const at::Tensor& level_t, const int64_t* gp, int64_t B, T* out) {
   const int64_t N = level_t.numel(), k = a.k;
   const int64_t* level = level_t.data_ptr<int64_t>();
@@ -65,8 +56,8 @@ void run_per_level(const FlowArgs<T>& a, const at::Tensor& level_t, const int64_
       for (int64_t q = begin; q < end; ++q) {
         const int64_t v = order[q];
         if (ptr[v + 1] == ptr[v]) continue;
-        flow_message(a.h, idx, ptr[v], ptr[v + 1], k, m.data());
-        flow_update(m.data(), a.pw + a.op[v] * k, a.w_msg, a.alpha, k, a.h + v * k);
+        flow_message<T, K>(a.h, idx, ptr[v], ptr[v + 1], k, m.data());
+        flow_update<T, K>(m.data(), a.pw + a.op[v] * k, a.w_msg, a.alpha, k, a.h + v * k);
       }
     });
   };
@@ -83,12 +74,22 @@ void run_per_level(const FlowArgs<T>& a, const at::Tensor& level_t, const int64_
   });
 }
 
+template <typename T, int K>
+void run(bool per_graph, const FlowArgs<T>& a, const at::Tensor& level, const int64_t* gp, int64_t B, T* out) {
+  if (per_graph)
+    run_per_graph<T, K>(a, gp, B, out);
+  else
+    run_per_level<T, K>(a, level, gp, B, out);
+}
+
 }  // namespace
 
 at::Tensor flow_surrogate_cpu(const at::Tensor& op_in, const at::Tensor& indptr_in, const at::Tensor& index_in,
                               const at::Tensor& node_ptr_in, const at::Tensor& is_source_in, const at::Tensor& r_in,
-                              const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule) {
-  check_flow_args(op_in, indptr_in, index_in, node_ptr_in, is_source_in, r_in, P, W, alpha, schedule);
+                              const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule,
+                              const std::optional<at::Tensor>& t_indptr, const std::optional<at::Tensor>& t_index) {
+  check_flow_args(op_in, indptr_in, index_in, node_ptr_in, is_source_in, r_in, P, W, alpha, schedule, t_indptr,
+                  t_index);
   const auto op = op_in.contiguous();
   const auto in_ptr = indptr_in.contiguous();
   const auto in_idx = index_in.contiguous();
@@ -97,31 +98,36 @@ at::Tensor flow_surrogate_cpu(const at::Tensor& op_in, const at::Tensor& indptr_
   const auto r = r_in.contiguous();
   const int64_t N = op.numel(), B = node_ptr.numel() - 1, k = r.numel();
   const int64_t* gp = node_ptr.data_ptr<int64_t>();
-
-  // Phase 1: every edge stays inside its graph (so graph tasks never touch each other's nodes).
-  {
-    std::vector<int64_t> status(B, kGraphOk), detail(B, -1);
-    const int64_t* ptr = in_ptr.data_ptr<int64_t>();
-    const int64_t* idx = in_idx.data_ptr<int64_t>();
-    at::parallel_for(0, B, 256, [&](int64_t begin, int64_t end) {
-      for (int64_t g = begin; g < end; ++g) status[g] = check_graph_edges(gp[g], gp[g + 1], ptr, idx, &detail[g]);
-    });
-    raise_graph_errors(status.data(), detail.data(), gp, B, idx, P.size(0));
+  // Enough graphs to give every thread its own: one task per graph (no per-level barriers).
+  const bool per_graph = schedule == "graph" || (schedule == "auto" && B >= at::get_num_threads());
+  at::Tensor level;
+  if (!per_graph) level = topo_levels_cpu(in_ptr, in_idx, node_ptr);  // validates edges, raises on a cycle
+  at::Tensor out_ptr, out_idx;
+  if (t_indptr.has_value()) {
+    out_ptr = t_indptr->contiguous();
+    out_idx = t_index->contiguous();
+  } else {
+    std::tie(out_ptr, out_idx, std::ignore) = csr_transpose_cpu(in_idx, in_ptr, N);
   }
-  const auto [out_ptr, out_idx, perm] = csr_transpose_cpu(in_idx, in_ptr, N);
   const auto pw = at::matmul(P, W.narrow(0, 0, k)).contiguous();
   const auto w_msg = W.narrow(0, k, k).contiguous();
   auto h = at::empty({N, k}, r.options());
-  auto out = at::zeros({B, k}, r.options());
-  const bool per_graph = schedule == "graph" || (schedule == "auto" && B >= 4 * at::get_num_threads());
-  at::Tensor level;
-  if (!per_graph) level = topo_levels_cpu(in_ptr, in_idx, node_ptr);  // raises on a cycle
+  auto out = at::empty({B, k}, r.options());
   AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "flow_surrogate_cpu", [&] {
-    const auto args = make_args<scalar_t>(op, in_ptr, in_idx, out_ptr, out_idx, is_source, r, pw, w_msg, alpha, h);
-    if (per_graph)
-      run_per_graph(args, gp, B, out.data_ptr<scalar_t>());
-    else
-      run_per_level(args, level, gp, B, out.data_ptr<scalar_t>());
+    const FlowArgs<scalar_t> a{op.data_ptr<int64_t>(),     in_ptr.data_ptr<int64_t>(),  in_idx.data_ptr<int64_t>(),
+                               out_ptr.data_ptr<int64_t>(), out_idx.data_ptr<int64_t>(), is_source.data_ptr<bool>(),
+                               r.data_ptr<scalar_t>(),      pw.data_ptr<scalar_t>(),     w_msg.data_ptr<scalar_t>(),
+                               static_cast<scalar_t>(alpha), k, P.size(0), h.data_ptr<scalar_t>()};
+    scalar_t* o = out.data_ptr<scalar_t>();
+    // The published surrogate sizes get a compile-time k (unrolled, vectorised updates).
+    switch (k) {
+      case 4: run<scalar_t, 4>(per_graph, a, level, gp, B, o); break;
+      case 7: run<scalar_t, 7>(per_graph, a, level, gp, B, o); break;
+      case 8: run<scalar_t, 8>(per_graph, a, level, gp, B, o); break;
+      case 12: run<scalar_t, 12>(per_graph, a, level, gp, B, o); break;
+      case 16: run<scalar_t, 16>(per_graph, a, level, gp, B, o); break;
+      default: run<scalar_t, 0>(per_graph, a, level, gp, B, o); break;
+    }
   });
   return out;
 }

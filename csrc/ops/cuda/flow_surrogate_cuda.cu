@@ -17,11 +17,6 @@ __global__ void flow_per_graph_kernel(FlowArgs<T> a, const int64_t* node_ptr, in
   }
 }
 
-__global__ void edges_check_kernel(const int64_t* indptr, const int64_t* index, const int64_t* node_ptr, int64_t B,
-                                   int64_t* status, int64_t* detail) {
-  FGP_CUDA_KERNEL_LOOP(g, B) { status[g] = check_graph_edges(node_ptr[g], node_ptr[g + 1], indptr, index, &detail[g]); }
-}
-
 // Few large DAGs: level-synchronous. For the nodes order[lo..hi) of one level, first the messages
 // (one thread per node and column), then the update (one thread per node and column, reading the
 // whole message row). Nodes of a level only read other levels, so updating h in place is safe.
@@ -80,8 +75,10 @@ void raise_from_device(const at::Tensor& status, const at::Tensor& detail, const
 
 at::Tensor flow_surrogate_cuda(const at::Tensor& op_in, const at::Tensor& indptr_in, const at::Tensor& index_in,
                                const at::Tensor& node_ptr_in, const at::Tensor& is_source_in, const at::Tensor& r_in,
-                               const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule) {
-  check_flow_args(op_in, indptr_in, index_in, node_ptr_in, is_source_in, r_in, P, W, alpha, schedule);
+                               const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule,
+                               const std::optional<at::Tensor>& t_indptr, const std::optional<at::Tensor>& t_index) {
+  check_flow_args(op_in, indptr_in, index_in, node_ptr_in, is_source_in, r_in, P, W, alpha, schedule, t_indptr,
+                  t_index);
   c10::cuda::CUDAGuard guard(op_in.device());
   const auto op = op_in.contiguous();
   const auto in_ptr = indptr_in.contiguous();
@@ -94,16 +91,17 @@ at::Tensor flow_surrogate_cuda(const at::Tensor& op_in, const at::Tensor& indptr
   if (B == 0) return out;
   auto status = at::zeros({B}, op.options());
   auto detail = at::full({B}, -1, op.options());
-  edges_check_kernel<<<cuda::blocks_for(B, 128), 128, 0, cuda::stream()>>>(
-      in_ptr.data_ptr<int64_t>(), in_idx.data_ptr<int64_t>(), node_ptr.data_ptr<int64_t>(), B,
-      status.data_ptr<int64_t>(), detail.data_ptr<int64_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  raise_from_device(status, detail, node_ptr, in_idx, F);
   if (N > 0) {
     TORCH_CHECK(op.min().item<int64_t>() >= 0 && op.max().item<int64_t>() < F,
                 "op id out of range: op ids must lie in [0, ", F, ")");
   }
-  const auto [out_ptr, out_idx, perm] = csr_transpose_cuda(in_idx, in_ptr, N);
+  at::Tensor out_ptr, out_idx;
+  if (t_indptr.has_value()) {
+    out_ptr = t_indptr->contiguous();
+    out_idx = t_index->contiguous();
+  } else {
+    std::tie(out_ptr, out_idx, std::ignore) = csr_transpose_cuda(in_idx, in_ptr, N);
+  }
   const auto pw = at::matmul(P, W.narrow(0, 0, k)).contiguous();
   const auto w_msg = W.narrow(0, k, k).contiguous();
   auto h = at::empty({N, k}, r.options());
@@ -124,7 +122,7 @@ at::Tensor flow_surrogate_cuda(const at::Tensor& op_in, const at::Tensor& indptr
       raise_from_device(status, detail, node_ptr, in_idx, F);
       return;
     }
-    const auto level = topo_levels_cuda(in_ptr, in_idx, node_ptr);  // raises on a cycle
+    const auto level = topo_levels_cuda(in_ptr, in_idx, node_ptr);  // validates edges, raises on a cycle
     const auto order = std::get<1>(level.sort(/*stable=*/true));
     const int64_t depth = N > 0 ? level.max().item<int64_t>() + 1 : 0;
     const auto level_ptr = at::zeros({depth + 1}, op.options());
