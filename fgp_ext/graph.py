@@ -180,6 +180,40 @@ class ArchBatch:
         """``int64 [E]``: the source node (CSR row) of every ``out_csr`` entry (cached)."""
         return self._rows("out")
 
+    @property
+    def undirected_csr(self) -> "CSR":
+        """The graph made undirected as one CSR (cached): row ``v`` lists ``v``'s predecessors (in
+        ``in_csr`` order) followed by its successors (in ``out_csr`` order). For encoders that
+        treat edges both ways (GatedGCN), one gather and one segment sum per layer instead of two."""
+        cache = self.__dict__.setdefault("_row_cache", {})
+        if "undirected" not in cache:
+            import torch
+
+            from fgp_ext.ops import CSR
+
+            in_deg, out_deg = self.in_csr.indptr.diff(), self.out_csr.indptr.diff()
+            indptr = torch.zeros_like(self.in_csr.indptr)
+            torch.cumsum(in_deg + out_deg, 0, out=indptr[1:])
+            e = torch.arange(self.num_edges, device=indptr.device)
+            rin, rout = self.in_rows, self.out_rows
+            pos_in = indptr.index_select(0, rin) + e - self.in_csr.indptr.index_select(0, rin)
+            pos_out = (indptr.index_select(0, rout) + in_deg.index_select(0, rout) + e
+                       - self.out_csr.indptr.index_select(0, rout))
+            index = torch.empty(2 * self.num_edges, dtype=torch.int64, device=indptr.device)
+            index[pos_in] = self.in_csr.index
+            index[pos_out] = self.out_csr.index
+            rows = torch.empty_like(index)
+            rows[pos_in] = rin
+            rows[pos_out] = rout
+            cache["undirected"] = (CSR(indptr, index), rows)
+        return cache["undirected"][0]
+
+    @property
+    def undirected_rows(self) -> "torch.Tensor":
+        """``int64 [2E]``: the row (node) of every :attr:`undirected_csr` entry (cached)."""
+        self.undirected_csr
+        return self.__dict__["_row_cache"]["undirected"][1]
+
     def _rows(self, which: str):
         import torch
 

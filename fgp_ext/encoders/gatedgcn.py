@@ -10,12 +10,12 @@ from fgp_ext.encoders.base import Encoder
 
 class GatedGCNLayer(nn.Module):
     """``h'_v = U h_v + sum_u g_uv * (V h_u) / (sum_u g_uv + 1e-6)`` with per-channel edge gates
-    ``g_uv = sigmoid(A h_v + B h_u)``, over the neighbours ``u`` of ``v`` in both directions
-    (predecessors via ``in_csr``, successors via ``out_csr``: the graph made undirected, shared
-    weights).
+    ``g_uv = sigmoid(A h_v + B h_u)``, over the neighbours ``u`` of ``v`` in both directions (the
+    graph made undirected, :attr:`ArchBatch.undirected_csr`).
 
-    The per-channel gated messages are gathered per CSR entry (``[E, d]``) and reduced with the
-    compiled, deterministic ``segment_sum_csr`` over the CSR rows.
+    Per layer: one gather of ``[V h | B h]`` per CSR entry, and one compiled, deterministic
+    ``segment_sum_csr`` of ``[gated message | gate]`` over the CSR rows (numerator and
+    denominator together).
     """
 
     def __init__(self, dim: int):
@@ -28,14 +28,11 @@ class GatedGCNLayer(nn.Module):
 
     def forward(self, h: torch.Tensor, batch) -> torch.Tensor:
         d = self.dim
-        uh, ah, vh, bh = self.proj(h).split(d, dim=-1)
-        num = den = None
-        for csr, rows in ((batch.in_csr, batch.in_rows), (batch.out_csr, batch.out_rows)):
-            gate = torch.sigmoid(ah.index_select(0, rows) + bh.index_select(0, csr.index))
-            msg = gate * vh.index_select(0, csr.index)
-            n_, d_ = ops.segment_sum_csr(msg, csr.indptr), ops.segment_sum_csr(gate, csr.indptr)
-            num = n_ if num is None else num + n_
-            den = d_ if den is None else den + d_
+        uh, ah, vbh = self.proj(h).split([d, d, 2 * d], dim=-1)
+        csr, rows = batch.undirected_csr, batch.undirected_rows
+        vb_src = vbh.index_select(0, csr.index)
+        gate = torch.sigmoid(ah.index_select(0, rows) + vb_src[:, d:])
+        num, den = ops.segment_sum_csr(torch.cat([gate * vb_src[:, :d], gate], dim=-1), csr.indptr).split(d, dim=-1)
         return uh + num / (den + 1e-6)
 
 
