@@ -86,54 +86,69 @@ struct FlowArgs {
   T alpha;
   int64_t k;
   int64_t num_ops;
-  T* h;            // node states [N, k]
+  T* h;            // node states [N, k] (level schedule; the per-graph one keeps them local)
 };
 
 // Per-graph schedule: the whole surrogate of one graph (nodes [begin, end)) serially, in Kahn's
-// topological order. order/indeg are scratch slices over the graph's node range; m has k entries.
-// It first checks that the graph's edges, both directions, stay inside the graph, so a task never
-// touches another graph's nodes whatever the other graphs hold. Returns a GraphStatus.
+// topological order. order, indeg and h are graph-local scratch (n, n and n*k entries, indexed by
+// v - begin: a CPU task reuses one small buffer for all its graphs, a CUDA thread gets its slice);
+// m has k entries. It first checks that the graph's edges, both directions, stay inside the graph,
+// so a task never touches another graph's nodes. Returns a GraphStatus.
 template <typename T, int K = 0>
 FGP_HOST_DEVICE inline int64_t flow_surrogate_graph(const FlowArgs<T>& a, int64_t begin, int64_t end, int64_t* order,
-                                                    int64_t* indeg, T* m, T* readout, int64_t* detail) {
+                                                    int64_t* indeg, T* h, T* m, T* readout, int64_t* detail) {
   const int64_t k = K > 0 ? K : a.k;
   int64_t status = check_graph_edges(begin, end, a.in_ptr, a.in_idx, detail);
   if (status != kGraphOk) return status;
   for (int64_t u = begin; u < end; ++u)
     for (int64_t e = a.out_ptr[u]; e < a.out_ptr[u + 1]; ++e)
       if (a.out_idx[e] < begin || a.out_idx[e] >= end) { *detail = u; return kGraphBadTranspose; }
+  // Local ids: node v of the batch is row v - begin of h; CSR neighbours are shifted the same way.
+  const int64_t n = end - begin;
   int64_t tail = 0;
-  for (int64_t v = begin; v < end; ++v) {
-    if (a.op[v] < 0 || a.op[v] >= a.num_ops) { *detail = v; return kGraphBadOp; }
-    indeg[v] = a.in_ptr[v + 1] - a.in_ptr[v];
-    if (indeg[v] == 0) order[begin + tail++] = v;
-    for (int64_t j = 0; j < k; ++j) a.h[v * k + j] = a.is_source[v] ? a.r[j] : T(0);
+  for (int64_t v = 0; v < n; ++v) {
+    const int64_t gv = begin + v;
+    if (a.op[gv] < 0 || a.op[gv] >= a.num_ops) { *detail = gv; return kGraphBadOp; }
+    indeg[v] = a.in_ptr[gv + 1] - a.in_ptr[gv];
+    if (indeg[v] == 0) order[tail++] = v;
+    for (int64_t j = 0; j < k; ++j) h[v * k + j] = a.is_source[gv] ? a.r[j] : T(0);
   }
   for (int64_t head = 0; head < tail; ++head) {
-    const int64_t u = order[begin + head];
-    for (int64_t e = a.out_ptr[u]; e < a.out_ptr[u + 1]; ++e)
-      if (--indeg[a.out_idx[e]] == 0) order[begin + tail++] = a.out_idx[e];
+    const int64_t u = begin + order[head];
+    for (int64_t e = a.out_ptr[u]; e < a.out_ptr[u + 1]; ++e) {
+      const int64_t w = a.out_idx[e] - begin;
+      if (--indeg[w] == 0) order[tail++] = w;
+    }
   }
-  if (tail < end - begin) {
-    for (int64_t v = begin; v < end; ++v)
-      if (indeg[v] > 0) { *detail = v; return kGraphCycle; }
+  if (tail < n) {
+    for (int64_t v = 0; v < n; ++v)
+      if (indeg[v] > 0) { *detail = begin + v; return kGraphCycle; }
   }
+  // Messages sum neighbour rows in CSR order, exactly as flow_message does (bitwise equal to the
+  // level schedule), here through local row ids.
+  auto message = [&](int64_t gv, const int64_t* ptr, const int64_t* idx) {
+    for (int64_t j = 0; j < k; ++j) m[j] = T(0);
+    for (int64_t e = ptr[gv]; e < ptr[gv + 1]; ++e) {
+      const T* row = h + (idx[e] - begin) * k;
+      for (int64_t j = 0; j < k; ++j) m[j] += row[j];
+    }
+  };
   for (int64_t q = 0; q < tail; ++q) {
-    const int64_t v = order[begin + q];
-    if (a.in_ptr[v + 1] == a.in_ptr[v]) continue;
-    flow_message<T, K>(a.h, a.in_idx, a.in_ptr[v], a.in_ptr[v + 1], k, m);
-    flow_update<T, K>(m, a.pw + a.op[v] * k, a.w_msg, a.alpha, k, a.h + v * k);
+    const int64_t v = order[q], gv = begin + v;
+    if (a.in_ptr[gv + 1] == a.in_ptr[gv]) continue;
+    message(gv, a.in_ptr, a.in_idx);
+    flow_update<T, K>(m, a.pw + a.op[gv] * k, a.w_msg, a.alpha, k, h + v * k);
   }
   for (int64_t q = tail - 1; q >= 0; --q) {
-    const int64_t u = order[begin + q];
-    if (a.out_ptr[u + 1] == a.out_ptr[u]) continue;
-    flow_message<T, K>(a.h, a.out_idx, a.out_ptr[u], a.out_ptr[u + 1], k, m);
-    flow_update<T, K>(m, a.pw + a.op[u] * k, a.w_msg, a.alpha, k, a.h + u * k);
+    const int64_t u = order[q], gu = begin + u;
+    if (a.out_ptr[gu + 1] == a.out_ptr[gu]) continue;
+    message(gu, a.out_ptr, a.out_idx);
+    flow_update<T, K>(m, a.pw + a.op[gu] * k, a.w_msg, a.alpha, k, h + u * k);
   }
   for (int64_t j = 0; j < k; ++j) readout[j] = T(0);
-  for (int64_t v = begin; v < end; ++v)
-    if (a.is_source[v])
-      for (int64_t j = 0; j < k; ++j) readout[j] += a.h[v * k + j];
+  for (int64_t v = 0; v < n; ++v)
+    if (a.is_source[begin + v])
+      for (int64_t j = 0; j < k; ++j) readout[j] += h[v * k + j];
   return kGraphOk;
 }
 

@@ -10,15 +10,25 @@ namespace {
 
 // Many graphs: one task per graph, each graph's nodes in Kahn order. Each task validates its own
 // graph first (flow_surrogate_graph), so no separate checking pass is needed.
+// The graphs [begin, end) of one task, ISA-dispatched (statuses are returned, never thrown).
+template <typename T, int K>
+FGP_CPU_CLONES void surrogate_of_graphs(const FlowArgs<T>& a, const int64_t* gp, int64_t begin, int64_t end, T* out,
+                                        int64_t* status, int64_t* detail) {
+  // One scratch per task, sized for its largest graph and reused: node states stay in cache.
+  int64_t n_max = 0;
+  for (int64_t g = begin; g < end; ++g) n_max = std::max(n_max, gp[g + 1] - gp[g]);
+  std::vector<int64_t> order(n_max), indeg(n_max);
+  std::vector<T> h(n_max * a.k), m(a.k);
+  for (int64_t g = begin; g < end; ++g)
+    status[g] = flow_surrogate_graph<T, K>(a, gp[g], gp[g + 1], order.data(), indeg.data(), h.data(), m.data(),
+                                           out + g * a.k, &detail[g]);
+}
+
 template <typename T, int K>
 void run_per_graph(const FlowArgs<T>& a, const int64_t* gp, int64_t B, T* out) {
-  const int64_t N = gp[B];
-  std::vector<int64_t> order(N), indeg(N), status(B, kGraphOk), detail(B, -1);
+  std::vector<int64_t> status(B, kGraphOk), detail(B, -1);
   at::parallel_for(0, B, 64, [&](int64_t begin, int64_t end) {
-    std::vector<T> m(a.k);
-    for (int64_t g = begin; g < end; ++g)
-      status[g] = flow_surrogate_graph<T, K>(a, gp[g], gp[g + 1], order.data(), indeg.data(), m.data(), out + g * a.k,
-                                             &detail[g]);
+    surrogate_of_graphs<T, K>(a, gp, begin, end, out, status.data(), detail.data());
   });
   raise_graph_errors(status.data(), detail.data(), gp, B, a.in_idx, a.num_ops);
 }
@@ -111,13 +121,14 @@ at::Tensor flow_surrogate_cpu(const at::Tensor& op_in, const at::Tensor& indptr_
   }
   const auto pw = at::matmul(P, W.narrow(0, 0, k)).contiguous();
   const auto w_msg = W.narrow(0, k, k).contiguous();
-  auto h = at::empty({N, k}, r.options());
+  auto h = per_graph ? at::Tensor() : at::empty({N, k}, r.options());
   auto out = at::empty({B, k}, r.options());
   AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "flow_surrogate_cpu", [&] {
     const FlowArgs<scalar_t> a{op.data_ptr<int64_t>(),     in_ptr.data_ptr<int64_t>(),  in_idx.data_ptr<int64_t>(),
                                out_ptr.data_ptr<int64_t>(), out_idx.data_ptr<int64_t>(), is_source.data_ptr<bool>(),
                                r.data_ptr<scalar_t>(),      pw.data_ptr<scalar_t>(),     w_msg.data_ptr<scalar_t>(),
-                               static_cast<scalar_t>(alpha), k, P.size(0), h.data_ptr<scalar_t>()};
+                               static_cast<scalar_t>(alpha), k, P.size(0),
+                               h.defined() ? h.data_ptr<scalar_t>() : nullptr};
     scalar_t* o = out.data_ptr<scalar_t>();
     // The published surrogate sizes get a compile-time k (unrolled, vectorised updates).
     switch (k) {

@@ -12,8 +12,9 @@ template <typename T>
 __global__ void flow_per_graph_kernel(FlowArgs<T> a, const int64_t* node_ptr, int64_t B, int64_t* order,
                                       int64_t* indeg, T* m, T* out, int64_t* status, int64_t* detail) {
   FGP_CUDA_KERNEL_LOOP(g, B) {
-    status[g] = flow_surrogate_graph(a, node_ptr[g], node_ptr[g + 1], order, indeg, m + g * a.k, out + g * a.k,
-                                     &detail[g]);
+    const int64_t b = node_ptr[g];
+    status[g] = flow_surrogate_graph(a, b, node_ptr[g + 1], order + b, indeg + b, a.h + b * a.k, m + g * a.k,
+                                     out + g * a.k, &detail[g]);
   }
 }
 
