@@ -7,6 +7,7 @@ Subcommands::
     fgp finetune   --checkpoint pre.pt --out ft.pt       ranking fine-tuning on the protocol split
     fgp evaluate   --checkpoint ft.pt                    metrics on the protocol's test split
     fgp run        --encoder gatedgcn --out DIR          the whole protocol: FGP vs supervised-only
+    fgp latency    --space nb201 --arch "|...|"         measured inference latency of built networks
 
 ``--data`` is ``nb201`` (the embedded NAS-Bench-201 table, default) or a file readable by
 :func:`fgp_ext.data.formats.load` (JSON Lines, JSON, CSV). ``--limit N`` keeps a fixed random
@@ -74,17 +75,14 @@ def _surrogate(batch, ds, sp):
 
 
 def _aux(args, ds, batch):
-    from fgp_ext.train import nb201_param_proxy
+    from fgp_ext.train import resolve_aux_target
 
     if not getattr(args, "aux_target", None):
         return None
-    if args.aux_target == "params":
-        if getattr(ds.space, "name", "") != "nb201":
-            raise SystemExit("fgp: --aux-target params is only defined for NB201; name a target column")
-        return nb201_param_proxy(batch).numpy()
-    if args.aux_target not in ds.target_names:
-        raise SystemExit(f"fgp: unknown --aux-target {args.aux_target!r}; available: params, {ds.target_names}")
-    return ds.targets(args.aux_target)
+    try:
+        return resolve_aux_target(args.aux_target, ds)
+    except ValueError as e:
+        raise SystemExit(f"fgp: --aux-target: {e}") from None
 
 
 def _split(args, ds):
@@ -420,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=1e-6)
     p.add_argument("--aux-target", default=None,
-                   help="auxiliary ranking target: a column name, or 'params' (NB201 conv-parameter proxy)")
+                   help="auxiliary ranking target: a data column, or for NB201 a shipped zero-cost proxy "
+                        "(params, flops, synflow, nwot, jacov, grad_norm, snip; synflow is the best data-free one)")
     p.add_argument("--no-standardize", action="store_true", help="regress the raw (unstandardised) surrogate")
     p.add_argument("--seed", type=int, default=21)
     p.add_argument("--out", required=True, help="checkpoint to write")
@@ -463,12 +462,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--margin", type=float, default=0.5)
     p.add_argument("--aux-target", default=None,
-                   help="auxiliary pre-training ranking target: a column name or 'params' (NB201)")
+                   help="auxiliary pre-training ranking target: a data column, or for NB201 a shipped zero-cost "
+                        "proxy (params, flops, synflow, nwot, jacov, grad_norm, snip)")
     p.add_argument("--no-standardize", action="store_true", help="regress the raw (unstandardised) surrogate")
     p.add_argument("--no-baseline", action="store_true", help="skip the supervised-only baseline")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--out", default=None, help="output directory (default fgp_results/<encoder>)")
     p.set_defaults(func=cmd_run)
+    from fgp_ext.latency import add_latency_parser
+
+    add_latency_parser(sub)
     return ap
 
 

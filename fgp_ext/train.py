@@ -35,7 +35,7 @@ __all__ = [
     "MLPHead", "Predictor", "ranking_loss", "set_seed", "as_batch", "pretrain", "finetune", "predict",
     "evaluate", "permutation", "split_indices", "protocol_runs", "default_n_train", "run_protocol",
     "save_checkpoint", "load_checkpoint", "Checkpoint", "CheckpointError", "PretrainResult",
-    "FinetuneResult", "PROTOCOL_SEEDS", "CHECKPOINT_FORMAT", "nb201_param_proxy",
+    "FinetuneResult", "PROTOCOL_SEEDS", "CHECKPOINT_FORMAT", "nb201_param_proxy", "resolve_aux_target",
 ]
 
 #: The paper's seeds (FGP.md §4); seed 21 means the identity permutation.
@@ -130,6 +130,24 @@ def nb201_param_proxy(batch: ArchBatch) -> torch.Tensor:
     w = torch.zeros(7, dtype=torch.float64)
     w[5], w[4] = 9.0, 1.0
     return segment_sum_csr(w[batch.op].unsqueeze(-1), batch.node_ptr).squeeze(-1)
+
+
+def resolve_aux_target(name: str, dataset) -> np.ndarray:
+    """An auxiliary pre-training target by name: a column of ``dataset``, or, for NAS-Bench-201, one
+    of the zero-cost proxies shipped for all 15,625 cells (:data:`fgp_ext.proxies.PROXIES`: params,
+    flops, synflow, nwot, jacov, grad_norm, snip; :data:`fgp_ext.proxies.DEFAULT_AUX_PROXY` is the
+    best-correlated data-free one). ``ValueError`` for anything else."""
+    if name in dataset.target_names:
+        return dataset.targets(name)
+    from fgp_ext import proxies
+
+    if name in proxies.PROXIES:
+        if getattr(dataset.space, "name", "") != "nb201":
+            raise ValueError(f"the shipped proxy {name!r} exists for NAS-Bench-201 only; for another space compute "
+                             "it with fgp_ext.proxies.compute_proxies and pass it as a data column")
+        return proxies.nb201_proxy(name, dataset=dataset)
+    raise ValueError(f"unknown auxiliary target {name!r}: not a column of the data {list(dataset.target_names)} "
+                     f"nor a shipped proxy {list(proxies.PROXIES)}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -430,7 +448,7 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
     sur_s = time.perf_counter() - t_sur
     if isinstance(aux_target, str):
         aux_name = aux_target
-        aux_target = (nb201_param_proxy(batch).numpy() if aux_target == "params" else dataset.targets(aux_target))
+        aux_target = resolve_aux_target(aux_target, dataset)
     else:
         aux_name = None if aux_target is None else "array"
     enc_cfg = {"hidden": hidden, "dropout": dropout}

@@ -194,3 +194,17 @@ def test_checkpoint_refuses_foreign_files(tmp_path):
     torch.save(blob, p)
     with pytest.raises(CheckpointError, match="version"):
         load_checkpoint(p)
+
+
+def test_resolve_aux_target_columns_proxies_and_errors():
+    from fgp_ext import load, proxies
+    from fgp_ext.train import resolve_aux_target
+
+    ds = load("nb201")
+    col = resolve_aux_target("cifar10_val_12ep", ds)
+    np.testing.assert_array_equal(col, ds.targets("cifar10_val_12ep"))
+    syn = resolve_aux_target("synflow", ds)
+    assert syn.shape == (len(ds),) and np.isfinite(syn).all()
+    np.testing.assert_array_equal(syn, proxies.nb201_proxy("synflow", dataset=ds))
+    with pytest.raises(ValueError, match="unknown auxiliary target"):
+        resolve_aux_target("bogus", ds)

@@ -1,0 +1,111 @@
+"""Zero-cost proxies: deterministic for a fixed seed, exact params/FLOPs, shipped NB201 table."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fgp_ext.networks import NB201Network, build_network
+from fgp_ext.proxies import (DEFAULT_AUX_PROXY, PROXIES, compute_proxies, load_nb201_proxies,
+                             nb201_all_proxies, nb201_canonical, nb201_proxy, synthetic_batch)
+
+A = "|skip_connect~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_1x1~0|nor_conv_1x1~1|none~2|"
+B = "|avg_pool_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_3x3~1|skip_connect~2|"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def _net(arch, seed=0):
+    torch.manual_seed(seed)
+    return NB201Network(arch)
+
+
+def test_all_proxies_deterministic_for_fixed_seed():
+    kw = dict(batch_size=8, input_shape=(3, 16, 16), flops_shape=(3, 32, 32))
+    r1 = compute_proxies(_net(A), seed=3, **kw)
+    r2 = compute_proxies(_net(A), seed=3, **kw)
+    assert list(r1) == list(PROXIES)
+    assert r1 == r2
+    assert all(math.isfinite(v) for v in r1.values())
+    r3 = compute_proxies(_net(A, seed=1), seed=4, **kw)
+    assert r3["params"] == r1["params"] and r3["flops"] == r1["flops"]
+    assert r3["snip"] != r1["snip"] and r3["nwot"] != r1["nwot"]
+
+
+def test_params_flops_exact_and_network_unchanged():
+    net = _net(B)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    r = compute_proxies(net, ["params", "flops", "synflow"])
+    assert r["params"] == 316346 and r["flops"] == 46343872  # published: 0.316346 / 46.343872 M
+    for k, v in net.state_dict().items():
+        if "running" not in k and "num_batches" not in k:
+            assert torch.equal(v, before[k]), k
+    assert all(p.grad is None for p in net.parameters())
+
+
+def test_proxies_on_other_spaces_and_degenerate_cells():
+    g = {"normal": [["sep_conv_3x3", 0], ["skip_connect", 1]] * 4,
+         "reduce": [["max_pool_3x3", 0], ["dil_conv_3x3", 1]] * 4}
+    torch.manual_seed(0)
+    net = build_network("darts", g, C=8, layers=4)
+    r = compute_proxies(net, ["synflow", "grad_norm", "jacov"], batch_size=4)
+    assert all(math.isfinite(v) for v in r.values())
+    r = compute_proxies(_net(["none"] * 6), batch_size=4, input_shape=(3, 16, 16))
+    assert all(math.isfinite(v) for v in r.values())
+    assert r["nwot"] == 0.0 and r["synflow"] == 0.0
+
+
+def test_bad_proxy_arguments():
+    with pytest.raises(ValueError, match="unknown proxy"):
+        compute_proxies(_net(A), ["params", "zen"])
+    with pytest.raises(ValueError, match="batch_size"):
+        synthetic_batch(0)
+    with pytest.raises(ValueError, match="6 edge ops"):
+        nb201_canonical(["none"] * 3)
+
+
+def test_canonical_isomorphism_and_all_cells_path():
+    c1 = ["nor_conv_3x3", "skip_connect", "none", "avg_pool_3x3", "nor_conv_1x1", "skip_connect"]
+    c2 = ["skip_connect", "nor_conv_3x3", "none", "avg_pool_3x3", "skip_connect", "nor_conv_1x1"]
+    assert nb201_canonical(c1) == nb201_canonical(c2)
+    c3 = list(c1)
+    c3[2] = "skip_connect"  # edge 1->2 present: nodes not interchangeable
+    assert nb201_canonical(c3) == tuple(c3)
+    strs = [NB201Network(c).arch_str for c in (c1, c2, c3)] + [A]
+    kw = dict(batch_size=4, resolution=8, seed=0)
+    v1 = nb201_all_proxies(strs, **kw)
+    v2 = nb201_all_proxies(strs, **kw)
+    for k in PROXIES:
+        np.testing.assert_array_equal(v1[k], v2[k])
+        assert v1[k][0] == v1[k][1]  # isomorphic cells
+    assert v1["params"][3] == 615386 and v1["flops"][3] == 88307392
+
+
+def test_shipped_table_loads_and_aligns():
+    from fgp_ext.data.formats import load
+    from fgp_ext.data.spaces import nb201_to_string
+
+    ds = load("nb201")
+    p = load_nb201_proxies()
+    assert set(p) == set(PROXIES)
+    for k, v in p.items():
+        assert v.shape == (len(ds),) and np.isfinite(v).all(), k
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(ds), 3, replace=False):
+        net = NB201Network(nb201_to_string(ds[int(i)].ops))
+        assert p["params"][i] == sum(q.numel() for q in net.parameters())
+    # a shuffled subset is aligned through its official index
+    idx = rng.permutation(len(ds))[:50]
+    sub = ds.subset(idx)
+    ps = load_nb201_proxies(["snip", "flops"], dataset=sub)
+    np.testing.assert_array_equal(ps["snip"], p["snip"][idx])
+    assert nb201_proxy(dataset=sub).shape == (50,)
+    assert DEFAULT_AUX_PROXY in PROXIES
