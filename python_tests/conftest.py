@@ -73,3 +73,12 @@ def num_threads(request):
     torch.set_num_threads(request.param)
     yield request.param
     torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny training batches: one intra-op thread is fastest and immune to oversubscribed CI cores."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -12,13 +12,7 @@ from fgp_ext.encoders import ENCODERS, GIN, GatedGCN, MLPEncoder, build_encoder,
 from conftest import random_dag
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny batches: one intra-op thread is fastest and immune to oversubscribed CI cores."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 NUM_OPS = 5
 

@@ -11,12 +11,7 @@ from fgp_ext.networks import DartsNetwork, NB101Network, NB201Network, build_net
 from fgp_ext.proxies import count_flops
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)  # the machine is shared; 1 thread is also faster for these sizes
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -14,13 +14,7 @@ from fgp_ext.train import (CheckpointError, MLPHead, Predictor, evaluate, finetu
                            split_indices, nb201_param_proxy)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny batches: one intra-op thread is fastest and immune to oversubscribed CI cores."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -48,27 +48,18 @@ FGP_HOST_DEVICE inline void flow_message(const T* h, const int64_t* nbr, int64_t
 // the column loop innermost, so the k chains advance side by side (vectorisable); bitwise equal.
 template <typename T, int K = 0>
 FGP_HOST_DEVICE inline void flow_update(const T* m, const T* pw_row, const T* w_msg, T alpha, int64_t k_dyn, T* out) {
-  if constexpr (K > 0) {
-    // Compile-time k: the k partial sums live in registers (out may alias nothing, but the
-    // compiler cannot know that of a pointer).
-    T z[K];
-    for (int64_t j = 0; j < K; ++j) z[j] = pw_row[j];
-    for (int64_t i = 0; i < K; ++i) {
-      const T mi = m[i];
-      const T* wr = w_msg + i * K;
-      for (int64_t j = 0; j < K; ++j) z[j] += mi * wr[j];
-    }
-    for (int64_t j = 0; j < K; ++j) out[j] = flow_combine(m[j], z[j], alpha);
-  } else {
-    const int64_t k = k_dyn;
-    for (int64_t j = 0; j < k; ++j) out[j] = pw_row[j];
-    for (int64_t i = 0; i < k; ++i) {
-      const T mi = m[i];
-      const T* wr = w_msg + i * k;
-      for (int64_t j = 0; j < k; ++j) out[j] += mi * wr[j];
-    }
-    for (int64_t j = 0; j < k; ++j) out[j] = flow_combine(m[j], out[j], alpha);
+  const int64_t k = K > 0 ? K : k_dyn;
+  // With a compile-time k the k partial sums live in registers; otherwise they build up in out
+  // (the compiler cannot know that out aliases nothing, so it would not keep them in registers).
+  T local[K > 0 ? K : 1];
+  T* z = K > 0 ? local : out;
+  for (int64_t j = 0; j < k; ++j) z[j] = pw_row[j];
+  for (int64_t i = 0; i < k; ++i) {
+    const T mi = m[i];
+    const T* wr = w_msg + i * k;
+    for (int64_t j = 0; j < k; ++j) z[j] += mi * wr[j];
   }
+  for (int64_t j = 0; j < k; ++j) out[j] = flow_combine(m[j], z[j], alpha);
 }
 
 // Pointers shared by both schedules and devices.
@@ -191,6 +182,29 @@ inline void check_flow_args(const at::Tensor& op, const at::Tensor& indptr, cons
     check_indptr_full(*t_indptr, index.numel(), "t_indptr");
     check_index_range(*t_index, N, "t_index");
   }
+}
+
+// The tables both devices' kernels read: the successor CSR (the caller's, else built by
+// `transpose`, the device's csr_transpose), PW = P @ W[:k] and W_msg = W[k:].
+struct FlowTables {
+  at::Tensor out_ptr, out_idx, pw, w_msg;
+};
+
+template <typename Transpose>
+FlowTables flow_tables(const at::Tensor& in_idx, const at::Tensor& in_ptr, int64_t num_nodes,
+                       const std::optional<at::Tensor>& t_indptr, const std::optional<at::Tensor>& t_index,
+                       const at::Tensor& P, const at::Tensor& W, Transpose transpose) {
+  FlowTables t;
+  if (t_indptr.has_value()) {
+    t.out_ptr = t_indptr->contiguous();
+    t.out_idx = t_index->contiguous();
+  } else {
+    std::tie(t.out_ptr, t.out_idx, std::ignore) = transpose(in_idx, in_ptr, num_nodes);
+  }
+  const int64_t k = W.size(1);
+  t.pw = at::matmul(P, W.narrow(0, 0, k)).contiguous();
+  t.w_msg = W.narrow(0, k, k).contiguous();
+  return t;
 }
 
 at::Tensor flow_surrogate_cpu(const at::Tensor& op, const at::Tensor& indptr, const at::Tensor& index,

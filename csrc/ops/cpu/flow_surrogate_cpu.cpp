@@ -112,15 +112,7 @@ at::Tensor flow_surrogate_cpu(const at::Tensor& op_in, const at::Tensor& indptr_
   const bool per_graph = schedule == "graph" || (schedule == "auto" && B >= at::get_num_threads());
   at::Tensor level;
   if (!per_graph) level = topo_levels_cpu(in_ptr, in_idx, node_ptr);  // validates edges, raises on a cycle
-  at::Tensor out_ptr, out_idx;
-  if (t_indptr.has_value()) {
-    out_ptr = t_indptr->contiguous();
-    out_idx = t_index->contiguous();
-  } else {
-    std::tie(out_ptr, out_idx, std::ignore) = csr_transpose_cpu(in_idx, in_ptr, N);
-  }
-  const auto pw = at::matmul(P, W.narrow(0, 0, k)).contiguous();
-  const auto w_msg = W.narrow(0, k, k).contiguous();
+  const auto [out_ptr, out_idx, pw, w_msg] = flow_tables(in_idx, in_ptr, N, t_indptr, t_index, P, W, csr_transpose_cpu);
   auto h = per_graph ? at::Tensor() : at::empty({N, k}, r.options());
   auto out = at::empty({B, k}, r.options());
   AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "flow_surrogate_cpu", [&] {

@@ -96,15 +96,7 @@ at::Tensor flow_surrogate_cuda(const at::Tensor& op_in, const at::Tensor& indptr
     TORCH_CHECK(op.min().item<int64_t>() >= 0 && op.max().item<int64_t>() < F,
                 "op id out of range: op ids must lie in [0, ", F, ")");
   }
-  at::Tensor out_ptr, out_idx;
-  if (t_indptr.has_value()) {
-    out_ptr = t_indptr->contiguous();
-    out_idx = t_index->contiguous();
-  } else {
-    std::tie(out_ptr, out_idx, std::ignore) = csr_transpose_cuda(in_idx, in_ptr, N);
-  }
-  const auto pw = at::matmul(P, W.narrow(0, 0, k)).contiguous();
-  const auto w_msg = W.narrow(0, k, k).contiguous();
+  const auto [out_ptr, out_idx, pw, w_msg] = flow_tables(in_idx, in_ptr, N, t_indptr, t_index, P, W, csr_transpose_cuda);
   auto h = at::empty({N, k}, r.options());
   auto m = at::empty({std::max(N, B), k}, r.options());
   // Per-graph threads win when there are enough graphs to fill the device; otherwise go level-synchronous.
