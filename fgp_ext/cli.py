@@ -246,7 +246,8 @@ def cmd_pretrain(args) -> int:
     enc = build_encoder(args.encoder, ds.space.num_ops, **_encoder_cfg(args, batch))
     res = pretrain(enc, batch, sur, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                    weight_decay=args.weight_decay, aux_target=_aux(args, ds, batch),
-                   standardize=not args.no_standardize, seed=args.seed, progress=_progress(args))
+                   standardize=not args.no_standardize, seed=args.seed, progress=_progress(args),
+                   reconstruction=not args.no_reconstruction)
     last = res.history[-1] if res.history else {}
     print(f"pre-trained {args.encoder} on {len(ds)} architectures for {args.epochs} epochs: final "
           f"reconstruction loss {_fmt(last.get('rec'))}, {res.time_per_epoch:.2f} s/epoch")
@@ -340,7 +341,8 @@ def cmd_run(args) -> int:
         epochs_pretrain=args.epochs_pretrain, epochs_finetune=args.epochs_finetune,
         batch_size_pretrain=args.batch_size_pretrain, batch_size_finetune=args.batch_size_finetune, lr=args.lr,
         margin=args.margin, hidden=args.hidden, dropout=args.dropout, surrogate=sp, aux_target=aux,
-        standardize=not args.no_standardize, baseline=not args.no_baseline, progress=_progress(args))
+        standardize=not args.no_standardize, baseline=not args.no_baseline, progress=_progress(args),
+        reconstruction=not args.no_reconstruction)
     summary["aux_target"] = args.aux_target
     summary["wall_s"] = time.perf_counter() - t0
     summary["command"] = "fgp " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else None
@@ -421,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auxiliary ranking target: a data column, or for NB201 a shipped zero-cost proxy "
                         "(params, flops, synflow, nwot, jacov, grad_norm, snip; synflow is the best data-free one)")
     p.add_argument("--no-standardize", action="store_true", help="regress the raw (unstandardised) surrogate")
+    p.add_argument("--no-reconstruction", action="store_true",
+                   help="pre-train on the --aux-target ranking loss alone (the proxy-only ablation)")
     p.add_argument("--seed", type=int, default=21)
     p.add_argument("--out", required=True, help="checkpoint to write")
     p.set_defaults(func=cmd_pretrain)
@@ -465,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auxiliary pre-training ranking target: a data column, or for NB201 a shipped zero-cost "
                         "proxy (params, flops, synflow, nwot, jacov, grad_norm, snip)")
     p.add_argument("--no-standardize", action="store_true", help="regress the raw (unstandardised) surrogate")
+    p.add_argument("--no-reconstruction", action="store_true",
+                   help="pre-train on the --aux-target ranking loss alone (the proxy-only ablation)")
     p.add_argument("--no-baseline", action="store_true", help="skip the supervised-only baseline")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--out", default=None, help="output directory (default fgp_results/<encoder>)")

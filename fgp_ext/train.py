@@ -173,6 +173,7 @@ class PretrainResult:
 def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch_size: int = 256,
              lr: float = 1e-3, weight_decay: float = 1e-6, aux_target=None, aux_margin: float = 0.5,
              standardize: bool = True, seed: int = 0, progress: bool | None = None,
+             reconstruction: bool = True,
              indices=None) -> PretrainResult:
     """FGP pre-training of ``encoder`` (in place) on every architecture of ``data`` (no labels).
 
@@ -182,6 +183,8 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
         aux_target: optional ``[B]`` cheap scalar (zero-cost proxy, params, FLOPs...); adds an
             auxiliary head (hidden 64, out 1) trained with :func:`ranking_loss`; the total loss is
             then ``0.5 * rec + 0.5 * aux``.
+        reconstruction: ``False`` drops the surrogate-reconstruction loss and trains on the auxiliary
+            ranking loss alone (the "proxy only" ablation; needs ``aux_target``).
         standardize: z-score every surrogate dimension over the dataset before regression (the
             published NB201 surrogate has per-dimension spreads around 0.01, which makes the raw
             squared error tiny); constant dimensions become 0. ``False`` = the raw surrogate.
@@ -191,6 +194,8 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
     128, out k). AdamW(lr, weight_decay). Shuffling uses a generator seeded with ``seed``.
     """
     batch = as_batch(data)
+    if not reconstruction and aux_target is None:
+        raise ValueError("reconstruction=False needs an aux_target: there would be nothing to pre-train on")
     t = torch.as_tensor(surrogate_targets, dtype=torch.float32)
     if t.ndim != 2 or t.shape[0] != batch.num_graphs:
         raise ValueError(f"surrogate_targets must be [{batch.num_graphs}, k], got {list(t.shape)}")
@@ -232,7 +237,7 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
             loss = rec
             if aux_head is not None:
                 la = ranking_loss(aux_head(z).squeeze(-1), aux[ids].to(z.dtype), margin=aux_margin)
-                loss = 0.5 * rec + 0.5 * la
+                loss = 0.5 * rec + 0.5 * la if reconstruction else la
                 aux_sum += float(la.detach())
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -418,7 +423,7 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
                  epochs_pretrain: int = 200, epochs_finetune: int = 200, batch_size_pretrain: int = 256,
                  batch_size_finetune: int = 16, lr: float = 1e-3, margin: float = 0.5,
                  hidden: int = 128, dropout: float = 0.1, surrogate: dict | None = None,
-                 surrogate_targets=None, aux_target=None, standardize: bool = True,
+                 surrogate_targets=None, aux_target=None, standardize: bool = True, reconstruction: bool = True,
                  baseline: bool = True, progress: bool | None = None, log=print) -> dict:
     """The whole protocol on one dataset: FGP (pre-train on all architectures, then fine-tune) vs a
     supervised-only baseline (same encoder, same fine-tuning budget), over ``runs`` (seed,
@@ -470,7 +475,8 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
                     log(f"[run {r}] pre-training {encoder} (seed {seed}, {epochs_pretrain} epochs)")
                     pre = pretrain(enc, batch, surrogate_targets, epochs=epochs_pretrain,
                                    batch_size=batch_size_pretrain, lr=lr, aux_target=aux_target,
-                                   standardize=standardize, seed=seed, progress=progress)
+                                   standardize=standardize, seed=seed, progress=progress,
+                                   reconstruction=reconstruction)
                     pretrained[seed] = (copy.deepcopy(enc.state_dict()), pre)
                 enc.load_state_dict(pretrained[seed][0])
             set_seed(seed)
@@ -497,6 +503,7 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
         "epochs_pretrain": epochs_pretrain, "epochs_finetune": epochs_finetune,
         "batch_size_pretrain": batch_size_pretrain, "batch_size_finetune": batch_size_finetune, "lr": lr,
         "margin": margin, "surrogate": sp, "standardize_surrogate": standardize, "aux_target": aux_name,
+        "reconstruction": reconstruction,
         "threads": torch.get_num_threads(), "collate_s": collate_s, "surrogate_s": sur_s,
     }
     for method in ["fgp"] + (["supervised"] if baseline else []):

@@ -202,3 +202,26 @@ def test_resolve_aux_target_columns_proxies_and_errors():
     np.testing.assert_array_equal(syn, proxies.nb201_proxy("synflow", dataset=ds))
     with pytest.raises(ValueError, match="unknown auxiliary target"):
         resolve_aux_target("bogus", ds)
+
+
+def test_proxy_only_pretraining_needs_aux_and_ignores_reconstruction():
+    from fgp_ext import collate, load
+    from fgp_ext.encoders import build_encoder
+    from fgp_ext.train import pretrain
+
+    ds = load("nb201")
+    batch = collate(ds.graphs[:64])
+    sur = torch.randn(64, 7)
+    enc = build_encoder("gin", ds.space.num_ops, hidden=16)
+    with pytest.raises(ValueError, match="needs an aux_target"):
+        pretrain(enc, batch, sur, epochs=1, reconstruction=False)
+    aux = ds.targets("cifar10_val_12ep")[:64]
+    # proxy only: the surrogate values must not matter (same seed, different surrogates, same weights)
+    outs = []
+    for s in (sur, torch.randn(64, 7) * 100):
+        e = build_encoder("gin", ds.space.num_ops, hidden=16)
+        torch.manual_seed(0)
+        e.load_state_dict(enc.state_dict())
+        pretrain(e, batch, s, epochs=2, batch_size=32, aux_target=aux, reconstruction=False, seed=1, progress=False)
+        outs.append(torch.cat([p.detach().flatten() for p in e.parameters()]))
+    assert torch.equal(outs[0], outs[1])
