@@ -74,13 +74,27 @@ def _surrogate(batch, ds, sp):
                           seed=int(sp["seed"]), num_ops=ds.space.num_ops)
 
 
+def _aux_name(args, ds) -> str | None:
+    """The auxiliary target the user asked for; 'auto' is FGP's full recipe where a proxy ships
+    with the data (NB201: the default zero-cost proxy), else none; 'none' turns it off."""
+    name = getattr(args, "aux_target", None)
+    if name in (None, "none"):
+        return None
+    if name == "auto":
+        from fgp_ext.proxies import DEFAULT_AUX_PROXY
+
+        return DEFAULT_AUX_PROXY if getattr(ds.space, "name", "") == "nb201" else None
+    return name
+
+
 def _aux(args, ds, batch):
     from fgp_ext.train import resolve_aux_target
 
-    if not getattr(args, "aux_target", None):
+    name = _aux_name(args, ds)
+    if name is None:
         return None
     try:
-        return resolve_aux_target(args.aux_target, ds)
+        return resolve_aux_target(name, ds)
     except ValueError as e:
         raise SystemExit(f"fgp: --aux-target: {e}") from None
 
@@ -252,7 +266,7 @@ def cmd_pretrain(args) -> int:
     print(f"pre-trained {args.encoder} on {len(ds)} architectures for {args.epochs} epochs: final "
           f"reconstruction loss {_fmt(last.get('rec'))}, {res.time_per_epoch:.2f} s/epoch")
     meta = {"stage": "pretrain", "space": ds.space.name, "surrogate": sp, "history": res.history,
-            "standardize": not args.no_standardize, "aux_target": args.aux_target,
+            "standardize": not args.no_standardize, "aux_target": _aux_name(args, ds),
             "target_mean": None if res.target_mean is None else res.target_mean.tolist(),
             "target_std": None if res.target_std is None else res.target_std.tolist()}
     save_checkpoint(args.out, enc, {"flow": res.flow_head, "aux": res.aux_head}, meta)
@@ -326,7 +340,7 @@ def cmd_run(args) -> int:
 
     batch = None
     aux = None
-    if args.aux_target:
+    if _aux_name(args, ds):
         import fgp_ext
 
         batch = fgp_ext.collate(ds.graphs)
@@ -343,7 +357,7 @@ def cmd_run(args) -> int:
         margin=args.margin, hidden=args.hidden, dropout=args.dropout, surrogate=sp, aux_target=aux,
         standardize=not args.no_standardize, baseline=not args.no_baseline, progress=_progress(args),
         reconstruction=not args.no_reconstruction)
-    summary["aux_target"] = args.aux_target
+    summary["aux_target"] = _aux_name(args, ds)
     summary["wall_s"] = time.perf_counter() - t0
     summary["command"] = "fgp " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else None
     print()
@@ -400,6 +414,11 @@ def _add_split(p):
     p.add_argument("--n-val", type=int, default=40, help="validation architectures (40)")
 
 
+AUX_HELP = ("auxiliary pre-training ranking target: a data column; for NB201 a shipped zero-cost proxy "
+            "(params, flops, synflow, nwot, jacov, grad_norm, snip); 'auto' (default): synflow on NB201, none "
+            "elsewhere; 'none': reconstruction only")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fgp", description="FGP: flow-based generative pre-training of "
                                  "neural-architecture encoders (pre-train, fine-tune, evaluate).")
@@ -419,9 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=1e-6)
-    p.add_argument("--aux-target", default=None,
-                   help="auxiliary ranking target: a data column, or for NB201 a shipped zero-cost proxy "
-                        "(params, flops, synflow, nwot, jacov, grad_norm, snip; synflow is the best data-free one)")
+    p.add_argument("--aux-target", default="auto", help=AUX_HELP)
     p.add_argument("--no-standardize", action="store_true", help="regress the raw (unstandardised) surrogate")
     p.add_argument("--no-reconstruction", action="store_true",
                    help="pre-train on the --aux-target ranking loss alone (the proxy-only ablation)")
@@ -465,9 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size-finetune", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--margin", type=float, default=0.5)
-    p.add_argument("--aux-target", default=None,
-                   help="auxiliary pre-training ranking target: a data column, or for NB201 a shipped zero-cost "
-                        "proxy (params, flops, synflow, nwot, jacov, grad_norm, snip)")
+    p.add_argument("--aux-target", default="auto", help=AUX_HELP)
     p.add_argument("--no-standardize", action="store_true", help="regress the raw (unstandardised) surrogate")
     p.add_argument("--no-reconstruction", action="store_true",
                    help="pre-train on the --aux-target ranking loss alone (the proxy-only ablation)")

@@ -75,3 +75,20 @@ def test_python_dash_m_help():
     assert r.returncode == 0
     for cmd in ("surrogate", "pretrain", "finetune", "evaluate", "run"):
         assert cmd in r.stdout
+
+
+def test_aux_target_auto_is_synflow_on_nb201_and_off_elsewhere(tmp_path):
+    from argparse import Namespace
+
+    from fgp_ext import load
+    from fgp_ext.cli import _aux_name
+    from fgp_ext.proxies import DEFAULT_AUX_PROXY
+
+    nb201 = load("nb201")
+    assert _aux_name(Namespace(aux_target="auto"), nb201) == DEFAULT_AUX_PROXY == "synflow"
+    assert _aux_name(Namespace(aux_target="none"), nb201) is None
+    assert _aux_name(Namespace(aux_target="flops"), nb201) == "flops"
+    f = tmp_path / "a.jsonl"
+    f.write_text('{"ops": ["input", "conv", "output"], "edges": [[0, 1], [1, 2]], "acc": 1.0}\n'
+                 '{"ops": ["input", "output"], "edges": [[0, 1]], "acc": 2.0}\n')
+    assert _aux_name(Namespace(aux_target="auto"), load(str(f))) is None
