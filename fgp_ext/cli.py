@@ -419,6 +419,14 @@ AUX_HELP = ("auxiliary pre-training ranking target: a data column; for NB201 a s
             "elsewhere; 'none': reconstruction only")
 
 
+def _add_pretrain_losses(p) -> None:
+    """What FGP pre-training optimises (shared by `pretrain` and `run`)."""
+    p.add_argument("--aux-target", default="auto", help=AUX_HELP)
+    p.add_argument("--no-standardize", action="store_true", help="regress the raw (unstandardised) surrogate")
+    p.add_argument("--no-reconstruction", action="store_true",
+                   help="pre-train on the --aux-target ranking loss alone (the proxy-only ablation)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="fgp", description="FGP: flow-based generative pre-training of "
                                  "neural-architecture encoders (pre-train, fine-tune, evaluate).")
@@ -438,10 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=1e-6)
-    p.add_argument("--aux-target", default="auto", help=AUX_HELP)
-    p.add_argument("--no-standardize", action="store_true", help="regress the raw (unstandardised) surrogate")
-    p.add_argument("--no-reconstruction", action="store_true",
-                   help="pre-train on the --aux-target ranking loss alone (the proxy-only ablation)")
+    _add_pretrain_losses(p)
     p.add_argument("--seed", type=int, default=21)
     p.add_argument("--out", required=True, help="checkpoint to write")
     p.set_defaults(func=cmd_pretrain)
@@ -482,10 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size-finetune", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--margin", type=float, default=0.5)
-    p.add_argument("--aux-target", default="auto", help=AUX_HELP)
-    p.add_argument("--no-standardize", action="store_true", help="regress the raw (unstandardised) surrogate")
-    p.add_argument("--no-reconstruction", action="store_true",
-                   help="pre-train on the --aux-target ranking loss alone (the proxy-only ablation)")
+    _add_pretrain_losses(p)
     p.add_argument("--no-baseline", action="store_true", help="skip the supervised-only baseline")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--out", default=None, help="output directory (default fgp_results/<encoder>)")
