@@ -185,6 +185,14 @@ class ArchBatch:
         """The graph made undirected as one CSR (cached): row ``v`` lists ``v``'s predecessors (in
         ``in_csr`` order) followed by its successors (in ``out_csr`` order). For encoders that
         treat edges both ways (GatedGCN), one gather and one segment sum per layer instead of two."""
+        return self._undirected()[0]
+
+    @property
+    def undirected_rows(self) -> "torch.Tensor":
+        """``int64 [2E]``: the row (node) of every :attr:`undirected_csr` entry (cached)."""
+        return self._undirected()[1]
+
+    def _undirected(self):
         cache = self.__dict__.setdefault("_row_cache", {})
         if "undirected" not in cache:
             import torch
@@ -206,13 +214,7 @@ class ArchBatch:
             rows[pos_in] = rin
             rows[pos_out] = rout
             cache["undirected"] = (CSR(indptr, index), rows)
-        return cache["undirected"][0]
-
-    @property
-    def undirected_rows(self) -> "torch.Tensor":
-        """``int64 [2E]``: the row (node) of every :attr:`undirected_csr` entry (cached)."""
-        self.undirected_csr
-        return self.__dict__["_row_cache"]["undirected"][1]
+        return cache["undirected"]
 
     def _rows(self, which: str):
         import torch
@@ -232,8 +234,6 @@ def collate(graphs) -> ArchBatch:
     ``csr_transpose`` and ``topo_levels``); a cycle in any graph raises an error naming it.
     """
     import torch
-
-    from fgp_ext import ops
 
     graphs = list(graphs)
     sizes = np.fromiter((g.num_nodes for g in graphs), dtype=np.int64, count=len(graphs))

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 
@@ -34,8 +35,12 @@ inline void raise_bad_row(int64_t bad_row, const int64_t* ptr) {
               "]=", ptr[bad_row < 0 ? 0 : bad_row], " > indptr[", bad_row + 1, "]=", ptr[bad_row < 0 ? 0 : bad_row + 1]);
 }
 
-// Rows per parallel task: small segments are cheap, so hand each thread a few thousand of them.
-constexpr int64_t kRowGrain = 256;
+// Rows per parallel task for the CSR row kernels: about 32k multiply-adds per task, so small
+// batches run inline instead of paying for waking threads.
+inline int64_t csr_row_grain(int64_t num_entries, int64_t num_rows, int64_t width) {
+  const int64_t cost_per_row = std::max<int64_t>(1, (num_entries / std::max<int64_t>(num_rows, 1) + 1) * width);
+  return std::max<int64_t>(1, 32768 / cost_per_row);
+}
 
 inline void check_index_vector(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.scalar_type() == at::kLong, name, " must be int64, got ", t.scalar_type());

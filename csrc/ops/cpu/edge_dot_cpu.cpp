@@ -35,7 +35,7 @@ at::Tensor edge_dot_cpu(const at::Tensor& a_in, const at::Tensor& b_in, const at
     const scalar_t* as = a.data_ptr<scalar_t>();
     const scalar_t* bs = b.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, (E / std::max<int64_t>(N, 1) + 1) * F));
+    const int64_t grain = csr_row_grain(E, N, F);
     at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
       raise_bad_row(edge_dot_rows(ptr, idx, as, bs, o, begin, end, F, E), ptr);
     });

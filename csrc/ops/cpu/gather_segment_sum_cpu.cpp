@@ -69,9 +69,7 @@ at::Tensor gather_segment_sum_cpu(const at::Tensor& x_in, const at::Tensor& inde
     const scalar_t* xs = x.data_ptr<scalar_t>();
     const scalar_t* w = weight.defined() ? weight.data_ptr<scalar_t>() : nullptr;
     scalar_t* o = out.data_ptr<scalar_t>();
-    // Grain: aim for ~32k multiply-adds per task so tiny batches do not pay for waking threads.
-    const int64_t avg_cost = std::max<int64_t>(1, (E / std::max<int64_t>(N, 1) + 1) * F);
-    const int64_t grain = std::max<int64_t>(1, 32768 / avg_cost);
+    const int64_t grain = csr_row_grain(E, N, F);
     at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
       raise_bad_row(w ? gather_rows<scalar_t, true>(ptr, idx, xs, w, o, begin, end, F, E)
                       : gather_rows<scalar_t, false>(ptr, idx, xs, w, o, begin, end, F, E),

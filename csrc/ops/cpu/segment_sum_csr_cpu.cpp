@@ -45,8 +45,7 @@ at::Tensor segment_sum_csr_cpu(const at::Tensor& src_in, const at::Tensor& indpt
     const int64_t* ptr = indptr.data_ptr<int64_t>();
     const scalar_t* s = src.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    const int64_t avg_cost = std::max<int64_t>(1, (E / std::max<int64_t>(N, 1) + 1) * F);
-    const int64_t grain = std::max<int64_t>(1, 32768 / avg_cost);
+    const int64_t grain = csr_row_grain(E, N, F);
     at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
       raise_bad_row(segment_rows(ptr, s, o, begin, end, F, E), ptr);
     });
