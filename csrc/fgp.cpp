@@ -6,8 +6,13 @@
 
 #include "ops/csr_transpose.h"
 #include "ops/edge_dot.h"
+#include "ops/flow_pairs.h"
+#include "ops/flow_pass.h"
+#include "ops/flow_pass_autograd.h"
 #include "ops/flow_surrogate.h"
+#include "ops/gather_attention.h"
 #include "ops/gather_segment_sum.h"
+#include "ops/level_schedule.h"
 #include "ops/segment_sum_csr.h"
 #include "ops/topo_levels.h"
 
@@ -23,6 +28,24 @@ TORCH_LIBRARY(fgp, m) {
   m.def("flow_surrogate(Tensor op, Tensor indptr, Tensor index, Tensor node_ptr, Tensor is_source, "
         "Tensor r, Tensor P, Tensor W, float alpha, str schedule=\"auto\", "
         "Tensor? t_indptr=None, Tensor? t_index=None) -> Tensor");
+  // Flow-aware encoders: the level schedule of a batch, flow-related pairs, fused attention.
+  m.def("level_schedule(Tensor indptr, Tensor index, Tensor level) -> (Tensor order, Tensor rank, "
+        "Tensor level_ptr, Tensor sched_indptr, Tensor sched_index, Tensor entry_perm)");
+  m.def("flow_pairs(Tensor indptr, Tensor index, Tensor node_ptr, Tensor topo) -> "
+        "(Tensor pair_indptr, Tensor pair_index, Tensor pair_perm)");
+  // As gather_segment_sum, the transposed CSR (t_*) is read only by the backward pass.
+  m.def("gather_attention(Tensor x, Tensor logit, Tensor index, Tensor indptr, Tensor? t_indptr=None, "
+        "Tensor? t_index=None, Tensor? t_perm=None) -> Tensor");
+  // One flow pass (attention over predecessors + GRU cell) over all generations of a level schedule.
+  m.def("flow_pass(Tensor h0, Tensor level_ptr, Tensor indptr, Tensor index, Tensor group_level_ptr, "
+        "Tensor group_perm, Tensor group_ptr, Tensor group_src, Tensor att_dst, Tensor att_src, Tensor att_bias, "
+        "Tensor w_ih, Tensor w_hh, Tensor b_ih, Tensor b_hh) -> Tensor");
+  // Its kernels (the autograd formula, registered below in C++, calls them): the forward with the
+  // per-level intermediates the backward reads, and the backward.
+  m.def("flow_pass_train(Tensor[] args) -> Tensor[]");
+  m.def("flow_pass_backward(Tensor grad, Tensor[] saved, Tensor[] args) -> Tensor[]");
+  m.def("gather_attention_backward(Tensor grad, Tensor x, Tensor logit, Tensor index, Tensor indptr, "
+        "Tensor out, Tensor t_indptr, Tensor t_index, Tensor t_perm) -> (Tensor grad_x, Tensor grad_logit)");
 }
 
 namespace {
@@ -36,6 +59,23 @@ at::Tensor gather_forward(const at::Tensor& x, const at::Tensor& index, const at
   return Kernel(x, index, indptr, weight);
 }
 
+template <at::Tensor (*Kernel)(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&)>
+at::Tensor attention_forward(const at::Tensor& x, const at::Tensor& logit, const at::Tensor& index,
+                             const at::Tensor& indptr, const std::optional<at::Tensor>&,
+                             const std::optional<at::Tensor>&, const std::optional<at::Tensor>&) {
+  return Kernel(x, logit, index, indptr);
+}
+
+template <std::vector<at::Tensor> (*Kernel)(at::TensorList)>
+at::Tensor flow_pass_output(const at::Tensor& h0, const at::Tensor& level_ptr, const at::Tensor& indptr,
+                            const at::Tensor& index, const at::Tensor& group_level_ptr, const at::Tensor& group_perm,
+                            const at::Tensor& group_ptr, const at::Tensor& group_src, const at::Tensor& att_dst,
+                            const at::Tensor& att_src, const at::Tensor& att_bias, const at::Tensor& w_ih,
+                            const at::Tensor& w_hh, const at::Tensor& b_ih, const at::Tensor& b_hh) {
+  return Kernel({h0, level_ptr, indptr, index, group_level_ptr, group_perm, group_ptr, group_src, att_dst, att_src,
+                 att_bias, w_ih, w_hh, b_ih, b_hh})[0];
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fgp, CPU, m) {
@@ -45,6 +85,13 @@ TORCH_LIBRARY_IMPL(fgp, CPU, m) {
   m.impl("csr_transpose", &fgp::csr_transpose_cpu);
   m.impl("topo_levels", &fgp::topo_levels_cpu);
   m.impl("flow_surrogate", &fgp::flow_surrogate_cpu);
+  m.impl("level_schedule", &fgp::level_schedule_cpu);
+  m.impl("flow_pairs", &fgp::flow_pairs_cpu);
+  m.impl("gather_attention", &attention_forward<&fgp::gather_attention_cpu>);
+  m.impl("gather_attention_backward", &fgp::gather_attention_backward_cpu);
+  m.impl("flow_pass", &flow_pass_output<&fgp::flow_pass_forward_cpu>);
+  m.impl("flow_pass_train", &fgp::flow_pass_forward_cpu);
+  m.impl("flow_pass_backward", &fgp::flow_pass_backward_cpu);
 }
 
 #ifdef FGP_WITH_CUDA
@@ -55,8 +102,19 @@ TORCH_LIBRARY_IMPL(fgp, CUDA, m) {
   m.impl("csr_transpose", &fgp::csr_transpose_cuda);
   m.impl("topo_levels", &fgp::topo_levels_cuda);
   m.impl("flow_surrogate", &fgp::flow_surrogate_cuda);
+  m.impl("level_schedule", &fgp::level_schedule_cuda);
+  m.impl("flow_pairs", &fgp::flow_pairs_cuda);
+  m.impl("gather_attention", &attention_forward<&fgp::gather_attention_cuda>);
+  m.impl("gather_attention_backward", &fgp::gather_attention_backward_cuda);
+  m.impl("flow_pass", &flow_pass_output<&fgp::flow_pass_forward_cuda>);
+  m.impl("flow_pass_train", &fgp::flow_pass_forward_cuda);
+  m.impl("flow_pass_backward", &fgp::flow_pass_backward_cuda);
 }
 #endif
+
+// The one autograd formula written in C++ (see ops/flow_pass_autograd.h); the others are in
+// fgp_ext/ops.py.
+TORCH_LIBRARY_IMPL(fgp, Autograd, m) { m.impl("flow_pass", &fgp::flow_pass_autograd); }
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "fgp_ext compiled ops; importing this module registers torch.ops.fgp.*";

@@ -402,7 +402,7 @@ def _add_surrogate(p):
 
 
 def _add_encoder(p):
-    p.add_argument("--encoder", default="gatedgcn", choices=["gatedgcn", "gin", "mlp"])
+    p.add_argument("--encoder", default="gatedgcn", choices=["gatedgcn", "gin", "flowerformer", "mlp"])
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--dropout", type=float, default=0.1)
 

@@ -15,7 +15,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-    from fgp_ext.ops import CSR
+    from fgp_ext.ops import CSR, LevelSchedule
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,6 +191,39 @@ class ArchBatch:
     def undirected_rows(self) -> "torch.Tensor":
         """``int64 [2E]``: the row (node) of every :attr:`undirected_csr` entry (cached)."""
         return self._undirected()[1]
+
+    def schedule(self, reverse: bool = False) -> "LevelSchedule":
+        """The level schedule (:func:`fgp_ext.ops.level_schedule`) of the batch (cached): nodes in
+        topological generations with the predecessor CSR per level; with ``reverse=True`` the same
+        for the reversed graph (generations counted from the sinks, successor CSR). Built in C++ once
+        per batch; flow-aware encoders (:class:`~fgp_ext.encoders.FlowerFormer`) propagate along it."""
+        cache = self.__dict__.setdefault("_row_cache", {})
+        key = "schedule_rev" if reverse else "schedule"
+        if key not in cache:
+            from fgp_ext import ops
+
+            if reverse:
+                csr = self.out_csr
+                level = ops.topo_levels(csr.indptr, csr.index, self.node_ptr)
+            else:
+                csr, level = self.in_csr, self.level
+            cache[key] = ops.level_schedule(csr.indptr, csr.index, level)
+        return cache[key]
+
+    @property
+    def flow_pairs(self) -> "CSR":
+        """Flow-related node pairs (cached, :func:`fgp_ext.ops.flow_pairs`): row ``v`` lists the nodes
+        of its graph that reach ``v``, that ``v`` reaches, and ``v`` itself; its own transpose."""
+        cache = self.__dict__.setdefault("_row_cache", {})
+        if "flow_pairs" not in cache:
+            import torch
+
+            from fgp_ext import ops
+
+            depth = int(self.level.max()) + 1 if self.num_nodes else 1
+            topo = torch.sort(self.graph * depth + self.level, stable=True).indices
+            cache["flow_pairs"] = ops.flow_pairs(self.in_csr.indptr, self.in_csr.index, self.node_ptr, topo)
+        return cache["flow_pairs"]
 
     def _undirected(self):
         cache = self.__dict__.setdefault("_row_cache", {})

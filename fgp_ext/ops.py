@@ -141,6 +141,106 @@ def flow_surrogate(
                                t_index)
 
 
+class LevelSchedule(NamedTuple):
+    """A batch's nodes in topological generations (see :func:`level_schedule`).
+
+    ``order[i]`` is the node at position ``i`` (nodes sorted by ``(level, id)``), ``rank`` its
+    inverse; positions ``level_ptr[l]:level_ptr[l+1]`` hold level ``l``. ``csr`` is the CSR by
+    destination in positions (row ``i`` = node ``order[i]``, entries = positions of its
+    predecessors), ``entry_perm`` maps each of its entries to the original CSR entry.
+    """
+
+    order: torch.Tensor
+    rank: torch.Tensor
+    level_ptr: torch.Tensor
+    csr: CSR
+    entry_perm: torch.Tensor
+
+    @property
+    def num_levels(self) -> int:
+        return self.level_ptr.numel() - 1
+
+
+def level_schedule(indptr: torch.Tensor, index: torch.Tensor, level: torch.Tensor) -> LevelSchedule:
+    """The level schedule of a batch of DAGs given as a CSR by destination and its levels
+    (:func:`topo_levels`): nodes ordered by generation, with per-level position ranges, and the
+    predecessor CSR in those positions, so that the entries of all nodes of level ``l`` form one
+    contiguous slice pointing only at earlier positions. A propagation step over level ``l`` then
+    reads finished rows and writes its own: no masks, no in-place writes.
+
+    For the reversed graph, pass the CSR by source and the levels of the reversed graph.
+    Raises when ``level`` is not a topological levelling of the CSR (a predecessor not below its
+    node).
+    """
+    order, rank, level_ptr, sched_indptr, sched_index, entry_perm = _ops.level_schedule(indptr, index, level)
+    return LevelSchedule(order, rank, level_ptr, CSR(sched_indptr, sched_index), entry_perm)
+
+
+def flow_pairs(indptr: torch.Tensor, index: torch.Tensor, node_ptr: torch.Tensor, topo: torch.Tensor) -> CSR:
+    """Flow-related node pairs of every DAG of a batch as a CSR: row ``v`` lists, ascending, each
+    node ``u`` of ``v``'s graph with ``u == v``, ``u`` reaching ``v`` or ``v`` reaching ``u``.
+
+    ``topo`` is a per-graph topological order: graph ``g``'s nodes at positions
+    ``node_ptr[g]:node_ptr[g+1]``, predecessors first (e.g. ``argsort`` of ``(graph, level)``).
+    The relation is symmetric, so the result is its own transpose: ``perm[q]`` is the position of
+    the mirrored pair of entry ``q`` (pass the CSR as ``transpose=`` of :func:`gather_attention`).
+    Bitset closure in C++, O(n^2/64) per graph of n nodes; graphs above 16,384 nodes are refused.
+    """
+    pair_indptr, pair_index, pair_perm = _ops.flow_pairs(indptr, index, node_ptr, topo)
+    return CSR(pair_indptr, pair_index, pair_perm)
+
+
+def gather_attention(
+    x: torch.Tensor,
+    logit: torch.Tensor,
+    index: torch.Tensor,
+    indptr: torch.Tensor,
+    transpose: CSR | None = None,
+) -> torch.Tensor:
+    """Fused attention aggregation: segment softmax + gather + segment sum, multi-head.
+
+    ``out[r, h] = sum_{e in row r} alpha[e, h] * x[index[e], h]`` with
+    ``alpha[:, h] = softmax(logit[:, h])`` over the entries of row ``r``.
+
+    Args:
+        x: ``[M, H, D]`` values (heads ``H`` of width ``D``), or ``[M, D]`` with ``logit [E]`` for one
+            head.
+        logit: ``[E, H]`` (or ``[E]``) attention scores of the CSR entries.
+        index, indptr: the CSR (entry ``e`` reads row ``index[e]`` of ``x``).
+        transpose: optional :func:`csr_transpose` of ``(index, indptr)``, read by the backward pass.
+
+    Returns ``[R, H, D]`` (or ``[R, D]``); rows without entries are zero. Differentiable in ``x``
+    and ``logit``; the backward recomputes the softmax and never uses atomics.
+    """
+    single = logit.dim() == 1
+    if single:
+        x, logit = x.unsqueeze(1), logit.unsqueeze(1)
+    t = (None, None, None) if transpose is None else (transpose.indptr, transpose.index, transpose.perm)
+    out = _ops.gather_attention(x, logit, index, indptr, *t)
+    return out.squeeze(1) if single else out
+
+
+def flow_pass(h0: torch.Tensor, plan, att_dst: torch.Tensor, att_src: torch.Tensor, att_bias: torch.Tensor,
+              w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
+    """One whole flow pass of a flow-aware encoder, fused in C++ (one call whatever the depth).
+
+    ``h0 [N, F]`` holds the node states in the positions of ``plan`` (a
+    :class:`fgp_ext.levels.LevelPlan`; ``h.index_select(0, plan.order)``). For every generation
+    ``l >= 1`` and node ``v`` of it, over its predecessors ``u`` (already updated in this pass)::
+
+        logit_u = att_dst . h0[v] + (att_src . h[u] + att_bias)
+        m_v     = sum_u softmax(logit)_u * h[u]
+        h[v]    = GRUCell(m_v, h0[v])     # torch.nn.GRUCell equations: w_ih, w_hh [3F, F]; b_ih, b_hh [3F]
+
+    First-generation rows keep ``h0``. Returns ``[N, F]`` in positions. Differentiable in ``h0`` and
+    every weight; the backward walks the generations in reverse, recomputing each one's
+    intermediates, and sums gradients per distinct predecessor (no atomics).
+    """
+    return _ops.flow_pass(h0, plan.level_ptr, plan.indptr, plan.index, plan.group_level_ptr, plan.group_perm,
+                          plan.group_ptr, plan.group_src, att_dst.reshape(-1), att_src.reshape(-1),
+                          att_bias.reshape(1), w_ih, w_hh, b_ih, b_hh)
+
+
 # ----------------------------------------------------------------------------------------------
 # Autograd
 # ----------------------------------------------------------------------------------------------
@@ -201,6 +301,27 @@ def _edge_dot_backward(ctx, grad):
 torch.library.register_autograd("fgp::edge_dot", _edge_dot_backward, setup_context=_edge_dot_setup)
 
 
+def _attention_setup(ctx, inputs, output):
+    x, logit, index, indptr, t_indptr, t_index, t_perm = inputs
+    ctx.save_for_backward(x, logit, index, indptr, output, t_indptr, t_index, t_perm)
+
+
+def _attention_backward(ctx, grad):
+    x, logit, index, indptr, out, t_indptr, t_index, t_perm = ctx.saved_tensors
+    if t_indptr is None or t_index is None or t_perm is None:
+        t_indptr, t_index, t_perm = _ops.csr_transpose(index, indptr, x.shape[0])
+    grad_x, grad_logit = _ops.gather_attention_backward(grad.contiguous(), x, logit, index, indptr, out, t_indptr,
+                                                        t_index, t_perm)
+    return (grad_x if ctx.needs_input_grad[0] else None, grad_logit if ctx.needs_input_grad[1] else None,
+            None, None, None, None, None)
+
+
+torch.library.register_autograd("fgp::gather_attention", _attention_backward, setup_context=_attention_setup)
+
+
+# fgp::flow_pass has its autograd formula in C++ (csrc/ops/flow_pass_autograd.h).
+
+
 # ----------------------------------------------------------------------------------------------
 # Fake kernels (shapes only), for torch.compile / meta tensors
 # ----------------------------------------------------------------------------------------------
@@ -237,6 +358,49 @@ def _flow_surrogate_fake(op, indptr, index, node_ptr, is_source, r, P, W, alpha,
     return r.new_empty((node_ptr.shape[0] - 1, r.shape[0]))
 
 
+@torch.library.register_fake("fgp::level_schedule")
+def _level_schedule_fake(indptr, index, level):
+    n = indptr.shape[0] - 1
+    num_levels = torch.library.get_ctx().new_dynamic_size()
+    return (index.new_empty((n,)), index.new_empty((n,)), index.new_empty((num_levels + 1,)),
+            index.new_empty((n + 1,)), index.new_empty(index.shape), index.new_empty(index.shape))
+
+
+@torch.library.register_fake("fgp::flow_pairs")
+def _flow_pairs_fake(indptr, index, node_ptr, topo):
+    num_pairs = torch.library.get_ctx().new_dynamic_size()
+    return index.new_empty((indptr.shape[0],)), index.new_empty((num_pairs,)), index.new_empty((num_pairs,))
+
+
+@torch.library.register_fake("fgp::flow_pass")
+def _flow_pass_fake(h0, *args):
+    return torch.empty_like(h0)
+
+
+@torch.library.register_fake("fgp::flow_pass_train")
+def _flow_pass_train_fake(args):
+    h0, index = args[0], args[3]
+    n, f = h0.shape
+    return [torch.empty_like(h0), h0.new_empty((n, f)), h0.new_empty((n, 2 * f)), h0.new_empty((n, f)),
+            h0.new_empty((n, f)), h0.new_empty(index.shape)]
+
+
+@torch.library.register_fake("fgp::flow_pass_backward")
+def _flow_pass_backward_fake(grad, saved, args):
+    return [torch.empty_like(args[0]), *(torch.empty_like(p) for p in args[8:])]
+
+
+@torch.library.register_fake("fgp::gather_attention")
+def _attention_fake(x, logit, index, indptr, t_indptr=None, t_index=None, t_perm=None):
+    torch._check(x.dim() == 3, lambda: "x must be [M, H, D]")
+    return x.new_empty((indptr.shape[0] - 1, x.shape[1], x.shape[2]))
+
+
+@torch.library.register_fake("fgp::gather_attention_backward")
+def _attention_backward_fake(grad, x, logit, index, indptr, out, t_indptr, t_index, t_perm):
+    return torch.empty_like(x), torch.empty_like(logit)
+
+
 # ----------------------------------------------------------------------------------------------
 # CUDA without compiled CUDA kernels: composite plain-PyTorch fallbacks, never "no kernel".
 # ----------------------------------------------------------------------------------------------
@@ -259,3 +423,18 @@ if not CUDA_KERNELS:
             _ref.flow_surrogate_batched(op, indptr, index, node_ptr, is_source, r, P, W, alpha)
         ),
     )
+    torch.library.register_kernel("fgp::level_schedule", "cuda", _ref.level_schedule)
+    torch.library.register_kernel(
+        "fgp::flow_pairs", "cuda",
+        lambda indptr, index, node_ptr, topo: tuple(t.to(indptr.device) for t in _ops.flow_pairs(
+            indptr.cpu(), index.cpu(), node_ptr.cpu(), topo.cpu())),
+    )
+    torch.library.register_kernel(
+        "fgp::gather_attention", "cuda",
+        lambda x, logit, index, indptr, t_indptr=None, t_index=None, t_perm=None: _ref.gather_attention(
+            x, logit, index, indptr),
+    )
+    torch.library.register_kernel("fgp::gather_attention_backward", "cuda", _ref.gather_attention_backward)
+    torch.library.register_kernel("fgp::flow_pass", "cuda", _ref.flow_pass)
+    torch.library.register_kernel("fgp::flow_pass_train", "cuda", _ref.flow_pass_train)
+    torch.library.register_kernel("fgp::flow_pass_backward", "cuda", _ref.flow_pass_backward)

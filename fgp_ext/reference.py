@@ -6,6 +6,7 @@ benchmarks. Readability first: no custom kernels, no tricks.
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Sequence
 
@@ -193,3 +194,206 @@ def flow_surrogate_per_graph(
                 h[u] = f(u, torch.stack([h[s] for s in succs[u]]).sum(0))
         out.append(sum((h[s] for s in g_sources), torch.zeros(k, dtype=r.dtype)))
     return torch.stack(out) if out else r.new_zeros((0, k))
+
+
+# ----------------------------------------------------------------------------------------------
+# Flow-aware encoders: level schedule, flow-related pairs, attention aggregation
+# ----------------------------------------------------------------------------------------------
+def level_schedule(indptr, index, level):
+    """Nodes sorted by ``(level, id)`` and the CSR re-expressed in those positions:
+    ``(order, rank, level_ptr, sched_indptr, sched_index, entry_perm)`` (see :func:`fgp_ext.ops.level_schedule`)."""
+    n = indptr.numel() - 1
+    _check_indptr(indptr, index.numel())
+    _check_index(index, n)
+    if level.numel() != n:
+        raise RuntimeError("level must have one entry per node")
+    order = torch.sort(level, stable=True).indices
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(n, device=level.device)
+    num_levels = int(level.max()) + 1 if n else 0
+    level_ptr = torch.zeros(num_levels + 1, dtype=torch.int64, device=level.device)
+    if n:
+        level_ptr[1:] = torch.cumsum(torch.bincount(level, minlength=num_levels), 0)
+    sched_index, entry_perm = [], []
+    for v in order.tolist():
+        for e in range(int(indptr[v]), int(indptr[v + 1])):
+            u = int(index[e])
+            if int(level[u]) >= int(level[v]):
+                raise RuntimeError(f"level is not a topological levelling at entry {e}")
+            sched_index.append(int(rank[u]))
+            entry_perm.append(e)
+    sched_indptr = torch.zeros(n + 1, dtype=torch.int64, device=level.device)
+    if n:
+        sched_indptr[1:] = torch.cumsum(indptr.diff().index_select(0, order), 0)
+    as_t = lambda v: torch.tensor(v, dtype=torch.int64, device=level.device)  # noqa: E731
+    return order, rank, level_ptr, sched_indptr, as_t(sched_index), as_t(entry_perm)
+
+
+def flow_pairs(indptr, index, node_ptr, topo=None):
+    """Flow-related pairs by explicit reachability (one Python DFS per node): row ``v`` lists the
+    nodes ``u`` of its graph with ``u == v``, ``u`` reaches ``v`` or ``v`` reaches ``u``, ascending.
+    Returns ``(pair_indptr, pair_index, pair_perm)``; ``topo`` is accepted and ignored."""
+    n = indptr.numel() - 1
+    succ = [[] for _ in range(n)]
+    for v in range(n):
+        for e in range(int(indptr[v]), int(indptr[v + 1])):
+            succ[int(index[e])].append(v)
+    reach = []
+    for s in range(n):
+        seen, stack = {s}, [s]
+        while stack:
+            for w in succ[stack.pop()]:
+                if w not in seen:
+                    seen.add(w)
+                    stack.append(w)
+        reach.append(seen)
+    rows = [sorted({u for u in range(n) if u == v or v in reach[u] or u in reach[v]}) for v in range(n)]
+    pair_indptr = torch.zeros(n + 1, dtype=torch.int64)
+    pair_indptr[1:] = torch.cumsum(torch.tensor([len(r) for r in rows], dtype=torch.int64), 0)
+    pair_index = torch.tensor([u for r in rows for u in r], dtype=torch.int64)
+    pos = {(v, u): int(pair_indptr[v]) + j for v, r in enumerate(rows) for j, u in enumerate(r)}
+    pair_perm = torch.tensor([pos[(u, v)] for v, r in enumerate(rows) for u in r], dtype=torch.int64)
+    dev = indptr.device
+    return pair_indptr.to(dev), pair_index.to(dev), pair_perm.to(dev)
+
+
+def segment_softmax(logit, indptr):
+    """Softmax of ``logit [E, ...]`` over the entries of every CSR row."""
+    rows = csr_row_ids(indptr, logit.shape[0])
+    shape = (indptr.numel() - 1, *logit.shape[1:])
+    row_max = logit.new_full(shape, float("-inf")).scatter_reduce(
+        0, rows.view(-1, *([1] * (logit.dim() - 1))).expand_as(logit), logit, "amax")
+    ex = torch.exp(logit - row_max.index_select(0, rows))
+    return ex / segment_sum_csr(ex, indptr).index_select(0, rows)
+
+
+def gather_attention(x, logit, index, indptr):
+    """``out[r, h] = sum_{e in row r} softmax_row(logit)[e, h] * x[index[e], h]`` for ``x [M, H, D]``,
+    ``logit [E, H]``."""
+    _check_indptr(indptr, index.numel())
+    _check_index(index, x.shape[0])
+    alpha = segment_softmax(logit, indptr)
+    return segment_sum_csr(alpha.unsqueeze(-1) * x.index_select(0, index), indptr)
+
+
+def gather_attention_backward(grad, x, logit, index, indptr, out=None, t_indptr=None, t_index=None, t_perm=None):
+    """``(d loss/d x, d loss/d logit)`` of :func:`gather_attention` by autograd through the
+    reference (the transposed CSR and ``out`` are accepted for signature parity and unused)."""
+    with torch.enable_grad():
+        xr = x.detach().requires_grad_(True)
+        lr = logit.detach().requires_grad_(True)
+        gx, gl = torch.autograd.grad(gather_attention(xr, lr, index, indptr), [xr, lr], grad)
+    return gx, gl
+
+
+class MaskedFlowBackend:
+    """The FlowerFormer computation written the way flow-aware encoders usually are: per-generation
+    boolean masks over *all* edges (a dense ``[depth, E]`` edge mask and ``[depth, N]`` node mask
+    per direction, built at collate time), every generation step running the attention, the
+    scatter and the GRU on the whole batch and keeping the rows of its generation with
+    ``torch.where``; the flow-aware attention as dense padded ``[B, H, n, n]`` attention with a
+    reachability mask (transitive closure by repeated boolean matrix products).
+
+    Same weights, same function as :class:`fgp_ext.encoders.flowerformer.LevelBackend`; it is the
+    reference of the tests and the "masked" peer of the benchmarks
+    (``model.node_embeddings(batch, backend=MaskedFlowBackend(batch))``).
+    """
+
+    def __init__(self, batch):
+        n, dev = batch.num_nodes, batch.op.device
+        src, dst = batch.in_csr.index, csr_row_ids(batch.in_csr.indptr, batch.in_csr.index.numel())
+        self.num_nodes = n
+        level = batch.level
+        rev_level = topo_levels(batch.out_csr.indptr, batch.out_csr.index, batch.node_ptr)
+
+        def masks(lv, edge_dst):
+            depth = int(lv.max()) + 1 if n else 0
+            steps = torch.arange(depth, device=dev)[:, None]
+            return lv.index_select(0, edge_dst)[None, :] == steps, lv[None, :] == steps
+
+        # forward pass: messages src -> dst; backward pass: dst -> src, generations from the sinks
+        self.passes = {False: (src, dst, *masks(level, dst)), True: (dst, src, *masks(rev_level, src))}
+        # dense padded layout for the attention
+        graph = batch.graph
+        pos = torch.arange(n, device=dev) - batch.node_ptr.index_select(0, graph)
+        b = batch.num_graphs
+        nmax = int(batch.node_ptr.diff().max()) if b else 0
+        self.slot = graph * nmax + pos
+        self.shape = (b, nmax)
+        adj = torch.zeros(b, nmax, nmax, device=dev)
+        adj[graph.index_select(0, src), pos.index_select(0, src), pos.index_select(0, dst)] = 1.0
+        reach = (adj + torch.eye(nmax, device=dev)).clamp_max(1.0)
+        for _ in range(max(1, math.ceil(math.log2(max(nmax, 2))))):
+            reach = (reach @ reach).clamp_max(1.0)
+        self.mask = (reach + reach.transpose(1, 2)) > 0                       # [B, n, n], diagonal set
+
+    def flow(self, step, h, reverse: bool):
+        src, dst, edge_mask, node_mask = self.passes[bool(reverse)]
+        n = self.num_nodes
+        for lv in range(1, edge_mask.shape[0]):
+            em = edge_mask[lv]
+            logit = (step.att_dst(h).index_select(0, dst) + step.att_src(h).index_select(0, src)).squeeze(-1)
+            logit = torch.where(em, logit, torch.zeros_like(logit))
+            row_max = logit.new_full((n,), float("-inf")).scatter_reduce(
+                0, dst, logit.masked_fill(~em, float("-inf")), "amax")
+            row_max = torch.where(torch.isinf(row_max), torch.zeros_like(row_max), row_max).detach()
+            ex = torch.where(em, torch.exp(logit - row_max.index_select(0, dst)), torch.zeros_like(logit))
+            den = ex.new_zeros(n).index_add(0, dst, ex)
+            alpha = ex / den.index_select(0, dst).clamp_min(torch.finfo(ex.dtype).tiny)
+            msg = h.new_zeros(h.shape).index_add(0, dst, alpha[:, None] * h.index_select(0, src))
+            h = torch.where(node_mask[lv][:, None], step.gru(msg, h), h)
+        return h
+
+    def attend(self, q, k, v):
+        b, nmax = self.shape
+        heads, d = q.shape[1], q.shape[2]
+
+        def pad(t):
+            return t.new_zeros(b * nmax, heads, d).index_copy(0, self.slot, t).view(b, nmax, heads, d)
+
+        scores = torch.einsum("bihd,bjhd->bhij", pad(q), pad(k)) / math.sqrt(d)
+        scores = scores.masked_fill(~self.mask[:, None], float("-inf"))
+        out = torch.einsum("bhij,bjhd->bihd", torch.softmax(scores, dim=-1), pad(v))
+        return out.reshape(b * nmax, heads, d).index_select(0, self.slot)
+
+
+def flow_pass(h0, level_ptr, indptr, index, group_level_ptr, group_perm, group_ptr, group_src, att_dst, att_src,
+              att_bias, w_ih, w_hh, b_ih, b_hh):
+    """One flow pass over a level schedule, plainly: for every level ``l >= 1`` (positions
+    ``level_ptr[l]:level_ptr[l+1]``), attention over the predecessors' current states then
+    ``torch.nn.functional`` GRU-cell equations; differentiable by autograd. The ``group_*``
+    arguments (the fused op's gradient bookkeeping) are accepted and unused."""
+    h = h0.clone()
+    lp = level_ptr.tolist()
+    for lv in range(1, len(lp) - 1):
+        s, t = lp[lv], lp[lv + 1]
+        if t == s:
+            continue
+        es, et = int(indptr[s]), int(indptr[t])
+        local_ptr = indptr[s:t + 1] - es
+        rows = csr_row_ids(local_ptr, et - es)
+        xs = h.index_select(0, index[es:et])
+        hv = h0[s:t]
+        logit = (hv @ att_dst).index_select(0, rows) + (xs @ att_src + att_bias)
+        alpha = segment_softmax(logit, local_ptr)
+        msg = segment_sum_csr(alpha[:, None] * xs, local_ptr)
+        new = torch._VF.gru_cell(msg, hv, w_ih, w_hh, b_ih, b_hh)
+        h = torch.cat([h[:s], new, h[t:]])
+    return h
+
+
+def flow_pass_train(args):
+    """:func:`flow_pass` returning ``[h]`` plus placeholders for the fused kernel's saved
+    intermediates (the reference backward recomputes instead)."""
+    h = flow_pass(*args)
+    return [h, *(h.new_zeros(0) for _ in range(5))]
+
+
+def flow_pass_backward(grad, saved, args):
+    """Gradients of :func:`flow_pass` (``[grad_h0, grad_att_dst, grad_att_src, grad_att_bias,
+    grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh]``) by autograd through the reference."""
+    h0, schedule, params = args[0], args[1:8], args[8:]
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(True) for t in (h0, *params)]
+        out = flow_pass(leaves[0], *schedule, *leaves[1:])
+        return list(torch.autograd.grad(out, leaves, grad))

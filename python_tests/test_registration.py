@@ -6,7 +6,11 @@ import torch
 
 from fgp_ext import ops
 
-OPS = ["segment_sum_csr", "gather_segment_sum", "edge_dot", "csr_transpose", "topo_levels", "flow_surrogate"]
+OPS = ["segment_sum_csr", "gather_segment_sum", "edge_dot", "csr_transpose", "topo_levels", "flow_surrogate",
+       "level_schedule", "flow_pairs", "gather_attention", "gather_attention_backward", "flow_pass", "flow_pass_train",
+       "flow_pass_backward"]
+# ops whose fake kernels are exercised here (the data-dependent-size ones go through torch.compile in opcheck)
+META_OPS = OPS[:6] + ["gather_attention", "flow_pass"]
 
 
 @pytest.mark.parametrize("name", OPS)
@@ -15,7 +19,11 @@ def test_kernel_registered(name, key):
     assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fgp::{name}", key), f"fgp::{name} has no {key} kernel"
 
 
-@pytest.mark.parametrize("name", OPS)
+def test_flow_pass_has_a_cpp_autograd_kernel():
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("fgp::flow_pass", "Autograd")
+
+
+@pytest.mark.parametrize("name", META_OPS)
 def test_meta_tensors_give_shapes(name):
     m = torch.device("meta")
     idx = torch.empty(5, dtype=torch.int64, device=m)
@@ -31,9 +39,15 @@ def test_meta_tensors_give_shapes(name):
             torch.empty(3, dtype=torch.int64, device=m), ptr, idx, torch.empty(2, dtype=torch.int64, device=m),
             torch.empty(3, dtype=torch.bool, device=m), torch.empty(4, device=m), torch.empty(2, 4, device=m),
             torch.empty(8, 4, device=m)),
+        "gather_attention": lambda: ops.gather_attention(torch.empty(6, 2, 3, device=m), torch.empty(5, 2, device=m),
+                                                         idx, ptr),
+        "flow_pass": lambda: torch.ops.fgp.flow_pass(
+            torch.empty(6, 3, device=m), *(torch.empty(4, dtype=torch.int64, device=m) for _ in range(7)),
+            torch.empty(3, device=m), torch.empty(3, device=m), torch.empty(1, device=m), torch.empty(9, 3, device=m),
+            torch.empty(9, 3, device=m), torch.empty(9, device=m), torch.empty(9, device=m)),
     }
     expected = {"segment_sum_csr": (3, 3), "gather_segment_sum": (3, 3), "edge_dot": (5,), "csr_transpose": (7,),
-                "topo_levels": (3,), "flow_surrogate": (1, 4)}
+                "topo_levels": (3,), "flow_surrogate": (1, 4), "gather_attention": (3, 2, 3), "flow_pass": (6, 3)}
     assert tuple(calls[name]().shape) == expected[name]
 
 

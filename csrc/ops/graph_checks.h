@@ -13,6 +13,7 @@ enum GraphStatus : int64_t {
   kGraphBadIndptr = 3,      // detail: the node whose row pointers decrease
   kGraphBadOp = 4,          // detail: the node whose op id is out of range
   kGraphBadTranspose = 5,   // detail: the node whose successor list leaves the graph
+  kGraphBadOrder = 6,       // detail: the node placed twice, or before one of its predecessors
 };
 
 // Every predecessor of graph [begin, end) lies inside the graph and its row pointers do not
@@ -55,6 +56,9 @@ inline void raise_graph_errors(const int64_t* status, const int64_t* detail, con
       case kGraphBadTranspose:
         TORCH_CHECK(false, "graph ", g, ": the successor CSR (t_indptr/t_index) of node ", d,
                     " leaves the graph; it must be csr_transpose(index, indptr)");
+      case kGraphBadOrder:
+        TORCH_CHECK(false, "graph ", g, ": the given order is not a topological order of the graph (node ", d,
+                    " repeats or comes before one of its predecessors)");
       default:
         TORCH_CHECK(false, "graph ", g, ": unknown error status ", status[g]);
     }

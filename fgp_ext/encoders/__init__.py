@@ -8,6 +8,8 @@ op ids times a matrix).
 * :class:`GIN` — graph isomorphism network, 3 layers, layer-concat readout.
 * :class:`GatedGCN` — residual gated graph conv, graphs made undirected, residual
   ``0.2 * x_in + 0.8 * x``.
+* :class:`FlowerFormer` — flow-aware graph transformer: attention + GRU passes over topological
+  generations (forward and reversed), attention restricted to flow-related node pairs.
 * :class:`MLPEncoder` — a baseline on the flattened per-node one-hot encoding.
 
 Use :func:`build_encoder` (by name) to construct one from a config dict; ``encoder.config`` gives
@@ -16,16 +18,18 @@ that dict back, which is what checkpoints store.
 from __future__ import annotations
 
 from fgp_ext.encoders.base import Encoder, segment_mean
+from fgp_ext.encoders.flowerformer import FlowerFormer
 from fgp_ext.encoders.gatedgcn import GatedGCN
 from fgp_ext.encoders.gin import GIN
 from fgp_ext.encoders.mlp import MLPEncoder
 
 #: Encoder classes by CLI / checkpoint name.
-ENCODERS: dict[str, type[Encoder]] = {"gin": GIN, "gatedgcn": GatedGCN, "mlp": MLPEncoder}
+ENCODERS: dict[str, type[Encoder]] = {
+    "gin": GIN, "gatedgcn": GatedGCN, "mlp": MLPEncoder, "flowerformer": FlowerFormer}
 
 
 def build_encoder(name: str, num_ops: int, **config) -> Encoder:
-    """Construct the encoder ``name`` (``"gin"``, ``"gatedgcn"``, ``"mlp"``) for a vocabulary of
+    """Construct the encoder ``name`` (``"gin"``, ``"gatedgcn"``, ``"flowerformer"``, ``"mlp"``) for a vocabulary of
     ``num_ops`` ops; ``config`` goes to the class (``hidden``, ``layers``, ``dropout``, ...)."""
     key = str(name).lower().replace("-", "").replace("_", "")
     if key == "resgatedgcn":
@@ -35,4 +39,4 @@ def build_encoder(name: str, num_ops: int, **config) -> Encoder:
     return ENCODERS[key](num_ops=num_ops, **config)
 
 
-__all__ = ["Encoder", "GIN", "GatedGCN", "MLPEncoder", "ENCODERS", "build_encoder", "segment_mean"]
+__all__ = ["Encoder", "GIN", "GatedGCN", "FlowerFormer", "MLPEncoder", "ENCODERS", "build_encoder", "segment_mean"]

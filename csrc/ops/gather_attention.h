@@ -1,0 +1,126 @@
+// gather_attention(x[M, H, D], logit[E, H], index[E], indptr[R+1]) -> out[R, H, D]
+//   alpha[e, h] = softmax over the entries e of row r of logit[., h]
+//   out[r, h]   = sum_{e in row r} alpha[e, h] * x[index[e], h]
+// Attention-weighted message passing in one pass (multi-head): the segment softmax, the gather and
+// the segment sum are fused, so neither the [E, H] weights nor the [E, H, D] messages are stored.
+// Empty rows give zeros. The backward (gather_attention_backward) recomputes alpha and scatters to
+// x through the transposed CSR, row-owned like the forward: no atomics, bitwise reproducible.
+#pragma once
+
+#include <cmath>
+#include <limits>
+
+#include "ops/common.h"
+#include "ops/edge_dot.h"
+
+namespace fgp {
+
+template <typename T>
+FGP_HOST_DEVICE inline T fgp_exp(T v) {
+#if defined(__CUDA_ARCH__)
+  return exp(v);
+#else
+  return std::exp(v);
+#endif
+}
+
+// Max and sum of exp(logit - max) of head h over the entries [a, b) (stable softmax).
+template <typename T>
+FGP_HOST_DEVICE inline void softmax_row_stats(const T* logit, int64_t H, int64_t h, int64_t a, int64_t b, T* max_out,
+                                              T* sum_out) {
+  T m = -std::numeric_limits<T>::infinity();
+  for (int64_t e = a; e < b; ++e) m = logit[e * H + h] > m ? logit[e * H + h] : m;
+  T s = T(0);
+  for (int64_t e = a; e < b; ++e) s += fgp_exp(logit[e * H + h] - m);
+  *max_out = m;
+  *sum_out = s;
+}
+
+template <typename T>
+FGP_HOST_DEVICE inline T softmax_weight(T logit, T max, T sum) {
+  return fgp_exp(logit - max) / sum;
+}
+
+// One output element out[r, h, d] given the row's softmax statistics: entries in CSR order.
+template <typename T>
+FGP_HOST_DEVICE inline T attention_row_column(const T* x, const T* logit, const int64_t* index, int64_t a, int64_t b,
+                                              int64_t H, int64_t D, int64_t h, int64_t d, T max, T sum) {
+  T acc = T(0);
+  for (int64_t e = a; e < b; ++e)
+    acc = acc + softmax_weight(logit[e * H + h], max, sum) * x[(index[e] * H + h) * D + d];
+  return acc;
+}
+
+// d loss / d logit[e, h] = alpha * (<g[r, h], x[index[e], h]> - <g[r, h], out[r, h]>); g_out is the
+// second dot, computed once per (row, head).
+template <typename T>
+FGP_HOST_DEVICE inline T attention_logit_grad(T alpha, const T* g_rh, const T* x_uh, T g_out, int64_t D) {
+  return alpha * (row_dot(g_rh, x_uh, D) - g_out);
+}
+
+// One element of d loss / d x: grad_x[u, h, d] = sum over u's transposed entries q of
+// alpha[t_perm[q], h] * g[t_index[q], h, d], in transposed-entry order.
+template <typename T>
+FGP_HOST_DEVICE inline T attention_x_grad_column(const T* alpha, const T* g, const int64_t* t_index,
+                                                 const int64_t* t_perm, int64_t a, int64_t b, int64_t H, int64_t D,
+                                                 int64_t h, int64_t d) {
+  T acc = T(0);
+  for (int64_t q = a; q < b; ++q) acc = acc + alpha[t_perm[q] * H + h] * g[(t_index[q] * H + h) * D + d];
+  return acc;
+}
+
+// Shapes, dtypes and devices (index range and row pointers: check_index_range / the kernels).
+inline void check_attention_args(const at::Tensor& x, const at::Tensor& logit, const at::Tensor& index,
+                                 const at::Tensor& indptr) {
+  check_float(x, "x");
+  TORCH_CHECK(x.dim() == 3, "x must have shape [M, H, D] (rows, heads, head width), got ", x.sizes());
+  TORCH_CHECK(logit.scalar_type() == x.scalar_type(), "logit must have the dtype of x (", x.scalar_type(), "), got ",
+              logit.scalar_type());
+  check_index_vector(index, "index");
+  TORCH_CHECK(logit.dim() == 2 && logit.size(0) == index.numel() && logit.size(1) == x.size(1),
+              "logit must have shape [E, H] = [", index.numel(), ", ", x.size(1), "], got ", logit.sizes());
+  check_same_device(x, "x", logit, "logit");
+  check_same_device(x, "x", index, "index");
+  check_same_device(x, "x", indptr, "indptr");
+  check_indptr_full(indptr, index.numel(), "indptr");
+  check_index_range(index, x.size(0), "index");
+}
+
+inline void check_attention_backward_args(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logit,
+                                          const at::Tensor& index, const at::Tensor& indptr, const at::Tensor& out,
+                                          const at::Tensor& t_indptr, const at::Tensor& t_index,
+                                          const at::Tensor& t_perm) {
+  check_attention_args(x, logit, index, indptr);
+  const int64_t R = indptr.numel() - 1;
+  const std::vector<int64_t> out_shape{R, x.size(1), x.size(2)};
+  TORCH_CHECK(grad.sizes() == out_shape && out.sizes() == out_shape, "grad and out must have shape ", out_shape,
+              ", got ", grad.sizes(), " and ", out.sizes());
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type() && out.scalar_type() == x.scalar_type(),
+              "grad and out must have the dtype of x");
+  check_index_vector(t_index, "t_index");
+  check_index_vector(t_perm, "t_perm");
+  TORCH_CHECK(t_index.numel() == index.numel() && t_perm.numel() == index.numel(),
+              "the transposed CSR must have as many entries as index (", index.numel(), ")");
+  TORCH_CHECK(t_indptr.numel() == x.size(0) + 1, "t_indptr must have one row per row of x plus one (",
+              x.size(0) + 1, "), got ", t_indptr.numel());
+  check_indptr_full(t_indptr, t_index.numel(), "t_indptr");
+  check_index_range(t_index, R, "t_index");
+  check_index_range(t_perm, index.numel(), "t_perm");
+}
+
+at::Tensor gather_attention_cpu(const at::Tensor& x, const at::Tensor& logit, const at::Tensor& index,
+                                const at::Tensor& indptr);
+at::Tensor gather_attention_cuda(const at::Tensor& x, const at::Tensor& logit, const at::Tensor& index,
+                                 const at::Tensor& indptr);
+std::tuple<at::Tensor, at::Tensor> gather_attention_backward_cpu(const at::Tensor& grad, const at::Tensor& x,
+                                                                 const at::Tensor& logit, const at::Tensor& index,
+                                                                 const at::Tensor& indptr, const at::Tensor& out,
+                                                                 const at::Tensor& t_indptr, const at::Tensor& t_index,
+                                                                 const at::Tensor& t_perm);
+std::tuple<at::Tensor, at::Tensor> gather_attention_backward_cuda(const at::Tensor& grad, const at::Tensor& x,
+                                                                  const at::Tensor& logit, const at::Tensor& index,
+                                                                  const at::Tensor& indptr, const at::Tensor& out,
+                                                                  const at::Tensor& t_indptr, const at::Tensor& t_index,
+                                                                  const at::Tensor& t_perm);
+
+}  // namespace fgp

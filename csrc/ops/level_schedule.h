@@ -1,0 +1,70 @@
+// level_schedule(indptr[N+1], index[E], level[N])
+//     -> (order[N], rank[N], level_ptr[L+1], sched_indptr[N+1], sched_index[E], entry_perm[E])
+// The level schedule of a batch of DAGs, for encoders that propagate generation by generation.
+// Nodes are sorted by (level, node id): order[i] is the node at position i, rank its inverse, and
+// level_ptr[l]..level_ptr[l+1] the positions of level l. sched_indptr/sched_index is the CSR by
+// destination re-expressed in positions (row i = node order[i], its entries are the positions of
+// its predecessors, in the original entry order), and entry_perm maps every scheduled entry back to
+// its original CSR entry (for edge features). Because levels are contiguous, the entries of all
+// nodes of level l are one contiguous slice, and every entry of level l points to a position before
+// level_ptr[l]: a propagation step reads finished rows and writes its own, no masks.
+// Pass the CSR by source and the reverse levels (topo_levels of the reversed graph) to get the
+// schedule of the reversed graph.
+#pragma once
+
+#include "ops/common.h"
+
+namespace fgp {
+
+enum ScheduleStatus : int64_t { kScheduleOk = 0, kScheduleNotTopological = 1 };
+
+// Row i of the schedule: copy node order[i]'s entries as positions. Returns kScheduleNotTopological
+// (and the offending original entry in *detail) when a predecessor's level is not below the node's,
+// i.e. `level` is not a topological levelling of this graph.
+FGP_HOST_DEVICE inline int64_t schedule_fill_row(int64_t i, const int64_t* order, const int64_t* rank,
+                                                 const int64_t* level, const int64_t* indptr, const int64_t* index,
+                                                 const int64_t* sched_indptr, int64_t* sched_index,
+                                                 int64_t* entry_perm, int64_t* detail) {
+  const int64_t v = order[i];
+  int64_t out = sched_indptr[i];
+  for (int64_t e = indptr[v]; e < indptr[v + 1]; ++e, ++out) {
+    const int64_t u = index[e];
+    if (level[u] >= level[v]) { *detail = e; return kScheduleNotTopological; }
+    sched_index[out] = rank[u];
+    entry_perm[out] = e;
+  }
+  return kScheduleOk;
+}
+
+inline int64_t check_schedule_args(const at::Tensor& indptr, const at::Tensor& index, const at::Tensor& level) {
+  check_index_vector(index, "index");
+  check_index_vector(level, "level");
+  check_same_device(indptr, "indptr", index, "index");
+  check_same_device(indptr, "indptr", level, "level");
+  check_indptr_full(indptr, index.numel(), "indptr");
+  const int64_t N = indptr.numel() - 1;
+  TORCH_CHECK(level.numel() == N, "level must have one entry per node (", N, "), got ", level.numel());
+  check_index_range(index, N, "index");
+  if (N == 0) return 0;
+  const auto [mn, mx] = at::aminmax(level);
+  TORCH_CHECK(mn.item<int64_t>() >= 0, "level must be non-negative, found ", mn.item<int64_t>());
+  return mx.item<int64_t>() + 1;  // number of levels
+}
+
+inline void raise_schedule_error(const at::Tensor& indptr, const at::Tensor& index, const at::Tensor& level,
+                                 int64_t entry) {
+  const auto ptr = indptr.cpu();
+  const int64_t dst = at::searchsorted(ptr, at::scalar_tensor(entry, ptr.options()), /*out_int32=*/false,
+                                       /*right=*/true).item<int64_t>() - 1;
+  const int64_t src = index[entry].item<int64_t>();
+  TORCH_CHECK(false, "level is not a topological levelling: entry ", entry, " (node ", src, " -> node ", dst,
+              ") has level[", src, "]=", level[src].item<int64_t>(), " >= level[", dst, "]=",
+              level[dst].item<int64_t>(), "; compute it with topo_levels on the same CSR");
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> level_schedule_cpu(
+    const at::Tensor& indptr, const at::Tensor& index, const at::Tensor& level);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> level_schedule_cuda(
+    const at::Tensor& indptr, const at::Tensor& index, const at::Tensor& level);
+
+}  // namespace fgp

@@ -1,0 +1,165 @@
+"""A FlowerFormer-style flow-aware graph transformer on the level schedule.
+
+Per layer (FGP.md §3, after FlowerFormer, CVPR 2024):
+
+1. **Flow encode**: a forward pass over topological generations, each node aggregating its
+   predecessors' states (already updated in this pass) by attention
+   (``logit = a_dst . h_v + a_src . h_u``, softmax over the predecessors) and combining with a
+   GRU cell (``h_v <- GRU(message, h_v)``); then the same backwards on the reversed graph
+   (successors, generations counted from the sinks) with its own weights. Residual + LayerNorm.
+2. **Flow-aware global attention**: multi-head attention restricted to flow-related pairs
+   (``u`` reaches ``v``, ``v`` reaches ``u``, or ``u = v``). Residual + LayerNorm.
+3. **Feed-forward** block. Residual + LayerNorm.
+
+Graph embedding: mean of the node states (the shared :class:`Encoder` interface).
+
+The passes run on :mod:`fgp_ext.levels` (one step per generation on contiguous slices, recomputed
+in the backward) and the attention on the fused :func:`fgp_ext.ops.gather_attention`, so the cost
+is that of a plain GNN over the same edges, not ``depth x`` the batch. Edges carry no features in
+the op-on-node spaces, so the attention scores use the two endpoint states only.
+:func:`fgp_ext.reference.MaskedFlowBackend` computes the same model the way the original code
+does (per-generation boolean masks over all edges, dense padded attention) and is the peer of the
+tests and benchmarks.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from fgp_ext import ops
+from fgp_ext.encoders.base import Encoder
+from fgp_ext.levels import Level, LevelPlan, propagate
+
+
+class FlowStep(nn.Module):
+    """One generation of a flow pass: attention over the predecessors, then a GRU cell."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.att_dst = nn.Linear(dim, 1, bias=False)
+        self.att_src = nn.Linear(dim, 1)
+        self.gru = nn.GRUCell(dim, dim)
+
+    def fused(self, h_pos: torch.Tensor, plan: LevelPlan) -> torch.Tensor:
+        """The whole pass over ``plan`` in one C++ op (:func:`fgp_ext.ops.flow_pass`), positions in
+        and out; the same function as :func:`fgp_ext.levels.propagate` with this module as step."""
+        g = self.gru
+        return ops.flow_pass(h_pos, plan, self.att_dst.weight, self.att_src.weight, self.att_src.bias,
+                             g.weight_ih, g.weight_hh, g.bias_ih, g.bias_hh)
+
+    def forward(self, xs: torch.Tensor, hv: torch.Tensor, level: Level) -> torch.Tensor:
+        logit = self.att_dst(hv).index_select(0, level.rows) + self.att_src(xs)          # [E_l, 1]
+        msg = ops.gather_attention(xs.unsqueeze(1), logit, level.entries, level.indptr,
+                                   transpose=level.transpose).squeeze(1)                   # [R_l, F]
+        return self.gru(msg, hv)
+
+
+class LevelBackend:
+    """How a :class:`FlowerFormer` runs its passes and attention on one batch: level schedule and
+    fused ops (built once per batch and cached on it). ``fused=False`` runs the passes through the
+    generic :func:`fgp_ext.levels.propagate` (one Python step per generation) instead of the fused
+    :func:`fgp_ext.ops.flow_pass`."""
+
+    def __init__(self, batch, fused: bool = True):
+        self.fused = bool(fused)
+        self.forward_plan = LevelPlan(batch.schedule())
+        self.backward_plan = LevelPlan(batch.schedule(reverse=True))
+        self.pairs = batch.flow_pairs
+        self.pair_rows = torch.repeat_interleave(torch.arange(batch.num_nodes, device=batch.device),
+                                                 self.pairs.indptr.diff(), output_size=self.pairs.index.numel())
+
+    @classmethod
+    def of(cls, batch) -> "LevelBackend":
+        cache = batch.__dict__.setdefault("_row_cache", {})
+        if "level_backend" not in cache:
+            cache["level_backend"] = cls(batch)
+        return cache["level_backend"]
+
+    def flow(self, step: FlowStep, h: torch.Tensor, reverse: bool) -> torch.Tensor:
+        plan = self.backward_plan if reverse else self.forward_plan
+        if self.fused:
+            return step.fused(h.index_select(0, plan.order), plan).index_select(0, plan.rank)
+        return propagate(step, h, plan)
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``[N, H, D]`` attention over flow-related pairs (``q, k, v``: ``[N, H, D]``)."""
+        scale = 1.0 / math.sqrt(q.shape[-1])
+        logit = (q.index_select(0, self.pair_rows) * k.index_select(0, self.pairs.index)).sum(-1) * scale
+        return ops.gather_attention(v, logit, self.pairs.index, self.pairs.indptr, transpose=self.pairs)
+
+
+class FlowerFormerLayer(nn.Module):
+    """Flow encode (forward + backward pass), flow-aware attention, feed-forward; each with a
+    residual connection, dropout and LayerNorm."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, attention: bool = True):
+        super().__init__()
+        self.heads = int(heads)
+        self.forward_step = FlowStep(dim)
+        self.backward_step = FlowStep(dim)
+        self.norm_flow = nn.LayerNorm(dim)
+        self.attention = bool(attention)
+        if self.attention:
+            self.qkv = nn.Linear(dim, 3 * dim)
+            self.proj = nn.Linear(dim, dim)
+            self.norm_attention = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
+        self.norm_ffn = nn.LayerNorm(dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, backend) -> torch.Tensor:
+        flow = backend.flow(self.backward_step, backend.flow(self.forward_step, h, reverse=False), reverse=True)
+        h = self.norm_flow(h + self.drop(flow))
+        if self.attention:
+            n, d = h.shape
+            q, k, v = self.qkv(h).view(n, 3, self.heads, d // self.heads).unbind(1)
+            h = self.norm_attention(h + self.drop(self.proj(backend.attend(q, k, v).reshape(n, d))))
+        return self.norm_ffn(h + self.drop(self.ffn(h)))
+
+
+class FlowerFormer(Encoder):
+    """Flow-aware graph transformer (FlowerFormer-style), ``out_dim = hidden``.
+
+    Args:
+        num_ops: op vocabulary size.
+        hidden: state width (divisible by ``heads``).
+        layers: number of :class:`FlowerFormerLayer`.
+        heads: attention heads of the flow-aware attention.
+        dropout: dropout after each block (not inside the flow passes, which are recomputed).
+        attention: ``False`` drops the global attention block (flow passes + feed-forward only),
+            e.g. for DAGs too large for the quadratic flow-pair relation.
+    """
+
+    name = "flowerformer"
+
+    def __init__(self, num_ops: int, hidden: int = 128, layers: int = 3, heads: int = 4, dropout: float = 0.1,
+                 attention: bool = True):
+        super().__init__(num_ops, hidden, dropout)
+        if int(layers) < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        if int(heads) < 1 or self.hidden % int(heads):
+            raise ValueError(f"heads must be >= 1 and divide hidden ({self.hidden}), got {heads}")
+        self.layers = int(layers)
+        self.heads = int(heads)
+        self.attention = bool(attention)
+        self.embed = nn.Embedding(self.num_ops, self.hidden)
+        self.blocks = nn.ModuleList(FlowerFormerLayer(self.hidden, self.heads, self.dropout, self.attention)
+                                    for _ in range(self.layers))
+        self.out_dim = self.hidden
+
+    @property
+    def config(self) -> dict:
+        return {**super().config, "layers": self.layers, "heads": self.heads, "attention": self.attention}
+
+    def node_embeddings(self, batch, backend=None) -> torch.Tensor:
+        """``[N, hidden]`` node states. ``backend`` defaults to the level schedule
+        (:class:`LevelBackend`); :class:`fgp_ext.reference.MaskedFlowBackend` computes the same
+        function with per-generation masks (the reference and benchmark peer)."""
+        self._check(batch)
+        backend = LevelBackend.of(batch) if backend is None else backend
+        h = self.embed(batch.op)
+        for block in self.blocks:
+            h = block(h, backend)
+        return h

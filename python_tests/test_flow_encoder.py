@@ -1,0 +1,250 @@
+"""Flow-aware encoder: level schedule, flow-related pairs, fused attention and flow-pass ops, the
+generic level propagation, and FlowerFormer against its masked implementation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import batch_tensors, dag_batches
+from hypothesis import given, settings
+
+from fgp_ext import ArchGraph, collate, ops
+from fgp_ext import reference as ref
+from fgp_ext.encoders import FlowerFormer, build_encoder
+from fgp_ext.encoders.flowerformer import FlowStep, LevelBackend
+from fgp_ext.levels import LevelPlan, propagate
+
+SETTINGS = settings(max_examples=25, deadline=None)
+
+
+# ---------------------------------------------------------------------------------------------
+# level_schedule
+# ---------------------------------------------------------------------------------------------
+@SETTINGS
+@given(dag_batches())
+def test_level_schedule_matches_reference_both_directions(graphs):
+    b = batch_tensors(graphs)
+    for reverse in (False, True):
+        s = b.schedule(reverse=reverse)
+        csr = b.out_csr if reverse else b.in_csr
+        level = ops.topo_levels(csr.indptr, csr.index, b.node_ptr) if reverse else b.level
+        expect = ref.level_schedule(csr.indptr, csr.index, level)
+        got = (s.order, s.rank, s.level_ptr, s.csr.indptr, s.csr.index, s.entry_perm)
+        for g, e in zip(got, expect):
+            assert torch.equal(g, e)
+        # every entry of level l reads a position before level l, and maps back to its original entry
+        pos_level = torch.repeat_interleave(torch.arange(s.num_levels), s.level_ptr.diff())
+        entry_start = torch.repeat_interleave(s.level_ptr[:-1].index_select(0, pos_level), s.csr.indptr.diff())
+        assert bool((s.csr.index < entry_start).all())
+        assert torch.equal(s.order.index_select(0, s.csr.index), csr.index.index_select(0, s.entry_perm))
+
+
+def test_level_schedule_rejects_bad_levels():
+    b = collate([ArchGraph([0, 1, 2], [[0, 1], [1, 2]])])
+    indptr, index = b.in_csr.indptr, b.in_csr.index
+    with pytest.raises(RuntimeError, match="not a topological levelling"):
+        ops.level_schedule(indptr, index, torch.tensor([0, 1, 1]))
+    with pytest.raises(RuntimeError, match="one entry per node"):
+        ops.level_schedule(indptr, index, torch.tensor([0, 1]))
+    with pytest.raises(RuntimeError, match="non-negative"):
+        ops.level_schedule(indptr, index, torch.tensor([-1, 1, 2]))
+    with pytest.raises(RuntimeError, match="int64"):
+        ops.level_schedule(indptr, index, torch.tensor([0.0, 1.0, 2.0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# flow_pairs
+# ---------------------------------------------------------------------------------------------
+@SETTINGS
+@given(dag_batches())
+def test_flow_pairs_match_reachability(graphs):
+    b = batch_tensors(graphs)
+    got = b.flow_pairs
+    expect = ref.flow_pairs(b.in_csr.indptr, b.in_csr.index, b.node_ptr)
+    for g, e in zip(got, expect):
+        assert torch.equal(g, e)
+    # symmetric: perm maps each pair to its mirror, and is an involution
+    rows = torch.repeat_interleave(torch.arange(b.num_nodes), got.indptr.diff())
+    assert torch.equal(got.index.index_select(0, got.perm), rows)
+    assert torch.equal(got.perm.index_select(0, got.perm), torch.arange(got.index.numel()))
+
+
+def test_flow_pairs_rejects_bad_orders_and_huge_graphs():
+    b = collate([ArchGraph([0, 1, 2], [[0, 1], [1, 2]])])
+    indptr, index, node_ptr = b.in_csr.indptr, b.in_csr.index, b.node_ptr
+    with pytest.raises(RuntimeError, match="not a topological order"):
+        ops.flow_pairs(indptr, index, node_ptr, torch.tensor([2, 1, 0]))
+    with pytest.raises(RuntimeError, match="not a topological order"):
+        ops.flow_pairs(indptr, index, node_ptr, torch.tensor([0, 0, 1]))
+    with pytest.raises(RuntimeError, match="every node once"):
+        ops.flow_pairs(indptr, index, node_ptr, torch.tensor([0, 1]))
+    # a self-loop is a cycle
+    with pytest.raises(RuntimeError, match="cycle"):
+        ops.flow_pairs(torch.tensor([0, 1]), torch.tensor([0]), torch.tensor([0, 1]), torch.tensor([0]))
+    n = (1 << 14) + 1
+    with pytest.raises(RuntimeError, match="limited to"):
+        ops.flow_pairs(torch.zeros(n + 1, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
+                       torch.tensor([0, n]), torch.arange(n))
+
+
+# ---------------------------------------------------------------------------------------------
+# gather_attention
+# ---------------------------------------------------------------------------------------------
+def _attention_problem(seed, dtype=torch.float64, heads=3, width=4):
+    rng = np.random.default_rng(seed)
+    rows, cols = int(rng.integers(0, 9)), int(rng.integers(1, 8))
+    deg = rng.integers(0, 4, size=rows)
+    indptr = torch.zeros(rows + 1, dtype=torch.int64)
+    indptr[1:] = torch.from_numpy(np.cumsum(deg))
+    index = torch.from_numpy(rng.integers(0, cols, size=int(indptr[-1])).astype(np.int64))
+    x = torch.from_numpy(rng.standard_normal((cols, heads, width))).to(dtype)
+    logit = torch.from_numpy(3 * rng.standard_normal((index.numel(), heads))).to(dtype)
+    return x, logit, index, indptr
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_gather_attention_matches_reference_and_gradcheck(seed):
+    x, logit, index, indptr = _attention_problem(seed)
+    t = ops.csr_transpose(index, indptr, x.shape[0])
+    got = ops.gather_attention(x, logit, index, indptr, transpose=t)
+    torch.testing.assert_close(got, ref.gather_attention(x, logit, index, indptr), rtol=1e-12, atol=1e-12)
+    empty = indptr.diff() == 0
+    assert bool((got[empty] == 0).all())
+    x.requires_grad_(True)
+    logit.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda a, b: ops.gather_attention(a, b, index, indptr, transpose=t), (x, logit))
+    assert torch.autograd.gradcheck(lambda a, b: ops.gather_attention(a, b, index, indptr), (x, logit))
+
+
+def test_gather_attention_single_head_and_opcheck():
+    x, logit, index, indptr = _attention_problem(3, torch.float32, heads=1)
+    one = ops.gather_attention(x[:, 0], logit[:, 0], index, indptr)
+    torch.testing.assert_close(one, ops.gather_attention(x, logit, index, indptr)[:, 0])
+    t = ops.csr_transpose(index, indptr, x.shape[0])
+    torch.library.opcheck(torch.ops.fgp.gather_attention, (x, logit, index, indptr))
+    torch.library.opcheck(torch.ops.fgp.gather_attention, (x, logit, index, indptr, t.indptr, t.index, t.perm))
+
+
+def test_gather_attention_bad_input():
+    x, logit, index, indptr = _attention_problem(5)
+    with pytest.raises(RuntimeError, match=r"\[M, H, D\]"):
+        torch.ops.fgp.gather_attention(x[:, 0], logit, index, indptr)
+    with pytest.raises(RuntimeError, match="logit must have shape"):
+        ops.gather_attention(x, logit[:, :1], index, indptr)
+    with pytest.raises(RuntimeError, match="dtype"):
+        ops.gather_attention(x, logit.float(), index, indptr)
+    bad = index.clone()
+    if bad.numel():
+        bad[0] = x.shape[0]
+        with pytest.raises(RuntimeError, match="out of range"):
+            ops.gather_attention(x, logit, bad, indptr)
+
+
+# ---------------------------------------------------------------------------------------------
+# flow_pass (fused) and propagate (generic)
+# ---------------------------------------------------------------------------------------------
+def _flow_weights(step):
+    g = step.gru
+    return (step.att_dst.weight, step.att_src.weight, step.att_src.bias, g.weight_ih, g.weight_hh, g.bias_ih, g.bias_hh)
+
+
+@SETTINGS
+@given(dag_batches())
+def test_flow_pass_matches_reference_and_propagate(graphs):
+    b = batch_tensors(graphs)
+    torch.manual_seed(0)
+    step = FlowStep(5).double()
+    for reverse in (False, True):
+        plan = LevelPlan(b.schedule(reverse=reverse))
+        h = torch.randn(b.num_nodes, 5, dtype=torch.float64, requires_grad=True)
+        hp = h.index_select(0, plan.order)
+        fused = ops.flow_pass(hp, plan, *_flow_weights(step))
+        w = [t.reshape(-1) if i < 2 else t for i, t in enumerate(_flow_weights(step))]
+        plain = ref.flow_pass(hp, plan.level_ptr, plan.indptr, plan.index, plan.group_level_ptr, plan.group_perm,
+                              plan.group_ptr, plan.group_src, w[0], w[1], w[2].reshape(1), *w[3:])
+        generic = propagate(step, h, plan).index_select(0, plan.order)
+        torch.testing.assert_close(fused, plain, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(fused, generic, rtol=1e-10, atol=1e-10)
+        up = torch.randn_like(fused)
+        params = [h, *step.parameters()]
+        for other in (plain, generic):
+            g1 = torch.autograd.grad((fused * up).sum(), params, retain_graph=True, allow_unused=True)
+            g2 = torch.autograd.grad((other * up).sum(), params, retain_graph=True, allow_unused=True)
+            for p, a, e in zip(params, g1, g2):  # no edges: a weight is unused (None) or gets zeros
+                a = torch.zeros_like(p) if a is None else a
+                e = torch.zeros_like(p) if e is None else e
+                torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10)
+
+
+def test_flow_pass_gradcheck_and_opcheck():
+    b = collate([ArchGraph([0, 1, 2, 3], [[0, 0, 1, 2], [1, 2, 3, 3]]), ArchGraph([1], []),
+                 ArchGraph([0, 1, 2], [[0, 1], [2, 2]])])
+    torch.manual_seed(1)
+    step = FlowStep(3).double()
+    plan = LevelPlan(b.schedule())
+    h = torch.randn(b.num_nodes, 3, dtype=torch.float64, requires_grad=True)
+    weights = [t.detach().clone().requires_grad_(True) for t in _flow_weights(step)]
+    assert torch.autograd.gradcheck(lambda x, *w: ops.flow_pass(x, plan, *w), (h, *weights))
+    args = (h.detach(), plan.level_ptr, plan.indptr, plan.index, plan.group_level_ptr, plan.group_perm,
+            plan.group_ptr, plan.group_src, weights[0].detach().reshape(-1), weights[1].detach().reshape(-1),
+            weights[2].detach().reshape(1), *(w.detach() for w in weights[3:]))
+    torch.library.opcheck(torch.ops.fgp.flow_pass, args)
+    torch.library.opcheck(torch.ops.fgp.flow_pass_train, (list(args),))
+
+
+def test_flow_pass_rejects_a_schedule_that_reads_ahead():
+    b = collate([ArchGraph([0, 1, 2], [[0, 1], [1, 2]])])
+    plan = LevelPlan(b.schedule())
+    step = FlowStep(2)
+    bad_ptr = torch.tensor([0, 2, 3])  # merges levels 0 and 1: node 1 would read itself's level
+    with pytest.raises(RuntimeError, match="reads a position of its own or a later level"):
+        torch.ops.fgp.flow_pass(torch.zeros(3, 2), bad_ptr, plan.indptr, plan.index, torch.tensor([0, 1, 2]),
+                                plan.group_perm, plan.group_ptr, plan.group_src, step.att_dst.weight.reshape(-1),
+                                step.att_src.weight.reshape(-1), step.att_src.bias.reshape(1),
+                                *(t.detach() for t in _flow_weights(step)[3:]))
+    with pytest.raises(RuntimeError, match="shape"):
+        ops.flow_pass(torch.zeros(3, 4), plan, *(t.detach() for t in _flow_weights(step)))
+
+
+# ---------------------------------------------------------------------------------------------
+# FlowerFormer: level schedule == masked implementation
+# ---------------------------------------------------------------------------------------------
+@settings(max_examples=10, deadline=None)
+@given(dag_batches(max_graphs=5, max_nodes=9))
+def test_flowerformer_equals_masked_implementation(graphs):
+    b = batch_tensors(graphs)
+    torch.manual_seed(0)
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
+        model = FlowerFormer(num_ops=5, hidden=8, layers=2, heads=2, dropout=0.1).to(dtype).eval()
+        level = model.node_embeddings(b)
+        masked = model.node_embeddings(b, backend=ref.MaskedFlowBackend(b))
+        torch.testing.assert_close(level, masked, rtol=tol, atol=tol)
+        params = list(model.parameters())
+        g1 = torch.autograd.grad(level.pow(2).sum(), params, allow_unused=True)
+        g2 = torch.autograd.grad(masked.pow(2).sum(), params, allow_unused=True)
+        for p, a, e in zip(params, g1, g2):  # without edges the flow weights are unused (None or zeros)
+            a = torch.zeros_like(p) if a is None else a
+            e = torch.zeros_like(p) if e is None else e
+            torch.testing.assert_close(a, e, rtol=tol, atol=tol * 10)
+
+
+def test_flowerformer_generic_backend_and_interface():
+    b = batch_tensors([([0, 1, 2, 3], [(0, 1), (0, 2), (1, 3), (2, 3)], [0]), ([1], [], [0])])
+    torch.manual_seed(0)
+    model = build_encoder("flowerformer", num_ops=5, hidden=8, layers=1, heads=2).eval()
+    fused = model.node_embeddings(b)
+    generic = model.node_embeddings(b, backend=LevelBackend(b, fused=False))
+    torch.testing.assert_close(fused, generic, rtol=1e-5, atol=1e-6)
+    assert model(b).shape == (2, 8)
+    assert build_encoder("flowerformer", **model.config).config == model.config
+    # deterministic: same weights, same batch, same numbers
+    assert torch.equal(model.node_embeddings(b), fused)
+    with pytest.raises(ValueError, match="divide hidden"):
+        FlowerFormer(num_ops=5, hidden=10, heads=4)
+    no_attention = FlowerFormer(num_ops=5, hidden=8, layers=1, heads=2, attention=False)
+    assert no_attention(b).shape == (2, 8)
+
+
+def test_cycle_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="cycle"):
+        collate([ArchGraph([0, 1, 2], [[0, 1, 2], [1, 2, 1]])])
