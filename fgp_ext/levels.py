@@ -81,22 +81,33 @@ class LevelPlan:
         group_ptr = torch.cat([group_start, torch.tensor([e], device=dev)])
         group_src = index.index_select(0, perm.index_select(0, group_start))
         level_groups_t = torch.searchsorted(group_start, entry_ptr)
-        level_groups = level_groups_t.tolist()
-        lp, ep = level_ptr.tolist(), entry_ptr.tolist()
         # whole-batch form, for the fused ops.flow_pass
         self.level_ptr, self.indptr, self.index = level_ptr, indptr, index
         self.group_level_ptr, self.group_perm, self.group_ptr, self.group_src = level_groups_t, perm, group_ptr, group_src
-        self.levels: list[Level] = []
-        for lv in range(1, num_levels):
-            s, t, es, et = lp[lv], lp[lv + 1], ep[lv], ep[lv + 1]
-            g0, g1 = level_groups[lv], level_groups[lv + 1]
-            ne = et - es
-            local_rows = rows[es:et] - s
-            entries = torch.arange(ne, device=dev)
-            self.levels.append(Level(
-                start=s, stop=t, src=index[es:et], indptr=indptr[s:t + 1] - es, rows=local_rows, entries=entries,
-                transpose=CSR(torch.arange(ne + 1, device=dev), local_rows, entries),
-                group_perm=perm[es:et] - es, group_ptr=group_ptr[g0:g1 + 1] - es, group_src=group_src[g0:g1]))
+        self._entry_ptr, self._rows, self._levels = entry_ptr, rows, None
+
+    @property
+    def levels(self) -> list[Level]:
+        """Per-generation slices for :func:`propagate` (built on first use; the fused
+        :func:`fgp_ext.ops.flow_pass` reads the whole-batch tensors only)."""
+        if self._levels is None:
+            dev = self.index.device
+            lp, ep = self.level_ptr.tolist(), self._entry_ptr.tolist()
+            level_groups = self.group_level_ptr.tolist()
+            levels = []
+            for lv in range(1, len(lp) - 1):
+                s, t, es, et = lp[lv], lp[lv + 1], ep[lv], ep[lv + 1]
+                g0, g1 = level_groups[lv], level_groups[lv + 1]
+                ne = et - es
+                local_rows = self._rows[es:et] - s
+                entries = torch.arange(ne, device=dev)
+                levels.append(Level(
+                    start=s, stop=t, src=self.index[es:et], indptr=self.indptr[s:t + 1] - es, rows=local_rows,
+                    entries=entries, transpose=CSR(torch.arange(ne + 1, device=dev), local_rows, entries),
+                    group_perm=self.group_perm[es:et] - es, group_ptr=self.group_ptr[g0:g1 + 1] - es,
+                    group_src=self.group_src[g0:g1]))
+            self._levels = levels
+        return self._levels
 
 
 class _Propagate(torch.autograd.Function):

@@ -65,7 +65,7 @@ def test_graph_order_invariance(name):
     torch.testing.assert_close(zp, z[torch.as_tensor(perm)], rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["gin", "gatedgcn"])
+@pytest.mark.parametrize("name", ["gin", "gatedgcn", "flowerformer"])
 def test_node_relabelling_invariance(name):
     """Renumbering the nodes of a graph does not change its pooled embedding."""
     g = random_graphs(3, count=1, max_nodes=8)[0]

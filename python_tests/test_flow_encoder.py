@@ -176,6 +176,51 @@ def test_flow_pass_matches_reference_and_propagate(graphs):
                 torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("width", [4, 16, 48])
+def test_flow_pass_large_and_small_levels_match_reference(width):
+    """Wide batches take the ATen (GEMM) path for big levels and the loop path for small ones
+    (rows x width <= 512): both must agree with the reference, values and gradients."""
+    rng = np.random.default_rng(width)
+    from conftest import random_dag
+    graphs = []
+    for i in range(60):
+        n = int(rng.integers(2, 12))
+        graphs.append((rng.integers(0, 5, size=n).tolist(), random_dag(rng, n, 0.4), None))
+    b = collate([ArchGraph(o, np.array(e, dtype=np.int64).T.reshape(2, -1)) for o, e, _ in graphs])
+    torch.manual_seed(width)
+    step = FlowStep(width).double()
+    for reverse in (False, True):
+        plan = LevelPlan(b.schedule(reverse=reverse))
+        sizes = plan.level_ptr.diff()[1:] * width
+        assert bool((sizes > 512).any()) or width == 4
+        h = torch.randn(b.num_nodes, width, dtype=torch.float64, requires_grad=True)
+        fused = ops.flow_pass(h, plan, *_flow_weights(step))
+        w = _flow_weights(step)
+        plain = ref.flow_pass(h, plan.level_ptr, plan.indptr, plan.index, plan.group_level_ptr, plan.group_perm,
+                              plan.group_ptr, plan.group_src, w[0].reshape(-1), w[1].reshape(-1), w[2].reshape(1),
+                              *w[3:])
+        torch.testing.assert_close(fused, plain, rtol=1e-10, atol=1e-10)
+        up = torch.randn_like(fused)
+        params = [h, *step.parameters()]
+        for a, e in zip(torch.autograd.grad((fused * up).sum(), params), torch.autograd.grad((plain * up).sum(), params)):
+            torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-9)
+
+
+def test_fast_exp_matches_torch_exp():
+    """The softmax's exp is our own polynomial (same on CPU and CUDA): ~1 ulp against torch.exp."""
+    for dtype, rtol in ((torch.float32, 3e-7), (torch.float64, 5e-16)):
+        x = torch.cat([torch.linspace(-80, 80, 20001, dtype=dtype), torch.tensor([0.0, -1e-8, 1e-8], dtype=dtype)])
+        # exp through gather_attention: one entry per row, value x, logit 0 -> weight 1 ... use two entries
+        # per row with logits (x, 0): weight of the first = exp(x) / (exp(x) + 1) = sigmoid(x)
+        n = x.numel()
+        index = torch.arange(2 * n) % 2
+        indptr = torch.arange(0, 2 * n + 1, 2)
+        vals = torch.tensor([[[1.0]], [[0.0]]], dtype=dtype)
+        logit = torch.stack([x, torch.zeros_like(x)], 1).reshape(-1, 1)
+        got = ops.gather_attention(vals, logit, index, indptr)[:, 0, 0]
+        torch.testing.assert_close(got, torch.sigmoid(x), rtol=rtol * 4, atol=1e-300)
+
+
 def test_flow_pass_gradcheck_and_opcheck():
     b = collate([ArchGraph([0, 1, 2, 3], [[0, 0, 1, 2], [1, 2, 3, 3]]), ArchGraph([1], []),
                  ArchGraph([0, 1, 2], [[0, 1], [2, 2]])])

@@ -12,17 +12,9 @@
 
 #include "ops/common.h"
 #include "ops/edge_dot.h"
+#include "ops/fast_math.h"
 
 namespace fgp {
-
-template <typename T>
-FGP_HOST_DEVICE inline T fgp_exp(T v) {
-#if defined(__CUDA_ARCH__)
-  return exp(v);
-#else
-  return std::exp(v);
-#endif
-}
 
 // Max and sum of exp(logit - max) of head h over the entries [a, b) (stable softmax).
 template <typename T>

@@ -66,9 +66,18 @@ class LevelBackend:
         self.fused = bool(fused)
         self.forward_plan = LevelPlan(batch.schedule())
         self.backward_plan = LevelPlan(batch.schedule(reverse=True))
-        self.pairs = batch.flow_pairs
-        self.pair_rows = torch.repeat_interleave(torch.arange(batch.num_nodes, device=batch.device),
-                                                 self.pairs.indptr.diff(), output_size=self.pairs.index.numel())
+        self._batch = batch
+        self._pairs = None  # built on the first attend(): quadratic, and unused without attention
+
+    @property
+    def pairs(self):
+        """The batch's flow-related pairs and the row of every pair (built on first use)."""
+        if self._pairs is None:
+            pairs = self._batch.flow_pairs
+            rows = torch.repeat_interleave(torch.arange(self._batch.num_nodes, device=self._batch.device),
+                                           pairs.indptr.diff(), output_size=pairs.index.numel())
+            self._pairs = (pairs, rows)
+        return self._pairs
 
     @classmethod
     def of(cls, batch) -> "LevelBackend":
@@ -85,9 +94,10 @@ class LevelBackend:
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``[N, H, D]`` attention over flow-related pairs (``q, k, v``: ``[N, H, D]``)."""
+        pairs, rows = self.pairs
         scale = 1.0 / math.sqrt(q.shape[-1])
-        logit = (q.index_select(0, self.pair_rows) * k.index_select(0, self.pairs.index)).sum(-1) * scale
-        return ops.gather_attention(v, logit, self.pairs.index, self.pairs.indptr, transpose=self.pairs)
+        logit = (q.index_select(0, rows) * k.index_select(0, pairs.index)).sum(-1) * scale
+        return ops.gather_attention(v, logit, pairs.index, pairs.indptr, transpose=pairs)
 
 
 class FlowerFormerLayer(nn.Module):
