@@ -14,6 +14,7 @@
 #include "ops/gather_segment_sum.h"
 #include "ops/level_schedule.h"
 #include "ops/segment_sum_csr.h"
+#include "ops/select_graphs.h"
 #include "ops/topo_levels.h"
 
 TORCH_LIBRARY(fgp, m) {
@@ -28,9 +29,11 @@ TORCH_LIBRARY(fgp, m) {
   m.def("flow_surrogate(Tensor op, Tensor indptr, Tensor index, Tensor node_ptr, Tensor is_source, "
         "Tensor r, Tensor P, Tensor W, float alpha, str schedule=\"auto\", "
         "Tensor? t_indptr=None, Tensor? t_index=None) -> Tensor");
+  // A mini-batch of a collated batch: (node_ptr, ids, op, level, is_source, in_indptr, in_index,
+  // in_perm, out_indptr, out_index, out_perm) -> the same fields (graph inserted after node_ptr).
+  m.def("select_graphs(Tensor[] args) -> Tensor[]");
   // Flow-aware encoders: the level schedule of a batch, flow-related pairs, fused attention.
-  m.def("level_schedule(Tensor indptr, Tensor index, Tensor level) -> (Tensor order, Tensor rank, "
-        "Tensor level_ptr, Tensor sched_indptr, Tensor sched_index, Tensor entry_perm)");
+  m.def("level_schedule(Tensor indptr, Tensor index, Tensor level) -> Tensor[]");
   m.def("flow_pairs(Tensor indptr, Tensor index, Tensor node_ptr, Tensor topo) -> "
         "(Tensor pair_indptr, Tensor pair_index, Tensor pair_perm)");
   // As gather_segment_sum, the transposed CSR (t_*) is read only by the backward pass.
@@ -85,6 +88,7 @@ TORCH_LIBRARY_IMPL(fgp, CPU, m) {
   m.impl("csr_transpose", &fgp::csr_transpose_cpu);
   m.impl("topo_levels", &fgp::topo_levels_cpu);
   m.impl("flow_surrogate", &fgp::flow_surrogate_cpu);
+  m.impl("select_graphs", &fgp::select_graphs_cpu);
   m.impl("level_schedule", &fgp::level_schedule_cpu);
   m.impl("flow_pairs", &fgp::flow_pairs_cpu);
   m.impl("gather_attention", &attention_forward<&fgp::gather_attention_cpu>);
@@ -102,6 +106,7 @@ TORCH_LIBRARY_IMPL(fgp, CUDA, m) {
   m.impl("csr_transpose", &fgp::csr_transpose_cuda);
   m.impl("topo_levels", &fgp::topo_levels_cuda);
   m.impl("flow_surrogate", &fgp::flow_surrogate_cuda);
+  m.impl("select_graphs", &fgp::select_graphs_cuda);
   m.impl("level_schedule", &fgp::level_schedule_cuda);
   m.impl("flow_pairs", &fgp::flow_pairs_cuda);
   m.impl("gather_attention", &attention_forward<&fgp::gather_attention_cuda>);

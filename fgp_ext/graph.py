@@ -113,25 +113,42 @@ class ArchBatch:
         )
 
     def select(self, graph_ids) -> "ArchBatch":
-        """The sub-batch of the graphs ``graph_ids`` (in that order; repeats allowed), built with a
-        few vectorised tensor ops (no per-graph Python): nodes, both CSRs (with their ``perm``),
-        levels and sources are gathered and re-offset, never recomputed.
+        """The sub-batch of the graphs ``graph_ids`` (in that order; repeats allowed): nodes, both
+        CSRs (with their ``perm``), levels and sources are gathered and re-offset, never recomputed
+        (no per-graph Python).
 
         The result equals ``collate([graphs[i] for i in graph_ids])`` field by field when this batch
         was built by :func:`collate` / :func:`batch_from_arrays` (edges of each graph contiguous in
         the original edge list), which is what lets training pre-collate a dataset once and index
-        it every step.
+        it every step. One compiled op (``select_graphs``) copies and re-offsets every field.
         """
         import torch
 
-        from fgp_ext.ops import CSR
-
-        dev = self.node_ptr.device
-        ids = torch.as_tensor(graph_ids, dtype=torch.int64, device=dev).reshape(-1)
+        ids = torch.as_tensor(graph_ids, dtype=torch.int64, device=self.node_ptr.device).reshape(-1)
         b = self.num_graphs
         if ids.numel() and (int(ids.min()) < -b or int(ids.max()) >= b):
             raise IndexError(f"graph id out of range for a batch of {b} graphs")
         ids = torch.where(ids < 0, ids + b, ids)
+        if self.in_csr.perm is not None and self.out_csr.perm is not None:
+            from fgp_ext import ops as _ops
+
+            (node_ptr, graph, op, level, is_source, in_ptr, in_index, in_perm, out_ptr, out_index,
+             out_perm) = torch.ops.fgp.select_graphs([
+                 self.node_ptr, ids, self.op, self.level, self.is_source, self.in_csr.indptr, self.in_csr.index,
+                 self.in_csr.perm, self.out_csr.indptr, self.out_csr.index, self.out_csr.perm])
+            return ArchBatch(op=op, node_ptr=node_ptr, graph=graph, in_csr=_ops.CSR(in_ptr, in_index, in_perm),
+                             out_csr=_ops.CSR(out_ptr, out_index, out_perm), level=level, is_source=is_source)
+        return self._select_tensors(ids)
+
+    def _select_tensors(self, ids) -> "ArchBatch":
+        """:meth:`select` with plain tensor ops (batches without CSR permutations)."""
+        import torch
+
+        from fgp_ext.ops import CSR
+
+        b = self.num_graphs
+
+        dev = self.node_ptr.device
         sizes = self.node_ptr.diff().index_select(0, ids)
         new_ptr = torch.zeros(ids.numel() + 1, dtype=torch.int64, device=dev)
         torch.cumsum(sizes, 0, out=new_ptr[1:])

@@ -63,28 +63,11 @@ class LevelPlan:
         self.order, self.rank = schedule.order, schedule.rank
         indptr, index = schedule.csr.indptr, schedule.csr.index
         n, e = self.order.numel(), index.numel()
-        dev = index.device
-        level_ptr = schedule.level_ptr
-        num_levels = level_ptr.numel() - 1
-        entry_ptr = indptr.index_select(0, level_ptr)                      # first entry of every level
-        rows = torch.repeat_interleave(torch.arange(n, device=dev), indptr.diff(), output_size=e)
-        # Group each level's entries by predecessor (stable): the backward sums a predecessor's
-        # gradient contributions in one segment, then scatters once per distinct predecessor.
-        entry_level = torch.repeat_interleave(torch.arange(num_levels, device=dev), entry_ptr.diff(), output_size=e)
-        key = entry_level * max(n, 1) + index
-        perm = torch.sort(key, stable=True).indices
-        sorted_key = key.index_select(0, perm)
-        is_first = torch.ones(e, dtype=torch.bool, device=dev)
-        if e > 1:
-            is_first[1:] = sorted_key[1:] != sorted_key[:-1]
-        group_start = torch.nonzero(is_first).reshape(-1)
-        group_ptr = torch.cat([group_start, torch.tensor([e], device=dev)])
-        group_src = index.index_select(0, perm.index_select(0, group_start))
-        level_groups_t = torch.searchsorted(group_start, entry_ptr)
-        # whole-batch form, for the fused ops.flow_pass
-        self.level_ptr, self.indptr, self.index = level_ptr, indptr, index
-        self.group_level_ptr, self.group_perm, self.group_ptr, self.group_src = level_groups_t, perm, group_ptr, group_src
-        self._entry_ptr, self._rows, self._levels = entry_ptr, rows, None
+        self.level_ptr, self.indptr, self.index = schedule.level_ptr, indptr, index
+        # entries grouped by (level, predecessor), computed by the C++ level_schedule
+        self.group_level_ptr, self.group_perm = schedule.group_level_ptr, schedule.group_perm
+        self.group_ptr, self.group_src = schedule.group_ptr, schedule.group_src
+        self._n, self._e, self._levels = n, e, None
 
     @property
     def levels(self) -> list[Level]:
@@ -92,14 +75,16 @@ class LevelPlan:
         :func:`fgp_ext.ops.flow_pass` reads the whole-batch tensors only)."""
         if self._levels is None:
             dev = self.index.device
-            lp, ep = self.level_ptr.tolist(), self._entry_ptr.tolist()
+            entry_ptr = self.indptr.index_select(0, self.level_ptr)
+            rows = torch.repeat_interleave(torch.arange(self._n, device=dev), self.indptr.diff(), output_size=self._e)
+            lp, ep = self.level_ptr.tolist(), entry_ptr.tolist()
             level_groups = self.group_level_ptr.tolist()
             levels = []
             for lv in range(1, len(lp) - 1):
                 s, t, es, et = lp[lv], lp[lv + 1], ep[lv], ep[lv + 1]
                 g0, g1 = level_groups[lv], level_groups[lv + 1]
                 ne = et - es
-                local_rows = self._rows[es:et] - s
+                local_rows = rows[es:et] - s
                 entries = torch.arange(ne, device=dev)
                 levels.append(Level(
                     start=s, stop=t, src=self.index[es:et], indptr=self.indptr[s:t + 1] - es, rows=local_rows,

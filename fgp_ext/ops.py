@@ -148,6 +148,9 @@ class LevelSchedule(NamedTuple):
     inverse; positions ``level_ptr[l]:level_ptr[l+1]`` hold level ``l``. ``csr`` is the CSR by
     destination in positions (row ``i`` = node ``order[i]``, entries = positions of its
     predecessors), ``entry_perm`` maps each of its entries to the original CSR entry.
+    ``group_perm`` lists each level's entries stably sorted by predecessor, ``group_ptr`` delimits
+    one group per distinct (level, predecessor), ``group_src`` is the group's predecessor position
+    and ``group_level_ptr`` the groups of each level (for atomic-free gradient scatters).
     """
 
     order: torch.Tensor
@@ -155,6 +158,10 @@ class LevelSchedule(NamedTuple):
     level_ptr: torch.Tensor
     csr: CSR
     entry_perm: torch.Tensor
+    group_level_ptr: torch.Tensor
+    group_perm: torch.Tensor
+    group_ptr: torch.Tensor
+    group_src: torch.Tensor
 
     @property
     def num_levels(self) -> int:
@@ -172,8 +179,8 @@ def level_schedule(indptr: torch.Tensor, index: torch.Tensor, level: torch.Tenso
     Raises when ``level`` is not a topological levelling of the CSR (a predecessor not below its
     node).
     """
-    order, rank, level_ptr, sched_indptr, sched_index, entry_perm = _ops.level_schedule(indptr, index, level)
-    return LevelSchedule(order, rank, level_ptr, CSR(sched_indptr, sched_index), entry_perm)
+    order, rank, level_ptr, sched_indptr, sched_index, entry_perm, *groups = _ops.level_schedule(indptr, index, level)
+    return LevelSchedule(order, rank, level_ptr, CSR(sched_indptr, sched_index), entry_perm, *groups)
 
 
 def flow_pairs(indptr: torch.Tensor, index: torch.Tensor, node_ptr: torch.Tensor, topo: torch.Tensor) -> CSR:
@@ -358,12 +365,26 @@ def _flow_surrogate_fake(op, indptr, index, node_ptr, is_source, r, P, W, alpha,
     return r.new_empty((node_ptr.shape[0] - 1, r.shape[0]))
 
 
+@torch.library.register_fake("fgp::select_graphs")
+def _select_graphs_fake(args):
+    ctx = torch.library.get_ctx()
+    n, e = ctx.new_dynamic_size(), ctx.new_dynamic_size()
+    node_ptr, ids, is_source = args[0], args[1], args[4]
+    new = node_ptr.new_empty
+    return [new((ids.shape[0] + 1,)), new((n,)), new((n,)), new((n,)), is_source.new_empty((n,)), new((n + 1,)),
+            new((e,)), new((e,)), new((n + 1,)), new((e,)), new((e,))]
+
+
 @torch.library.register_fake("fgp::level_schedule")
 def _level_schedule_fake(indptr, index, level):
     n = indptr.shape[0] - 1
-    num_levels = torch.library.get_ctx().new_dynamic_size()
-    return (index.new_empty((n,)), index.new_empty((n,)), index.new_empty((num_levels + 1,)),
-            index.new_empty((n + 1,)), index.new_empty(index.shape), index.new_empty(index.shape))
+    ctx = torch.library.get_ctx()
+    # data-dependent sizes, each used as a plain size somewhere so the output binds it
+    level_ptr_size, num_groups = ctx.new_dynamic_size(min=1), ctx.new_dynamic_size()
+    e = index.shape
+    return [index.new_empty((n,)), index.new_empty((n,)), index.new_empty((level_ptr_size,)),
+            index.new_empty((n + 1,)), index.new_empty(e), index.new_empty(e), index.new_empty((level_ptr_size,)),
+            index.new_empty(e), index.new_empty((num_groups + 1,)), index.new_empty((num_groups,))]
 
 
 @torch.library.register_fake("fgp::flow_pairs")
@@ -438,3 +459,7 @@ if not CUDA_KERNELS:
     torch.library.register_kernel("fgp::flow_pass", "cuda", _ref.flow_pass)
     torch.library.register_kernel("fgp::flow_pass_train", "cuda", _ref.flow_pass_train)
     torch.library.register_kernel("fgp::flow_pass_backward", "cuda", _ref.flow_pass_backward)
+    torch.library.register_kernel(
+        "fgp::select_graphs", "cuda",
+        lambda args: [t.to(args[0].device) for t in _ops.select_graphs([t.cpu() for t in args])],
+    )

@@ -225,8 +225,21 @@ def level_schedule(indptr, index, level):
     sched_indptr = torch.zeros(n + 1, dtype=torch.int64, device=level.device)
     if n:
         sched_indptr[1:] = torch.cumsum(indptr.diff().index_select(0, order), 0)
+    # groups: per level, entries stably sorted by predecessor position; one group per distinct one
+    group_perm, group_ptr, group_src, group_level_ptr = [], [], [], [0]
+    for lv in range(num_levels):
+        es, et = int(sched_indptr[int(level_ptr[lv])]), int(sched_indptr[int(level_ptr[lv + 1])])
+        entries = sorted(range(es, et), key=lambda q: sched_index[q])
+        for q in entries:
+            if not group_src or len(group_ptr) == group_level_ptr[-1] or sched_index[q] != group_src[-1]:
+                group_ptr.append(len(group_perm))
+                group_src.append(sched_index[q])
+            group_perm.append(q)
+        group_level_ptr.append(len(group_ptr))
+    group_ptr.append(len(group_perm))
     as_t = lambda v: torch.tensor(v, dtype=torch.int64, device=level.device)  # noqa: E731
-    return order, rank, level_ptr, sched_indptr, as_t(sched_index), as_t(entry_perm)
+    return (order, rank, level_ptr, sched_indptr, as_t(sched_index), as_t(entry_perm), as_t(group_level_ptr),
+            as_t(group_perm), as_t(group_ptr), as_t(group_src))
 
 
 def flow_pairs(indptr, index, node_ptr, topo=None):

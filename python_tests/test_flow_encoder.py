@@ -29,7 +29,9 @@ def test_level_schedule_matches_reference_both_directions(graphs):
         csr = b.out_csr if reverse else b.in_csr
         level = ops.topo_levels(csr.indptr, csr.index, b.node_ptr) if reverse else b.level
         expect = ref.level_schedule(csr.indptr, csr.index, level)
-        got = (s.order, s.rank, s.level_ptr, s.csr.indptr, s.csr.index, s.entry_perm)
+        got = (s.order, s.rank, s.level_ptr, s.csr.indptr, s.csr.index, s.entry_perm, s.group_level_ptr,
+               s.group_perm, s.group_ptr, s.group_src)
+        assert len(got) == len(expect)
         for g, e in zip(got, expect):
             assert torch.equal(g, e)
         # every entry of level l reads a position before level l, and maps back to its original entry
@@ -37,6 +39,30 @@ def test_level_schedule_matches_reference_both_directions(graphs):
         entry_start = torch.repeat_interleave(s.level_ptr[:-1].index_select(0, pos_level), s.csr.indptr.diff())
         assert bool((s.csr.index < entry_start).all())
         assert torch.equal(s.order.index_select(0, s.csr.index), csr.index.index_select(0, s.entry_perm))
+
+
+def test_opcheck_schedule_pairs_and_select():
+    b = collate([ArchGraph([0, 1, 2], [[0, 1], [1, 2]]), ArchGraph([0, 1], [[0], [1]]), ArchGraph([3], [])])
+    torch.library.opcheck(torch.ops.fgp.level_schedule, (b.in_csr.indptr, b.in_csr.index, b.level))
+    topo = torch.arange(b.num_nodes)
+    torch.library.opcheck(torch.ops.fgp.flow_pairs, (b.in_csr.indptr, b.in_csr.index, b.node_ptr, topo))
+    args = [b.node_ptr, torch.tensor([2, 0, 1, 0]), b.op, b.level, b.is_source, *b.in_csr, *b.out_csr]
+    torch.library.opcheck(torch.ops.fgp.select_graphs, (args,))
+
+
+def test_select_graphs_refuses_malformed_batches():
+    b = collate([ArchGraph([0, 1, 2], [[0, 1], [1, 2]]), ArchGraph([0, 1], [[0], [1]])])
+    good = [b.node_ptr, torch.tensor([1, 0]), b.op, b.level, b.is_source, *b.in_csr, *b.out_csr]
+    assert torch.equal(torch.ops.fgp.select_graphs(good)[2], torch.tensor([0, 1, 0, 1, 2]))
+    bad = list(good)
+    bad[6] = b.in_csr.index.clone()
+    bad[6][0] = 4  # an edge of graph 0 pointing into graph 1
+    with pytest.raises(RuntimeError, match="graph 0 is malformed"):
+        torch.ops.fgp.select_graphs(bad)
+    with pytest.raises(RuntimeError, match="ids out of range"):
+        torch.ops.fgp.select_graphs([good[0], torch.tensor([2]), *good[2:]])
+    with pytest.raises(RuntimeError, match="one entry per node"):
+        torch.ops.fgp.select_graphs([*good[:3], good[3][:-1], *good[4:]])
 
 
 def test_level_schedule_rejects_bad_levels():

@@ -1,5 +1,6 @@
 // level_schedule(indptr[N+1], index[E], level[N])
-//     -> (order[N], rank[N], level_ptr[L+1], sched_indptr[N+1], sched_index[E], entry_perm[E])
+//     -> (order[N], rank[N], level_ptr[L+1], sched_indptr[N+1], sched_index[E], entry_perm[E],
+//         group_level_ptr[L+1], group_perm[E], group_ptr[G+1], group_src[G])
 // The level schedule of a batch of DAGs, for encoders that propagate generation by generation.
 // Nodes are sorted by (level, node id): order[i] is the node at position i, rank its inverse, and
 // level_ptr[l]..level_ptr[l+1] the positions of level l. sched_indptr/sched_index is the CSR by
@@ -8,6 +9,11 @@
 // its original CSR entry (for edge features). Because levels are contiguous, the entries of all
 // nodes of level l are one contiguous slice, and every entry of level l points to a position before
 // level_ptr[l]: a propagation step reads finished rows and writes its own, no masks.
+// The group_* outputs group every level's entries by predecessor position (stable): group_perm lists
+// the scheduled entries level by level sorted by source, group_ptr delimits the G groups (one per
+// distinct (level, predecessor)), group_src is each group's predecessor and group_level_ptr the
+// groups of each level. A backward pass sums a predecessor's gradient contributions over its group
+// and adds them once, which is deterministic without atomics.
 // Pass the CSR by source and the reverse levels (topo_levels of the reversed graph) to get the
 // schedule of the reversed graph.
 #pragma once
@@ -62,9 +68,7 @@ inline void raise_schedule_error(const at::Tensor& indptr, const at::Tensor& ind
               level[dst].item<int64_t>(), "; compute it with topo_levels on the same CSR");
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> level_schedule_cpu(
-    const at::Tensor& indptr, const at::Tensor& index, const at::Tensor& level);
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> level_schedule_cuda(
-    const at::Tensor& indptr, const at::Tensor& index, const at::Tensor& level);
+std::vector<at::Tensor> level_schedule_cpu(const at::Tensor& indptr, const at::Tensor& index, const at::Tensor& level);
+std::vector<at::Tensor> level_schedule_cuda(const at::Tensor& indptr, const at::Tensor& index, const at::Tensor& level);
 
 }  // namespace fgp

@@ -18,8 +18,8 @@ __global__ void schedule_fill_kernel(const int64_t* order, const int64_t* rank, 
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> level_schedule_cuda(
-    const at::Tensor& indptr_in, const at::Tensor& index_in, const at::Tensor& level_in) {
+std::vector<at::Tensor> level_schedule_cuda(const at::Tensor& indptr_in, const at::Tensor& index_in,
+                                            const at::Tensor& level_in) {
   const int64_t L = check_schedule_args(indptr_in, index_in, level_in);
   c10::cuda::CUDAGuard guard(index_in.device());
   const auto indptr = indptr_in.contiguous();
@@ -47,7 +47,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   }
   const int64_t bad = bad_entry.item<int64_t>();
   if (bad >= 0) raise_schedule_error(indptr, index, level, bad);
-  return {order, rank, level_ptr, sched_indptr, sched_index, entry_perm};
+  // Groups by (level, predecessor position), with a stable device sort (same order as the CPU's
+  // per-level stable sort).
+  const auto entry_ptr = sched_indptr.index_select(0, level_ptr);
+  const auto entry_level = at::repeat_interleave(at::arange(L, opts), entry_ptr.diff(), 0, E);
+  const auto key = entry_level * std::max<int64_t>(N, 1) + sched_index;
+  const auto group_perm = std::get<1>(at::sort(key, /*stable=*/true, /*dim=*/0, /*descending=*/false));
+  const auto sorted_key = key.index_select(0, group_perm);
+  auto is_first = at::ones({E}, opts.dtype(at::kBool));
+  if (E > 1) is_first.slice(0, 1).copy_(sorted_key.slice(0, 1) != sorted_key.slice(0, 0, E - 1));
+  const auto group_start = at::nonzero(is_first).reshape({-1});
+  const auto group_ptr = at::cat({group_start, at::full({1}, E, opts)});
+  const auto group_src = sched_index.index_select(0, group_perm.index_select(0, group_start));
+  const auto group_level_ptr = at::searchsorted(group_start, entry_ptr);
+  return {order, rank, level_ptr, sched_indptr, sched_index, entry_perm, group_level_ptr, group_perm, group_ptr,
+          group_src};
 }
 
 }  // namespace fgp
