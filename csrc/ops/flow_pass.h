@@ -187,6 +187,49 @@ inline std::pair<std::vector<int64_t>, std::vector<int64_t>> check_flow_pass_arg
   return {levels, groups};
 }
 
+// The tensors the forward saves for the backward, checked and made contiguous.
+struct FlowPassSaved {
+  at::Tensor h, msg, rz, n, gh_n, logit;
+};
+
+inline FlowPassSaved unpack_flow_pass_saved(const at::Tensor& grad, at::TensorList saved, const FlowPassArgs& a) {
+  TORCH_CHECK(saved.size() == 6, "flow_pass_backward: expected the 6 tensors saved by the forward");
+  TORCH_CHECK(grad.sizes() == a.h0.sizes(), "grad must have the shape of h0");
+  return {saved[0].contiguous(), saved[1].contiguous(), saved[2].contiguous(),
+          saved[3].contiguous(), saved[4].contiguous(), saved[5].contiguous()};
+}
+
+// The weight gradients of a pass, accumulated level by level in reverse with the same ATen calls on
+// every device (the per-element parts are the kernels').
+struct FlowPassWeightGrads {
+  at::Tensor att_dst, att_src, att_bias, w_ih, w_hh, b_ih, b_hh;
+
+  explicit FlowPassWeightGrads(const FlowPassArgs& a)
+      : att_dst(at::zeros_like(a.att_dst)), att_src(at::zeros_like(a.att_src)), att_bias(at::zeros_like(a.att_bias)),
+        w_ih(at::zeros_like(a.w_ih)), w_hh(at::zeros_like(a.w_hh)), b_ih(at::zeros_like(a.b_ih)),
+        b_hh(at::zeros_like(a.b_hh)) {}
+
+  // GRU weights, from a level's pre-activation gradients [R, 3F] and the cell's inputs [R, F].
+  void add_gru(const at::Tensor& dgi, const at::Tensor& dgh, const at::Tensor& msg, const at::Tensor& hv) {
+    w_ih.addmm_(dgi.t(), msg);
+    w_hh.addmm_(dgh.t(), hv);
+    b_ih.add_(dgi.sum(0));
+    b_hh.add_(dgh.sum(0));
+  }
+
+  // Attention weights, from a level's per-row parts (att_src [R, F], bias [R]) and logit sums ds [R].
+  void add_attention(const at::Tensor& src_rows, const at::Tensor& bias_rows, const at::Tensor& ds,
+                     const at::Tensor& hv) {
+    att_src.add_(src_rows.sum(0));
+    att_bias.add_(bias_rows.sum().reshape({1}));
+    att_dst.add_(at::mv(hv.t(), ds));
+  }
+
+  std::vector<at::Tensor> with_input_grad(const at::Tensor& grad_h0) const {
+    return {grad_h0, att_dst, att_src, att_bias, w_ih, w_hh, b_ih, b_hh};
+  }
+};
+
 // Kernels. args = the 15 inputs of flow_pass in schema order (FlowPassArgs). The forward returns
 // {h, msg[N, F], rz[N, 2F], n[N, F], gh_n[N, F], logit[E]}: the output and, for the rows of levels
 // >= 1, the intermediates the backward needs (attention messages, GRU gates r|z, n, and the hidden

@@ -170,21 +170,17 @@ std::vector<at::Tensor> flow_pass_forward_cpu(at::TensorList args_in) {
 std::vector<at::Tensor> flow_pass_backward_cpu(const at::Tensor& grad, at::TensorList saved, at::TensorList args_in) {
   const FlowPassArgs a = flow_pass_args(args_in);
   const auto [levels, groups] = check_flow_pass_args(a);
-  TORCH_CHECK(saved.size() == 6, "flow_pass_backward: expected the 6 tensors saved by the forward");
-  TORCH_CHECK(grad.sizes() == a.h0.sizes(), "grad must have the shape of h0");
+  const auto sv = unpack_flow_pass_saved(grad, saved, a);
   const auto h0 = a.h0.contiguous(), indptr = a.indptr.contiguous(), index = a.index.contiguous();
   const auto att_dst = a.att_dst.contiguous(), att_src = a.att_src.contiguous();
   const auto group_perm = a.group_perm.contiguous(), group_ptr = a.group_ptr.contiguous();
   const auto group_src = a.group_src.contiguous();
   const auto w_ih = a.w_ih.contiguous(), w_hh = a.w_hh.contiguous();
-  const auto h = saved[0].contiguous(), msg = saved[1].contiguous(), rz = saved[2].contiguous();
-  const auto n = saved[3].contiguous(), gh_n = saved[4].contiguous(), logit = saved[5].contiguous();
+  const auto &h = sv.h, &msg = sv.msg, &rz = sv.rz, &n = sv.n, &gh_n = sv.gh_n, &logit = sv.logit;
   const int64_t F = h0.size(1), L = static_cast<int64_t>(levels.size()) - 1;
   const auto opts = h0.options();
   auto g = grad.contiguous().clone();
-  auto g_att_dst = at::zeros_like(att_dst), g_att_src = at::zeros_like(att_src), g_att_bias = at::zeros_like(a.att_bias);
-  auto g_w_ih = at::zeros_like(a.w_ih), g_w_hh = at::zeros_like(a.w_hh);
-  auto g_b_ih = at::zeros_like(a.b_ih), g_b_hh = at::zeros_like(a.b_hh);
+  FlowPassWeightGrads wg(a);
   const int64_t* ptr = indptr.data_ptr<int64_t>();
   const int64_t* idx = index.data_ptr<int64_t>();
   const int64_t* gperm = group_perm.data_ptr<int64_t>();
@@ -205,10 +201,10 @@ std::vector<at::Tensor> flow_pass_backward_cpu(const at::Tensor& grad, at::Tenso
       if (R == 0) continue;
       if (R * F <= kSmallLevelWork) {
         auto dx_small = at::empty({El, F}, opts);
-        const SmallLevelGrads<scalar_t> grads{g_att_dst.data_ptr<scalar_t>(), g_att_src.data_ptr<scalar_t>(),
-                                              g_att_bias.data_ptr<scalar_t>(), g_w_ih.data_ptr<scalar_t>(),
-                                              g_w_hh.data_ptr<scalar_t>(), g_b_ih.data_ptr<scalar_t>(),
-                                              g_b_hh.data_ptr<scalar_t>()};
+        const SmallLevelGrads<scalar_t> grads{wg.att_dst.data_ptr<scalar_t>(), wg.att_src.data_ptr<scalar_t>(),
+                                              wg.att_bias.data_ptr<scalar_t>(), wg.w_ih.data_ptr<scalar_t>(),
+                                              wg.w_hh.data_ptr<scalar_t>(), wg.b_ih.data_ptr<scalar_t>(),
+                                              wg.b_hh.data_ptr<scalar_t>()};
         backward_small_level(s, t, es, F, ptr, idx, h0p, hp, msg.data_ptr<scalar_t>(), rzp, np, ghnp,
                              logit.data_ptr<scalar_t>() + es, att_dst.data_ptr<scalar_t>(), asp,
                              w_ih.data_ptr<scalar_t>(), w_hh.data_ptr<scalar_t>(), gp, dx_small.data_ptr<scalar_t>(),
@@ -233,10 +229,7 @@ std::vector<at::Tensor> flow_pass_backward_cpu(const at::Tensor& grad, at::Tenso
       const auto hv = h0.slice(0, s, t), msg_l = msg.slice(0, s, t);
       const auto dmsg = at::mm(dgi, w_ih);
       dhv.add_(at::mm(dgh, w_hh));
-      g_w_ih.addmm_(dgi.t(), msg_l);
-      g_w_hh.addmm_(dgh.t(), hv);
-      g_b_ih.add_(dgi.sum(0));
-      g_b_hh.add_(dgh.sum(0));
+      wg.add_gru(dgi, dgh, msg_l, hv);
       // Attention backward: per-entry gradients of the gathered rows, per-row parameter parts.
       auto dx = at::empty({El, F}, opts), g_src_rows = at::empty({R, F}, opts);
       auto g_bias_rows = at::empty({R}, opts), ds = at::empty({R}, opts);
@@ -254,15 +247,13 @@ std::vector<at::Tensor> flow_pass_backward_cpu(const at::Tensor& grad, at::Tenso
                                                  &gbp[r]);
         });
       }
-      g_att_src.add_(g_src_rows.sum(0));
-      g_att_bias.add_(g_bias_rows.sum().reshape({1}));
-      g_att_dst.add_(at::mv(hv.t(), ds));
+      wg.add_attention(g_src_rows, g_bias_rows, ds, hv);
       dhv.add_(at::outer(ds, att_dst));
       g.slice(0, s, t).copy_(dhv);  // what reaches h0 at this level
       scatter_groups(groups[l], groups[l + 1], es, F, gperm, gptr, gsrc, dx.data_ptr<scalar_t>(), gp, El);
     }
   });
-  return {g, g_att_dst, g_att_src, g_att_bias, g_w_ih, g_w_hh, g_b_ih, g_b_hh};
+  return wg.with_input_grad(g);
 }
 
 }  // namespace fgp

@@ -107,21 +107,17 @@ std::vector<at::Tensor> flow_pass_forward_cuda(at::TensorList args_in) {
 std::vector<at::Tensor> flow_pass_backward_cuda(const at::Tensor& grad, at::TensorList saved, at::TensorList args_in) {
   const FlowPassArgs a = flow_pass_args(args_in);
   const auto [levels, groups] = check_flow_pass_args(a);
-  TORCH_CHECK(saved.size() == 6, "flow_pass_backward: expected the 6 tensors saved by the forward");
-  TORCH_CHECK(grad.sizes() == a.h0.sizes(), "grad must have the shape of h0");
+  const auto sv = unpack_flow_pass_saved(grad, saved, a);
   c10::cuda::CUDAGuard guard(a.h0.device());
   const auto h0 = a.h0.contiguous(), indptr = a.indptr.contiguous(), index = a.index.contiguous();
   const auto att_dst = a.att_dst.contiguous(), att_src = a.att_src.contiguous();
   const auto group_perm = a.group_perm.contiguous(), group_ptr = a.group_ptr.contiguous();
   const auto group_src = a.group_src.contiguous();
-  const auto h = saved[0].contiguous(), msg = saved[1].contiguous(), rz = saved[2].contiguous();
-  const auto n = saved[3].contiguous(), gh_n = saved[4].contiguous(), logit = saved[5].contiguous();
+  const auto &h = sv.h, &msg = sv.msg, &rz = sv.rz, &n = sv.n, &gh_n = sv.gh_n, &logit = sv.logit;
   const int64_t F = h0.size(1), L = static_cast<int64_t>(levels.size()) - 1;
   const auto opts = h0.options();
   auto g = grad.contiguous().clone();
-  auto g_att_dst = at::zeros_like(att_dst), g_att_src = at::zeros_like(att_src), g_att_bias = at::zeros_like(a.att_bias);
-  auto g_w_ih = at::zeros_like(a.w_ih), g_w_hh = at::zeros_like(a.w_hh);
-  auto g_b_ih = at::zeros_like(a.b_ih), g_b_hh = at::zeros_like(a.b_hh);
+  FlowPassWeightGrads wg(a);
   const auto entry_starts = level_entry_starts(indptr, levels);
   AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "flow_pass_backward_cuda", [&] {
     for (int64_t l = L - 1; l >= 1; --l) {
@@ -136,10 +132,7 @@ std::vector<at::Tensor> flow_pass_backward_cuda(const at::Tensor& grad, at::Tens
       const auto hv = h0.slice(0, s, t), msg_l = msg.slice(0, s, t);
       const auto dmsg = at::mm(dgi, a.w_ih).contiguous();
       dhv.add_(at::mm(dgh, a.w_hh));
-      g_w_ih.addmm_(dgi.t(), msg_l);
-      g_w_hh.addmm_(dgh.t(), hv);
-      g_b_ih.add_(dgi.sum(0));
-      g_b_hh.add_(dgh.sum(0));
+      wg.add_gru(dgi, dgh, msg_l, hv);
       auto dx = at::empty({std::max<int64_t>(El, 1), F}, opts), g_src_rows = at::empty({R, F}, opts);
       auto g_bias_rows = at::empty({R}, opts), ds = at::empty({R}, opts);
       attention_rows_backward_kernel<scalar_t><<<cuda::blocks_for(R), cuda::kThreads, 0, cuda::stream()>>>(
@@ -148,9 +141,7 @@ std::vector<at::Tensor> flow_pass_backward_cuda(const at::Tensor& grad, at::Tens
           dmsg.data_ptr<scalar_t>(), F, dx.data_ptr<scalar_t>(), g_src_rows.data_ptr<scalar_t>(),
           g_bias_rows.data_ptr<scalar_t>(), ds.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      g_att_src.add_(g_src_rows.sum(0));
-      g_att_bias.add_(g_bias_rows.sum().reshape({1}));
-      g_att_dst.add_(at::mv(hv.t(), ds));
+      wg.add_attention(g_src_rows, g_bias_rows, ds, hv);
       dhv.add_(at::outer(ds, att_dst));
       g.slice(0, s, t).copy_(dhv);
       const int64_t g0 = groups[l], g1 = groups[l + 1];
@@ -162,7 +153,7 @@ std::vector<at::Tensor> flow_pass_backward_cuda(const at::Tensor& grad, at::Tens
       }
     }
   });
-  return {g, g_att_dst, g_att_src, g_att_bias, g_w_ih, g_w_hh, g_b_ih, g_b_hh};
+  return wg.with_input_grad(g);
 }
 
 }  // namespace fgp
