@@ -300,12 +300,12 @@ def gather_attention_backward(grad, x, logit, index, indptr, out=None, t_indptr=
 
 
 class MaskedFlowBackend:
-    """The FlowerFormer computation written the way flow-aware encoders usually are: per-generation
-    boolean masks over *all* edges (a dense ``[depth, E]`` edge mask and ``[depth, N]`` node mask
-    per direction, built at collate time), every generation step running the attention, the
-    scatter and the GRU on the whole batch and keeping the rows of its generation with
-    ``torch.where``; the flow-aware attention as dense padded ``[B, H, n, n]`` attention with a
-    reachability mask (transitive closure by repeated boolean matrix products).
+    """The FlowerFormer computation written the way the original code is: per-generation boolean
+    masks over *all* edges (a dense ``[depth, E]`` edge mask and ``[depth, N]`` node mask per
+    direction, built at collate time); every generation step computes attention scores for all
+    edges (masked), scatters messages over the whole batch, runs the GRU on the rows its node mask
+    selects and writes them back; the flow-aware attention is dense padded ``[B, H, n, n]``
+    attention with a reachability mask (transitive closure by repeated boolean matrix products).
 
     Same weights, same function as :class:`fgp_ext.encoders.flowerformer.LevelBackend`; it is the
     reference of the tests and the "masked" peer of the benchmarks
@@ -354,7 +354,10 @@ class MaskedFlowBackend:
             den = ex.new_zeros(n).index_add(0, dst, ex)
             alpha = ex / den.index_select(0, dst).clamp_min(torch.finfo(ex.dtype).tiny)
             msg = h.new_zeros(h.shape).index_add(0, dst, alpha[:, None] * h.index_select(0, src))
-            h = torch.where(node_mask[lv][:, None], step.gru(msg, h), h)
+            # as the original: the GRU runs on the generation's rows only (boolean selection), and
+            # the rows are written back into the whole-batch state
+            rows = torch.nonzero(node_mask[lv]).reshape(-1)
+            h = h.index_put((rows,), step.gru(msg.index_select(0, rows), h.index_select(0, rows)))
         return h
 
     def attend(self, q, k, v):

@@ -43,20 +43,16 @@ FGP_HOST_DEVICE inline T fgp_floor(T x) {
 #endif
 }
 
+// exp(x) for x in the normal range [lo, hi] (see fgp_exp): Cody-Waite reduction x = k ln2 + r,
+// |r| <= ln2 / 2, a Taylor polynomial in r of degree 7 (float) or 13 (double) -- truncation below
+// half an ulp -- and 2^k put in the exponent bits. Branch-free, so loops over it vectorise.
 template <typename T>
-FGP_HOST_DEVICE inline T fgp_exp(T x) {
+FGP_HOST_DEVICE inline T exp_in_range(T x) {
   constexpr bool kSingle = sizeof(T) == 4;
-  // Beyond these, exp overflows, or 2^k would leave the normal range.
-  const T hi = kSingle ? T(88.0) : T(709.0), lo = kSingle ? T(-87.0) : T(-708.0);
-  if (!(x == x)) return x;  // NaN
-  if (x > hi) return std::numeric_limits<T>::infinity();
-  if (x < lo) return T(0);
-  // x = k ln2 + r, |r| <= ln2 / 2; ln2 split in a high part exact in k * hi and a low part.
   const T ln2_hi = kSingle ? T(0.693145751953125) : T(6.93147180369123816490e-01);
   const T ln2_lo = kSingle ? T(1.428606765330187045e-06) : T(1.90821492927058770002e-10);
   const T kf = fgp_floor(x * T(1.4426950408889634) + T(0.5));
   const T r = (x - kf * ln2_hi) - kf * ln2_lo;
-  // exp(r) by Horner: degree 7 (float) or 13 (double) keeps the truncation below half an ulp.
   T p;
   if constexpr (kSingle) {
     p = T(1.0 / 5040);
@@ -67,6 +63,7 @@ FGP_HOST_DEVICE inline T fgp_exp(T x) {
     p = p * r + T(0.5);
     p = p * r + T(1);
     p = p * r + T(1);
+    return p * float_from_bits((static_cast<int32_t>(kf) + 127) << 23);
   } else {
     p = T(1.0 / 6227020800.0);
     p = p * r + T(1.0 / 479001600.0);
@@ -82,15 +79,32 @@ FGP_HOST_DEVICE inline T fgp_exp(T x) {
     p = p * r + T(0.5);
     p = p * r + T(1);
     p = p * r + T(1);
+    return p * double_from_bits((static_cast<int64_t>(kf) + 1023) << 52);
   }
-  const int64_t k = static_cast<int64_t>(kf);
-  T scale;
-  if constexpr (kSingle) {
-    scale = float_from_bits(static_cast<int32_t>((k + 127) << 23));
-  } else {
-    scale = double_from_bits((k + 1023) << 52);
-  }
-  return p * scale;
+}
+
+template <typename T>
+FGP_HOST_DEVICE inline T exp_lower_bound() {
+  return sizeof(T) == 4 ? T(-87.0) : T(-708.0);
+}
+
+// exp(x) for any x: inf above the range, 0 below it (then exp_in_range).
+template <typename T>
+FGP_HOST_DEVICE inline T fgp_exp(T x) {
+  const T hi = sizeof(T) == 4 ? T(88.0) : T(709.0);
+  if (!(x == x)) return x;  // NaN
+  if (x > hi) return std::numeric_limits<T>::infinity();
+  if (x < exp_lower_bound<T>()) return T(0);
+  return exp_in_range(x);
+}
+
+// The softmax's exp: its arguments are logit - max <= 0, so only the lower end needs care; it is
+// clamped (exp(-87) ~ 1e-38 stands in for smaller weights, invisible next to the max's weight 1)
+// instead of branched on, so CPU loops over it vectorise. Used by the CPU and CUDA kernels alike.
+template <typename T>
+FGP_HOST_DEVICE inline T softmax_exp(T x) {
+  const T lo = exp_lower_bound<T>();
+  return exp_in_range(x < lo ? lo : x);
 }
 
 }  // namespace fgp

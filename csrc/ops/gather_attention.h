@@ -16,30 +16,31 @@
 
 namespace fgp {
 
-// Max and sum of exp(logit - max) of head h over the entries [a, b) (stable softmax).
+// Max and 1 / sum of exp(logit - max) of head h over the entries [a, b) (a stable softmax; the sum
+// runs in entry order).
 template <typename T>
 FGP_HOST_DEVICE inline void softmax_row_stats(const T* logit, int64_t H, int64_t h, int64_t a, int64_t b, T* max_out,
-                                              T* sum_out) {
+                                              T* inv_sum_out) {
   T m = -std::numeric_limits<T>::infinity();
   for (int64_t e = a; e < b; ++e) m = logit[e * H + h] > m ? logit[e * H + h] : m;
   T s = T(0);
-  for (int64_t e = a; e < b; ++e) s += fgp_exp(logit[e * H + h] - m);
+  for (int64_t e = a; e < b; ++e) s += softmax_exp(logit[e * H + h] - m);
   *max_out = m;
-  *sum_out = s;
+  *inv_sum_out = T(1) / s;
 }
 
 template <typename T>
-FGP_HOST_DEVICE inline T softmax_weight(T logit, T max, T sum) {
-  return fgp_exp(logit - max) / sum;
+FGP_HOST_DEVICE inline T softmax_weight(T logit, T max, T inv_sum) {
+  return softmax_exp(logit - max) * inv_sum;
 }
 
 // One output element out[r, h, d] given the row's softmax statistics: entries in CSR order.
 template <typename T>
 FGP_HOST_DEVICE inline T attention_row_column(const T* x, const T* logit, const int64_t* index, int64_t a, int64_t b,
-                                              int64_t H, int64_t D, int64_t h, int64_t d, T max, T sum) {
+                                              int64_t H, int64_t D, int64_t h, int64_t d, T max, T inv_sum) {
   T acc = T(0);
   for (int64_t e = a; e < b; ++e)
-    acc = acc + softmax_weight(logit[e * H + h], max, sum) * x[(index[e] * H + h) * D + d];
+    acc = acc + softmax_weight(logit[e * H + h], max, inv_sum) * x[(index[e] * H + h) * D + d];
   return acc;
 }
 

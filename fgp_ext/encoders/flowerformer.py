@@ -13,6 +13,15 @@ Per layer (FGP.md §3, after FlowerFormer, CVPR 2024):
 
 Graph embedding: mean of the node states (the shared :class:`Encoder` interface).
 
+Differences from the authors' implementation (read for understanding; none of its code is used):
+their GRU takes the node's previous state as input and the message as hidden state, sources are
+passed through the GRU with a zero message, the backward pass revisits the forward generations in
+reverse (a node may be updated once per generation of its out-edges), and edges carry a learned
+edge-type embedding. Here the message is the GRU input and the node's state its hidden state,
+first-generation nodes keep their state, and the reversed pass uses the generations of the reversed
+graph (each node updated once, after all its successors). The model is "FlowerFormer-style", not a
+reproduction.
+
 The passes run on :mod:`fgp_ext.levels` (one step per generation on contiguous slices, recomputed
 in the backward) and the attention on the fused :func:`fgp_ext.ops.gather_attention`, so the cost
 is that of a plain GNN over the same edges, not ``depth x`` the batch. Edges carry no features in

@@ -2,7 +2,36 @@
 
 #include <ATen/Parallel.h>
 
+#include <vector>
+
 namespace fgp {
+
+namespace {
+
+// Softmax of one row for every head, heads innermost (contiguous logits): max[h], inv_sum[h] and the
+// entries' exp(logit - max) in w[(e - a) * H + h]. The same sums, in the same order, as
+// softmax_row_stats, with each exp computed once.
+template <typename T>
+FGP_CPU_CLONES void row_exps(const T* __restrict__ lg, const T* __restrict__ mx, int64_t n, int64_t H,
+                             T* __restrict__ w) {
+  for (int64_t k = 0; k < n; ++k) w[k] = softmax_exp(lg[k] - mx[k % H]);
+}
+
+template <typename T>
+void row_softmax(const T* lg, int64_t a, int64_t b, int64_t H, std::vector<T>& w, std::vector<T>& mx,
+                 std::vector<T>& inv) {
+  w.resize((b - a) * H);
+  for (int64_t h = 0; h < H; ++h) mx[h] = -std::numeric_limits<T>::infinity();
+  for (int64_t e = a; e < b; ++e)
+    for (int64_t h = 0; h < H; ++h) mx[h] = lg[e * H + h] > mx[h] ? lg[e * H + h] : mx[h];
+  row_exps(lg + a * H, mx.data(), (b - a) * H, H, w.data());  // independent exps: vectorised
+  for (int64_t h = 0; h < H; ++h) inv[h] = T(0);
+  for (int64_t e = 0; e < b - a; ++e)
+    for (int64_t h = 0; h < H; ++h) inv[h] += w[e * H + h];  // entry order, as softmax_row_stats
+  for (int64_t h = 0; h < H; ++h) inv[h] = T(1) / inv[h];
+}
+
+}  // namespace
 
 at::Tensor gather_attention_cpu(const at::Tensor& x_in, const at::Tensor& logit_in, const at::Tensor& index_in,
                                 const at::Tensor& indptr_in) {
@@ -20,19 +49,19 @@ at::Tensor gather_attention_cpu(const at::Tensor& x_in, const at::Tensor& logit_
     const scalar_t* lg = logit.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
     at::parallel_for(0, R, csr_row_grain(E, R, H * D), [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> w, mx(H), inv(H);
       for (int64_t r = begin; r < end; ++r) {
         const int64_t a = ptr[r], b = ptr[r + 1];
-        for (int64_t h = 0; h < H; ++h) {
-          scalar_t* orow = o + (r * H + h) * D;
-          for (int64_t d = 0; d < D; ++d) orow[d] = scalar_t(0);
-          if (a == b) continue;
-          scalar_t m, s;
-          softmax_row_stats(lg, H, h, a, b, &m, &s);
-          // Same sums as attention_row_column, with the weight hoisted out of the column loop.
-          for (int64_t e = a; e < b; ++e) {
-            const scalar_t w = softmax_weight(lg[e * H + h], m, s);
-            const scalar_t* xr = xs + (idx[e] * H + h) * D;
-            for (int64_t d = 0; d < D; ++d) orow[d] = orow[d] + w * xr[d];
+        scalar_t* orow = o + r * H * D;
+        for (int64_t k = 0; k < H * D; ++k) orow[k] = scalar_t(0);
+        if (a == b) continue;
+        row_softmax(lg, a, b, H, w, mx, inv);
+        // out[r, h, :] += softmax_weight * x[index[e], h, :], entries in order (as attention_row_column)
+        for (int64_t e = a; e < b; ++e) {
+          const scalar_t* xr = xs + idx[e] * H * D;
+          for (int64_t h = 0; h < H; ++h) {
+            const scalar_t wt = w[(e - a) * H + h] * inv[h];
+            for (int64_t d = 0; d < D; ++d) orow[h * D + d] = orow[h * D + d] + wt * xr[h * D + d];
           }
         }
       }
@@ -66,20 +95,18 @@ std::tuple<at::Tensor, at::Tensor> gather_attention_backward_cpu(const at::Tenso
     scalar_t* al = alpha.data_ptr<scalar_t>();
     scalar_t* gl = grad_logit.data_ptr<scalar_t>();
     at::parallel_for(0, R, csr_row_grain(E, R, H * D), [&](int64_t begin, int64_t end) {
+      std::vector<scalar_t> w, mx(H), inv(H), g_out(H);
       for (int64_t r = begin; r < end; ++r) {
         const int64_t a = ptr[r], b = ptr[r + 1];
         if (a == b) continue;
-        for (int64_t h = 0; h < H; ++h) {
-          scalar_t m, s;
-          softmax_row_stats(lg, H, h, a, b, &m, &s);
-          const scalar_t* g_rh = g + (r * H + h) * D;
-          const scalar_t g_out = row_dot(g_rh, os + (r * H + h) * D, D);
-          for (int64_t e = a; e < b; ++e) {
-            const scalar_t w = softmax_weight(lg[e * H + h], m, s);
-            al[e * H + h] = w;
-            gl[e * H + h] = attention_logit_grad(w, g_rh, xs + (idx[e] * H + h) * D, g_out, D);
+        row_softmax(lg, a, b, H, w, mx, inv);
+        for (int64_t h = 0; h < H; ++h) g_out[h] = row_dot(g + (r * H + h) * D, os + (r * H + h) * D, D);
+        for (int64_t e = a; e < b; ++e)
+          for (int64_t h = 0; h < H; ++h) {
+            const scalar_t wt = w[(e - a) * H + h] * inv[h];
+            al[e * H + h] = wt;
+            gl[e * H + h] = attention_logit_grad(wt, g + (r * H + h) * D, xs + (idx[e] * H + h) * D, g_out[h], D);
           }
-        }
       }
     });
     const int64_t* tptr = t_indptr.data_ptr<int64_t>();
