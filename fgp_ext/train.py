@@ -35,7 +35,7 @@ __all__ = [
     "MLPHead", "Predictor", "ranking_loss", "set_seed", "as_batch", "pretrain", "finetune", "predict",
     "evaluate", "permutation", "split_indices", "protocol_runs", "default_n_train", "run_protocol",
     "save_checkpoint", "load_checkpoint", "Checkpoint", "CheckpointError", "PretrainResult",
-    "FinetuneResult", "PROTOCOL_SEEDS", "CHECKPOINT_FORMAT", "nb201_param_proxy", "resolve_aux_target",
+    "FinetuneResult", "PROTOCOL_SEEDS", "CHECKPOINT_FORMAT", "resolve_aux_target",
 ]
 
 #: The paper's seeds (FGP.md §4); seed 21 means the identity permutation.
@@ -120,16 +120,6 @@ def ranking_loss(scores: torch.Tensor, y: torch.Tensor, margin: float = 0.5, max
         i, j = i[sel], j[sel]
     sign = torch.sign(y[i] - y[j])
     return torch.relu(margin - sign * (scores[i] - scores[j])).mean()
-
-
-def nb201_param_proxy(batch: ArchBatch) -> torch.Tensor:
-    """A cheap scalar per NB201 cell proportional to its convolution parameter count:
-    ``9 * #nor_conv_3x3 + #nor_conv_1x1`` (op ids 5 and 4 of the NB201 vocabulary). Vectorised."""
-    from fgp_ext.ops import segment_sum_csr
-
-    w = torch.zeros(7, dtype=torch.float64)
-    w[5], w[4] = 9.0, 1.0
-    return segment_sum_csr(w[batch.op].unsqueeze(-1), batch.node_ptr).squeeze(-1)
 
 
 def resolve_aux_target(name: str, dataset) -> np.ndarray:

@@ -11,7 +11,7 @@ import fgp_ext
 from fgp_ext.encoders import build_encoder
 from fgp_ext.train import (CheckpointError, MLPHead, Predictor, evaluate, finetune, load_checkpoint, permutation,
                            predict, pretrain, protocol_runs, ranking_loss, save_checkpoint, set_seed,
-                           split_indices, nb201_param_proxy)
+                           split_indices, resolve_aux_target)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -95,13 +95,6 @@ def test_protocol_runs():
         protocol_runs(10)
 
 
-def test_param_proxy(nb201):
-    ds, batch = nb201
-    sub = batch.select([0])
-    ops = ds.graphs[0].ops
-    assert float(nb201_param_proxy(sub)[0]) == 9 * (ops == 5).sum() + (ops == 4).sum()
-
-
 # --------------------------------------------------------------------------------------------
 # pre-training + fine-tuning on real NB201 data
 # --------------------------------------------------------------------------------------------
@@ -113,7 +106,7 @@ def test_pretrain_finetune_beats_random(nb201):
     set_seed(21)
     enc = build_encoder("gatedgcn", 7, hidden=32)
     pre = pretrain(enc, batch, sur, epochs=1, batch_size=256, indices=rng.choice(len(ds), 1024, replace=False),
-                   aux_target=nb201_param_proxy(batch).numpy(), seed=21, progress=False)
+                   aux_target=resolve_aux_target("params", ds), seed=21, progress=False)
     assert len(pre.history) == 1 and math.isfinite(pre.history[0]["rec"]) and pre.history[0]["aux"] is not None
     assert pre.time_per_epoch > 0
     split = split_indices(len(ds), 7813, 0.01, 2021)
