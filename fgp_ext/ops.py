@@ -444,7 +444,7 @@ if not CUDA_KERNELS:
             _ref.flow_surrogate_batched(op, indptr, index, node_ptr, is_source, r, P, W, alpha)
         ),
     )
-    torch.library.register_kernel("fgp::level_schedule", "cuda", _ref.level_schedule)
+    torch.library.register_kernel("fgp::level_schedule", "cuda", lambda *args: list(_ref.level_schedule(*args)))
     torch.library.register_kernel(
         "fgp::flow_pairs", "cuda",
         lambda indptr, index, node_ptr, topo: tuple(t.to(indptr.device) for t in _ops.flow_pairs(
