@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "ops/csr_transpose.h"
+#include "ops/dot_attention.h"
 #include "ops/edge_dot.h"
 #include "ops/flow_pairs.h"
 #include "ops/flow_pass.h"
@@ -47,6 +48,11 @@ TORCH_LIBRARY(fgp, m) {
   // per-level intermediates the backward reads, and the backward.
   m.def("flow_pass_train(Tensor[] args) -> Tensor[]");
   m.def("flow_pass_backward(Tensor grad, Tensor[] saved, Tensor[] args) -> Tensor[]");
+  // Sparse dot-product attention over a CSR of (query, key) pairs (flow-aware global attention).
+  m.def("dot_attention(Tensor q, Tensor k, Tensor v, Tensor index, Tensor indptr, float scale, "
+        "Tensor? t_indptr=None, Tensor? t_index=None, Tensor? t_perm=None) -> Tensor");
+  m.def("dot_attention_backward(Tensor grad, Tensor q, Tensor k, Tensor v, Tensor index, Tensor indptr, Tensor out, "
+        "float scale, Tensor t_indptr, Tensor t_index, Tensor t_perm) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
   m.def("gather_attention_backward(Tensor grad, Tensor x, Tensor logit, Tensor index, Tensor indptr, "
         "Tensor out, Tensor t_indptr, Tensor t_index, Tensor t_perm) -> (Tensor grad_x, Tensor grad_logit)");
 }
@@ -79,6 +85,14 @@ at::Tensor flow_pass_output(const at::Tensor& h0, const at::Tensor& level_ptr, c
                  att_bias, w_ih, w_hh, b_ih, b_hh})[0];
 }
 
+template <at::Tensor (*Kernel)(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                               const at::Tensor&, double)>
+at::Tensor dot_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& index,
+                                 const at::Tensor& indptr, double scale, const std::optional<at::Tensor>&,
+                                 const std::optional<at::Tensor>&, const std::optional<at::Tensor>&) {
+  return Kernel(q, k, v, index, indptr, scale);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fgp, CPU, m) {
@@ -93,6 +107,8 @@ TORCH_LIBRARY_IMPL(fgp, CPU, m) {
   m.impl("flow_pairs", &fgp::flow_pairs_cpu);
   m.impl("gather_attention", &attention_forward<&fgp::gather_attention_cpu>);
   m.impl("gather_attention_backward", &fgp::gather_attention_backward_cpu);
+  m.impl("dot_attention", &dot_attention_forward<&fgp::dot_attention_cpu>);
+  m.impl("dot_attention_backward", &fgp::dot_attention_backward_cpu);
   m.impl("flow_pass", &flow_pass_output<&fgp::flow_pass_forward_cpu>);
   m.impl("flow_pass_train", &fgp::flow_pass_forward_cpu);
   m.impl("flow_pass_backward", &fgp::flow_pass_backward_cpu);
@@ -111,6 +127,8 @@ TORCH_LIBRARY_IMPL(fgp, CUDA, m) {
   m.impl("flow_pairs", &fgp::flow_pairs_cuda);
   m.impl("gather_attention", &attention_forward<&fgp::gather_attention_cuda>);
   m.impl("gather_attention_backward", &fgp::gather_attention_backward_cuda);
+  m.impl("dot_attention", &dot_attention_forward<&fgp::dot_attention_cuda>);
+  m.impl("dot_attention_backward", &fgp::dot_attention_backward_cuda);
   m.impl("flow_pass", &flow_pass_output<&fgp::flow_pass_forward_cuda>);
   m.impl("flow_pass_train", &fgp::flow_pass_forward_cuda);
   m.impl("flow_pass_backward", &fgp::flow_pass_backward_cuda);

@@ -15,6 +15,7 @@ ops fall back to the plain-PyTorch implementations of :mod:`fgp_ext.reference`.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -227,6 +228,24 @@ def gather_attention(
     return out.squeeze(1) if single else out
 
 
+def dot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pairs: CSR, scale: float | None = None
+                  ) -> torch.Tensor:
+    """Sparse multi-head dot-product attention over allowed (query, key) pairs, fused.
+
+    ``out[r, h] = sum_{e in row r} softmax_e(scale * <q[r, h], k[index[e], h]>) * v[index[e], h]``
+    for ``q [M, H, D]``, ``k, v [C, H, D]`` and ``pairs`` a CSR (``indptr [M+1]``, ``index [E]``) of
+    the keys each query may attend to; ``pairs.perm`` (optional) is its transpose permutation when
+    the relation is symmetric (as :attr:`fgp_ext.graph.ArchBatch.flow_pairs`), else the transpose
+    is built for the backward. ``scale`` defaults to ``1 / sqrt(D)``. Rows without pairs give zeros.
+    Neither the gathered queries/keys nor the scores are materialised; differentiable in q, k, v.
+    """
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    t = (None, None, None)
+    if pairs.perm is not None:
+        t = (pairs.indptr, pairs.index, pairs.perm)
+    return _ops.dot_attention(q, k, v, pairs.index, pairs.indptr, scale, *t)
+
+
 def flow_pass(h0: torch.Tensor, plan, att_dst: torch.Tensor, att_src: torch.Tensor, att_bias: torch.Tensor,
               w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
     """One whole flow pass of a flow-aware encoder, fused in C++ (one call whatever the depth).
@@ -326,6 +345,24 @@ def _attention_backward(ctx, grad):
 torch.library.register_autograd("fgp::gather_attention", _attention_backward, setup_context=_attention_setup)
 
 
+def _dot_attention_setup(ctx, inputs, output):
+    q, k, v, index, indptr, scale, t_indptr, t_index, t_perm = inputs
+    ctx.save_for_backward(q, k, v, index, indptr, output, t_indptr, t_index, t_perm)
+    ctx.scale = scale
+
+
+def _dot_attention_backward(ctx, grad):
+    q, k, v, index, indptr, out, t_indptr, t_index, t_perm = ctx.saved_tensors
+    if t_indptr is None or t_index is None or t_perm is None:
+        t_indptr, t_index, t_perm = _ops.csr_transpose(index, indptr, k.shape[0])
+    dq, dk, dv = _ops.dot_attention_backward(grad.contiguous(), q, k, v, index, indptr, out, ctx.scale, t_indptr,
+                                             t_index, t_perm)
+    return dq, dk, dv, None, None, None, None, None, None
+
+
+torch.library.register_autograd("fgp::dot_attention", _dot_attention_backward, setup_context=_dot_attention_setup)
+
+
 # fgp::flow_pass has its autograd formula in C++ (csrc/ops/flow_pass_autograd.h).
 
 
@@ -411,6 +448,17 @@ def _flow_pass_backward_fake(grad, saved, args):
     return [torch.empty_like(args[0]), *(torch.empty_like(p) for p in args[8:])]
 
 
+@torch.library.register_fake("fgp::dot_attention")
+def _dot_attention_fake(q, k, v, index, indptr, scale, t_indptr=None, t_index=None, t_perm=None):
+    torch._check(q.dim() == 3, lambda: "q must be [M, H, D]")
+    return torch.empty_like(q)
+
+
+@torch.library.register_fake("fgp::dot_attention_backward")
+def _dot_attention_backward_fake(grad, q, k, v, index, indptr, out, scale, t_indptr, t_index, t_perm):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
 @torch.library.register_fake("fgp::gather_attention")
 def _attention_fake(x, logit, index, indptr, t_indptr=None, t_index=None, t_perm=None):
     torch._check(x.dim() == 3, lambda: "x must be [M, H, D]")
@@ -463,3 +511,9 @@ if not CUDA_KERNELS:
         "fgp::select_graphs", "cuda",
         lambda args: [t.to(args[0].device) for t in _ops.select_graphs([t.cpu() for t in args])],
     )
+    torch.library.register_kernel(
+        "fgp::dot_attention", "cuda",
+        lambda q, k, v, index, indptr, scale, t_indptr=None, t_index=None, t_perm=None: _ref.dot_attention(
+            q, k, v, index, indptr, scale),
+    )
+    torch.library.register_kernel("fgp::dot_attention_backward", "cuda", _ref.dot_attention_backward)

@@ -289,6 +289,20 @@ def gather_attention(x, logit, index, indptr):
     return segment_sum_csr(alpha.unsqueeze(-1) * x.index_select(0, index), indptr)
 
 
+def dot_attention(q, k, v, index, indptr, scale):
+    """``out[r, h] = sum_e softmax_e(scale <q[r, h], k[index[e], h]>) v[index[e], h]``, plainly."""
+    rows = csr_row_ids(indptr, index.numel())
+    logit = (q.index_select(0, rows) * k.index_select(0, index)).sum(-1) * scale
+    return gather_attention(v, logit, index, indptr)
+
+
+def dot_attention_backward(grad, q, k, v, index, indptr, out, scale, t_indptr=None, t_index=None, t_perm=None):
+    """``(dq, dk, dv)`` of :func:`dot_attention` by autograd through the reference."""
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
+        return tuple(torch.autograd.grad(dot_attention(*leaves, index, indptr, scale), leaves, grad))
+
+
 def gather_attention_backward(grad, x, logit, index, indptr, out=None, t_indptr=None, t_index=None, t_perm=None):
     """``(d loss/d x, d loss/d logit)`` of :func:`gather_attention` by autograd through the
     reference (the transposed CSR and ``out`` are accepted for signature parity and unused)."""

@@ -167,6 +167,39 @@ def test_gather_attention_bad_input():
 
 
 # ---------------------------------------------------------------------------------------------
+# dot_attention
+# ---------------------------------------------------------------------------------------------
+@SETTINGS
+@given(dag_batches())
+def test_dot_attention_matches_reference_and_gradcheck(graphs):
+    b = batch_tensors(graphs)
+    pairs = b.flow_pairs
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(b.num_nodes, 2, 3, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    got = ops.dot_attention(q, k, v, pairs)
+    torch.testing.assert_close(got, ref.dot_attention(q, k, v, pairs.index, pairs.indptr, 3 ** -0.5),
+                               rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda *t: ops.dot_attention(*t, pairs), (q, k, v))
+    # without the symmetric transpose the backward builds its own
+    assert torch.autograd.gradcheck(lambda *t: ops.dot_attention(*t, ops.CSR(pairs.indptr, pairs.index), 0.7),
+                                    (q, k, v))
+
+
+def test_dot_attention_opcheck_and_bad_input():
+    x, logit, index, indptr = _attention_problem(4, torch.float32)
+    rows = indptr.numel() - 1
+    q = torch.randn(rows, 3, 4)
+    k, v = x, torch.randn_like(x)
+    torch.library.opcheck(torch.ops.fgp.dot_attention, (q, k, v, index, indptr, 0.5))
+    with pytest.raises(RuntimeError, match="shape of k"):
+        ops.dot_attention(q, k, v[:, :1], ops.CSR(indptr, index))
+    with pytest.raises(RuntimeError, match="one row per query"):
+        ops.dot_attention(q[:0], k, v, ops.CSR(indptr, index))
+    with pytest.raises(RuntimeError, match="share a dtype"):
+        ops.dot_attention(q.double(), k, v, ops.CSR(indptr, index))
+
+
+# ---------------------------------------------------------------------------------------------
 # flow_pass (fused) and propagate (generic)
 # ---------------------------------------------------------------------------------------------
 def _flow_weights(step):

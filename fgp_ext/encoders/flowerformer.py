@@ -32,7 +32,6 @@ tests and benchmarks.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 from torch import nn
@@ -80,12 +79,9 @@ class LevelBackend:
 
     @property
     def pairs(self):
-        """The batch's flow-related pairs and the row of every pair (built on first use)."""
+        """The batch's flow-related pairs (built on first use)."""
         if self._pairs is None:
-            pairs = self._batch.flow_pairs
-            rows = torch.repeat_interleave(torch.arange(self._batch.num_nodes, device=self._batch.device),
-                                           pairs.indptr.diff(), output_size=pairs.index.numel())
-            self._pairs = (pairs, rows)
+            self._pairs = self._batch.flow_pairs
         return self._pairs
 
     @classmethod
@@ -102,11 +98,9 @@ class LevelBackend:
         return propagate(step, h, plan)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``[N, H, D]`` attention over flow-related pairs (``q, k, v``: ``[N, H, D]``)."""
-        pairs, rows = self.pairs
-        scale = 1.0 / math.sqrt(q.shape[-1])
-        logit = (q.index_select(0, rows) * k.index_select(0, pairs.index)).sum(-1) * scale
-        return ops.gather_attention(v, logit, pairs.index, pairs.indptr, transpose=pairs)
+        """``[N, H, D]`` attention over flow-related pairs (``q, k, v``: ``[N, H, D]``), fused
+        (:func:`fgp_ext.ops.dot_attention`)."""
+        return ops.dot_attention(q, k, v, self.pairs)
 
 
 class FlowerFormerLayer(nn.Module):
