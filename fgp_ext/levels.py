@@ -23,6 +23,7 @@ import torch
 
 from fgp_ext import ops
 from fgp_ext.ops import CSR, LevelSchedule
+from fgp_ext.reference import csr_row_ids
 
 
 @dataclass(frozen=True)
@@ -61,13 +62,11 @@ class LevelPlan:
 
     def __init__(self, schedule: LevelSchedule):
         self.order, self.rank = schedule.order, schedule.rank
-        indptr, index = schedule.csr.indptr, schedule.csr.index
-        n, e = self.order.numel(), index.numel()
-        self.level_ptr, self.indptr, self.index = schedule.level_ptr, indptr, index
+        self.level_ptr, self.indptr, self.index = schedule.level_ptr, schedule.csr.indptr, schedule.csr.index
         # entries grouped by (level, predecessor), computed by the C++ level_schedule
         self.group_level_ptr, self.group_perm = schedule.group_level_ptr, schedule.group_perm
         self.group_ptr, self.group_src = schedule.group_ptr, schedule.group_src
-        self._n, self._e, self._levels = n, e, None
+        self._levels = None
 
     @property
     def levels(self) -> list[Level]:
@@ -76,7 +75,7 @@ class LevelPlan:
         if self._levels is None:
             dev = self.index.device
             entry_ptr = self.indptr.index_select(0, self.level_ptr)
-            rows = torch.repeat_interleave(torch.arange(self._n, device=dev), self.indptr.diff(), output_size=self._e)
+            rows = csr_row_ids(self.indptr, self.index.numel())
             lp, ep = self.level_ptr.tolist(), entry_ptr.tolist()
             level_groups = self.group_level_ptr.tolist()
             levels = []

@@ -50,3 +50,24 @@ def test_select_keeps_undirected_structure():
     sub, ref = full.select(ids), collate([graphs[i] for i in ids])
     for a, c in zip(sub.undirected_csr, ref.undirected_csr):
         assert (a is None and c is None) or torch.equal(a, c)
+
+
+@settings(max_examples=25, deadline=None)
+@given(dag_batches(max_graphs=6))
+def test_select_without_csr_perms_matches_the_compiled_select(graphs):
+    """A hand-built batch without CSR permutations takes the plain-tensor select; nodes, rows,
+    indices, levels and sources equal those of the compiled select_graphs path."""
+    from dataclasses import replace
+
+    from fgp_ext.ops import CSR
+
+    b = batch_tensors(graphs)
+    bare = replace(b, in_csr=CSR(b.in_csr.indptr, b.in_csr.index), out_csr=CSR(b.out_csr.indptr, b.out_csr.index))
+    ids = torch.tensor([len(graphs) - 1, 0, len(graphs) - 1])
+    got, want = bare.select(ids), b.select(ids)
+    assert got.in_csr.perm is None and got.out_csr.perm is None
+    for name in ("op", "node_ptr", "graph", "level", "is_source"):
+        assert torch.equal(getattr(got, name), getattr(want, name)), name
+    for csr in ("in_csr", "out_csr"):
+        assert torch.equal(getattr(got, csr).indptr, getattr(want, csr).indptr)
+        assert torch.equal(getattr(got, csr).index, getattr(want, csr).index)

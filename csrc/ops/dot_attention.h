@@ -21,38 +21,53 @@ FGP_HOST_DEVICE inline T attention_score(const T* q, const T* k, int64_t D, T sc
 }
 
 // Softmax statistics of (row r, head h): the max score and 1 / sum of softmax_exp(score - max).
+// With w != nullptr (a CPU task's scratch, b - a values) each score is computed once and w ends
+// holding the entries' softmax_exp(score - max); without it, callers recompute the same values.
 template <typename T>
 FGP_HOST_DEVICE inline void dot_attention_stats(const T* q, const T* k, const int64_t* index, int64_t a, int64_t b,
                                                 int64_t r, int64_t h, int64_t H, int64_t D, T scale, T* max_out,
-                                                T* inv_out) {
+                                                T* inv_out, T* w) {
   const T* qr = q + (r * H + h) * D;
   T m = -std::numeric_limits<T>::infinity();
   for (int64_t e = a; e < b; ++e) {
     const T s = attention_score(qr, k + (index[e] * H + h) * D, D, scale);
+    if (w) w[e - a] = s;
     m = s > m ? s : m;
   }
   T sum = T(0);
-  for (int64_t e = a; e < b; ++e) sum += softmax_exp(attention_score(qr, k + (index[e] * H + h) * D, D, scale) - m);
+  for (int64_t e = a; e < b; ++e) {
+    const T ex = softmax_exp((w ? w[e - a] : attention_score(qr, k + (index[e] * H + h) * D, D, scale)) - m);
+    if (w) w[e - a] = ex;
+    sum += ex;
+  }
   *max_out = m;
   *inv_out = T(1) / sum;
 }
 
-// out[r, h, :] for one (row, head); CPU tasks and CUDA threads both call this.
+// The softmax weight of entry e (after dot_attention_stats with the same w).
+template <typename T>
+FGP_HOST_DEVICE inline T dot_attention_weight(const T* qr, const T* kc, int64_t D, T scale, T m, T inv, const T* w,
+                                              int64_t slot) {
+  return (w ? w[slot] : softmax_exp(attention_score(qr, kc, D, scale) - m)) * inv;
+}
+
+// out[r, h, :] for one (row, head); CPU tasks (with scratch w) and CUDA threads (w = nullptr) both
+// call this.
 template <typename T>
 FGP_HOST_DEVICE inline void dot_attention_row_head(const T* q, const T* k, const T* v, const int64_t* index,
                                                    int64_t a, int64_t b, int64_t r, int64_t h, int64_t H, int64_t D,
-                                                   T scale, T* out) {
+                                                   T scale, T* out, T* w) {
   T* o = out + (r * H + h) * D;
   for (int64_t d = 0; d < D; ++d) o[d] = T(0);
   if (a == b) return;
   T m, inv;
-  dot_attention_stats(q, k, index, a, b, r, h, H, D, scale, &m, &inv);
+  dot_attention_stats(q, k, index, a, b, r, h, H, D, scale, &m, &inv, w);
   const T* qr = q + (r * H + h) * D;
   for (int64_t e = a; e < b; ++e) {
     const int64_t c = index[e];
-    const T w = softmax_exp(attention_score(qr, k + (c * H + h) * D, D, scale) - m) * inv;
+    const T wt = dot_attention_weight(qr, k + (c * H + h) * D, D, scale, m, inv, w, e - a);
     const T* vc = v + (c * H + h) * D;
-    for (int64_t d = 0; d < D; ++d) o[d] = o[d] + w * vc[d];
+    for (int64_t d = 0; d < D; ++d) o[d] = o[d] + wt * vc[d];
   }
 }
 
@@ -61,21 +76,21 @@ template <typename T>
 FGP_HOST_DEVICE inline void dot_attention_row_head_backward(const T* g, const T* q, const T* k, const T* v,
                                                             const T* out, const int64_t* index, int64_t a, int64_t b,
                                                             int64_t r, int64_t h, int64_t H, int64_t D, T scale,
-                                                            T* alpha, T* dscore, T* dq) {
+                                                            T* alpha, T* dscore, T* dq, T* w) {
   T* dqr = dq + (r * H + h) * D;
   for (int64_t d = 0; d < D; ++d) dqr[d] = T(0);
   if (a == b) return;
   T m, inv;
-  dot_attention_stats(q, k, index, a, b, r, h, H, D, scale, &m, &inv);
+  dot_attention_stats(q, k, index, a, b, r, h, H, D, scale, &m, &inv, w);
   const T* qr = q + (r * H + h) * D;
   const T* gr = g + (r * H + h) * D;
   const T g_out = row_dot(gr, out + (r * H + h) * D, D);
   for (int64_t e = a; e < b; ++e) {
     const int64_t c = index[e];
     const T* kc = k + (c * H + h) * D;
-    const T w = softmax_exp(attention_score(qr, kc, D, scale) - m) * inv;
-    const T ds = w * (row_dot(gr, v + (c * H + h) * D, D) - g_out);
-    alpha[e * H + h] = w;
+    const T wt = dot_attention_weight(qr, kc, D, scale, m, inv, w, e - a);
+    const T ds = wt * (row_dot(gr, v + (c * H + h) * D, D) - g_out);
+    alpha[e * H + h] = wt;
     dscore[e * H + h] = ds;
     for (int64_t d = 0; d < D; ++d) dqr[d] = dqr[d] + scale * ds * kc[d];
   }

@@ -17,14 +17,19 @@
 namespace fgp {
 
 // Max and 1 / sum of exp(logit - max) of head h over the entries [a, b) (a stable softmax; the sum
-// runs in entry order).
+// runs in entry order). With exps != nullptr (a CPU task's scratch, b - a values) each entry's
+// exp(logit - max) is also stored, so callers read it instead of recomputing the same value.
 template <typename T>
 FGP_HOST_DEVICE inline void softmax_row_stats(const T* logit, int64_t H, int64_t h, int64_t a, int64_t b, T* max_out,
-                                              T* inv_sum_out) {
+                                              T* inv_sum_out, T* exps = nullptr) {
   T m = -std::numeric_limits<T>::infinity();
   for (int64_t e = a; e < b; ++e) m = logit[e * H + h] > m ? logit[e * H + h] : m;
   T s = T(0);
-  for (int64_t e = a; e < b; ++e) s += softmax_exp(logit[e * H + h] - m);
+  for (int64_t e = a; e < b; ++e) {
+    const T ex = softmax_exp(logit[e * H + h] - m);
+    if (exps) exps[e - a] = ex;
+    s += ex;
+  }
   *max_out = m;
   *inv_sum_out = T(1) / s;
 }
@@ -34,14 +39,21 @@ FGP_HOST_DEVICE inline T softmax_weight(T logit, T max, T inv_sum) {
   return softmax_exp(logit - max) * inv_sum;
 }
 
-// One output element out[r, h, d] given the row's softmax statistics: entries in CSR order.
+// out[r, h, :] of one (row, head), entries in CSR order; CPU tasks (with scratch exps) and CUDA
+// threads (exps = nullptr) both call this.
 template <typename T>
-FGP_HOST_DEVICE inline T attention_row_column(const T* x, const T* logit, const int64_t* index, int64_t a, int64_t b,
-                                              int64_t H, int64_t D, int64_t h, int64_t d, T max, T inv_sum) {
-  T acc = T(0);
-  for (int64_t e = a; e < b; ++e)
-    acc = acc + softmax_weight(logit[e * H + h], max, inv_sum) * x[(index[e] * H + h) * D + d];
-  return acc;
+FGP_HOST_DEVICE inline void attention_row_head(const T* x, const T* logit, const int64_t* index, int64_t a, int64_t b,
+                                               int64_t r, int64_t h, int64_t H, int64_t D, T* out, T* exps) {
+  T* o = out + (r * H + h) * D;
+  for (int64_t d = 0; d < D; ++d) o[d] = T(0);
+  if (a == b) return;
+  T m, inv;
+  softmax_row_stats(logit, H, h, a, b, &m, &inv, exps);
+  for (int64_t e = a; e < b; ++e) {
+    const T w = (exps ? exps[e - a] : softmax_exp(logit[e * H + h] - m)) * inv;
+    const T* xr = x + (index[e] * H + h) * D;
+    for (int64_t d = 0; d < D; ++d) o[d] = o[d] + w * xr[d];
+  }
 }
 
 // d loss / d logit[e, h] = alpha * (<g[r, h], x[index[e], h]> - <g[r, h], out[r, h]>); g_out is the
@@ -60,6 +72,24 @@ FGP_HOST_DEVICE inline T attention_x_grad_column(const T* alpha, const T* g, con
   T acc = T(0);
   for (int64_t q = a; q < b; ++q) acc = acc + alpha[t_perm[q] * H + h] * g[(t_index[q] * H + h) * D + d];
   return acc;
+}
+
+// Backward of one (row, head): the softmax weights alpha[e, h] and d loss / d logit[e, h] of its
+// entries (exps: as attention_row_head).
+template <typename T>
+FGP_HOST_DEVICE inline void attention_row_head_backward(const T* g, const T* x, const T* logit, const int64_t* index,
+                                                        const T* out, int64_t a, int64_t b, int64_t r, int64_t h,
+                                                        int64_t H, int64_t D, T* alpha, T* grad_logit, T* exps) {
+  if (a == b) return;
+  T m, inv;
+  softmax_row_stats(logit, H, h, a, b, &m, &inv, exps);
+  const T* g_rh = g + (r * H + h) * D;
+  const T g_out = row_dot(g_rh, out + (r * H + h) * D, D);
+  for (int64_t e = a; e < b; ++e) {
+    const T w = (exps ? exps[e - a] : softmax_exp(logit[e * H + h] - m)) * inv;
+    alpha[e * H + h] = w;
+    grad_logit[e * H + h] = attention_logit_grad(w, g_rh, x + (index[e] * H + h) * D, g_out, D);
+  }
 }
 
 // Shapes, dtypes and devices (index range and row pointers: check_index_range / the kernels).

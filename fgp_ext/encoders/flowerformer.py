@@ -74,15 +74,7 @@ class LevelBackend:
         self.fused = bool(fused)
         self.forward_plan = LevelPlan(batch.schedule())
         self.backward_plan = LevelPlan(batch.schedule(reverse=True))
-        self._batch = batch
-        self._pairs = None  # built on the first attend(): quadratic, and unused without attention
-
-    @property
-    def pairs(self):
-        """The batch's flow-related pairs (built on first use)."""
-        if self._pairs is None:
-            self._pairs = self._batch.flow_pairs
-        return self._pairs
+        self._batch = batch  # its flow pairs are built (and cached) on the first attend() only
 
     @classmethod
     def of(cls, batch) -> "LevelBackend":
@@ -100,7 +92,7 @@ class LevelBackend:
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``[N, H, D]`` attention over flow-related pairs (``q, k, v``: ``[N, H, D]``), fused
         (:func:`fgp_ext.ops.dot_attention`)."""
-        return ops.dot_attention(q, k, v, self.pairs)
+        return ops.dot_attention(q, k, v, self._batch.flow_pairs)
 
 
 class FlowerFormerLayer(nn.Module):

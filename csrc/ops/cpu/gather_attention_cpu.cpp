@@ -6,33 +6,6 @@
 
 namespace fgp {
 
-namespace {
-
-// Softmax of one row for every head, heads innermost (contiguous logits): max[h], inv_sum[h] and the
-// entries' exp(logit - max) in w[(e - a) * H + h]. The same sums, in the same order, as
-// softmax_row_stats, with each exp computed once.
-template <typename T>
-FGP_CPU_CLONES void row_exps(const T* __restrict__ lg, const T* __restrict__ mx, int64_t n, int64_t H,
-                             T* __restrict__ w) {
-  for (int64_t k = 0; k < n; ++k) w[k] = softmax_exp(lg[k] - mx[k % H]);
-}
-
-template <typename T>
-void row_softmax(const T* lg, int64_t a, int64_t b, int64_t H, std::vector<T>& w, std::vector<T>& mx,
-                 std::vector<T>& inv) {
-  w.resize((b - a) * H);
-  for (int64_t h = 0; h < H; ++h) mx[h] = -std::numeric_limits<T>::infinity();
-  for (int64_t e = a; e < b; ++e)
-    for (int64_t h = 0; h < H; ++h) mx[h] = lg[e * H + h] > mx[h] ? lg[e * H + h] : mx[h];
-  row_exps(lg + a * H, mx.data(), (b - a) * H, H, w.data());  // independent exps: vectorised
-  for (int64_t h = 0; h < H; ++h) inv[h] = T(0);
-  for (int64_t e = 0; e < b - a; ++e)
-    for (int64_t h = 0; h < H; ++h) inv[h] += w[e * H + h];  // entry order, as softmax_row_stats
-  for (int64_t h = 0; h < H; ++h) inv[h] = T(1) / inv[h];
-}
-
-}  // namespace
-
 at::Tensor gather_attention_cpu(const at::Tensor& x_in, const at::Tensor& logit_in, const at::Tensor& index_in,
                                 const at::Tensor& indptr_in) {
   check_attention_args(x_in, logit_in, index_in, indptr_in);
@@ -49,21 +22,10 @@ at::Tensor gather_attention_cpu(const at::Tensor& x_in, const at::Tensor& logit_
     const scalar_t* lg = logit.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
     at::parallel_for(0, R, csr_row_grain(E, R, H * D), [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> w, mx(H), inv(H);
+      std::vector<scalar_t> exps;  // scratch: one row's exps, computed once and reused
       for (int64_t r = begin; r < end; ++r) {
-        const int64_t a = ptr[r], b = ptr[r + 1];
-        scalar_t* orow = o + r * H * D;
-        for (int64_t k = 0; k < H * D; ++k) orow[k] = scalar_t(0);
-        if (a == b) continue;
-        row_softmax(lg, a, b, H, w, mx, inv);
-        // out[r, h, :] += softmax_weight * x[index[e], h, :], entries in order (as attention_row_column)
-        for (int64_t e = a; e < b; ++e) {
-          const scalar_t* xr = xs + idx[e] * H * D;
-          for (int64_t h = 0; h < H; ++h) {
-            const scalar_t wt = w[(e - a) * H + h] * inv[h];
-            for (int64_t d = 0; d < D; ++d) orow[h * D + d] = orow[h * D + d] + wt * xr[h * D + d];
-          }
-        }
+        exps.resize(ptr[r + 1] - ptr[r]);
+        for (int64_t h = 0; h < H; ++h) attention_row_head(xs, lg, idx, ptr[r], ptr[r + 1], r, h, H, D, o, exps.data());
       }
     });
   });
@@ -95,18 +57,11 @@ std::tuple<at::Tensor, at::Tensor> gather_attention_backward_cpu(const at::Tenso
     scalar_t* al = alpha.data_ptr<scalar_t>();
     scalar_t* gl = grad_logit.data_ptr<scalar_t>();
     at::parallel_for(0, R, csr_row_grain(E, R, H * D), [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> w, mx(H), inv(H), g_out(H);
+      std::vector<scalar_t> exps;
       for (int64_t r = begin; r < end; ++r) {
-        const int64_t a = ptr[r], b = ptr[r + 1];
-        if (a == b) continue;
-        row_softmax(lg, a, b, H, w, mx, inv);
-        for (int64_t h = 0; h < H; ++h) g_out[h] = row_dot(g + (r * H + h) * D, os + (r * H + h) * D, D);
-        for (int64_t e = a; e < b; ++e)
-          for (int64_t h = 0; h < H; ++h) {
-            const scalar_t wt = w[(e - a) * H + h] * inv[h];
-            al[e * H + h] = wt;
-            gl[e * H + h] = attention_logit_grad(wt, g + (r * H + h) * D, xs + (idx[e] * H + h) * D, g_out[h], D);
-          }
+        exps.resize(ptr[r + 1] - ptr[r]);
+        for (int64_t h = 0; h < H; ++h)
+          attention_row_head_backward(g, xs, lg, idx, os, ptr[r], ptr[r + 1], r, h, H, D, al, gl, exps.data());
       }
     });
     const int64_t* tptr = t_indptr.data_ptr<int64_t>();
@@ -115,18 +70,10 @@ std::tuple<at::Tensor, at::Tensor> gather_attention_backward_cpu(const at::Tenso
     scalar_t* gx = grad_x.data_ptr<scalar_t>();
     // Each row of x is owned by one task and summed in transposed-entry order (no atomics).
     at::parallel_for(0, M, csr_row_grain(E, M, H * D), [&](int64_t begin, int64_t end) {
-      for (int64_t u = begin; u < end; ++u) {
-        const int64_t a = tptr[u], b = tptr[u + 1];
-        for (int64_t h = 0; h < H; ++h) {
-          scalar_t* row = gx + (u * H + h) * D;
-          for (int64_t d = 0; d < D; ++d) row[d] = scalar_t(0);
-          for (int64_t q = a; q < b; ++q) {
-            const scalar_t w = al[tperm[q] * H + h];
-            const scalar_t* gr = g + (tidx[q] * H + h) * D;
-            for (int64_t d = 0; d < D; ++d) row[d] = row[d] + w * gr[d];
-          }
-        }
-      }
+      for (int64_t u = begin; u < end; ++u)
+        for (int64_t h = 0; h < H; ++h)
+          for (int64_t d = 0; d < D; ++d)
+            gx[(u * H + h) * D + d] = attention_x_grad_column(al, g, tidx, tperm, tptr[u], tptr[u + 1], H, D, h, d);
     });
   });
   return {grad_x, grad_logit};

@@ -11,7 +11,7 @@ __global__ void dot_attention_kernel(const T* q, const T* k, const T* v, const i
                                      int64_t M, int64_t H, int64_t D, T scale, T* out) {
   FGP_CUDA_KERNEL_LOOP(t, M * H) {
     const int64_t r = t / H, h = t % H;
-    dot_attention_row_head(q, k, v, index, indptr[r], indptr[r + 1], r, h, H, D, scale, out);
+    dot_attention_row_head(q, k, v, index, indptr[r], indptr[r + 1], r, h, H, D, scale, out, static_cast<T*>(nullptr));
   }
 }
 
@@ -22,7 +22,7 @@ __global__ void dot_attention_query_grad_kernel(const T* g, const T* q, const T*
   FGP_CUDA_KERNEL_LOOP(t, M * H) {
     const int64_t r = t / H, h = t % H;
     dot_attention_row_head_backward(g, q, k, v, out, index, indptr[r], indptr[r + 1], r, h, H, D, scale, alpha,
-                                    dscore, dq);
+                                    dscore, dq, static_cast<T*>(nullptr));
   }
 }
 

@@ -4,38 +4,25 @@
 namespace fgp {
 namespace {
 
-// One thread per output element (row, head, column); each recomputes its row's softmax statistics
-// (rows are short) and sums in entry order like the CPU kernel.
+// One thread per (row, head), the per-(row, head) functions of the CPU kernel (recomputing each exp
+// instead of keeping a scratch row).
 template <typename T>
 __global__ void gather_attention_kernel(const T* x, const T* logit, const int64_t* index, const int64_t* indptr,
                                         int64_t R, int64_t H, int64_t D, T* out) {
-  FGP_CUDA_KERNEL_LOOP(t, R * H * D) {
-    const int64_t r = t / (H * D), h = (t / D) % H, d = t % D;
-    const int64_t a = indptr[r], b = indptr[r + 1];
-    T m = T(0), s = T(1);
-    if (a < b) softmax_row_stats(logit, H, h, a, b, &m, &s);
-    out[t] = attention_row_column(x, logit, index, a, b, H, D, h, d, m, s);
+  FGP_CUDA_KERNEL_LOOP(t, R * H) {
+    const int64_t r = t / H, h = t % H;
+    attention_row_head(x, logit, index, indptr[r], indptr[r + 1], r, h, H, D, out, static_cast<T*>(nullptr));
   }
 }
 
-// One thread per (row, head): softmax weights and logit gradients of the row's entries.
 template <typename T>
 __global__ void attention_logit_grad_kernel(const T* g, const T* x, const T* logit, const int64_t* index,
                                             const int64_t* indptr, const T* out, int64_t R, int64_t H, int64_t D,
                                             T* alpha, T* grad_logit) {
   FGP_CUDA_KERNEL_LOOP(t, R * H) {
     const int64_t r = t / H, h = t % H;
-    const int64_t a = indptr[r], b = indptr[r + 1];
-    if (a == b) continue;
-    T m, s;
-    softmax_row_stats(logit, H, h, a, b, &m, &s);
-    const T* g_rh = g + (r * H + h) * D;
-    const T g_out = row_dot(g_rh, out + (r * H + h) * D, D);
-    for (int64_t e = a; e < b; ++e) {
-      const T w = softmax_weight(logit[e * H + h], m, s);
-      alpha[e * H + h] = w;
-      grad_logit[e * H + h] = attention_logit_grad(w, g_rh, x + (index[e] * H + h) * D, g_out, D);
-    }
+    attention_row_head_backward(g, x, logit, index, out, indptr[r], indptr[r + 1], r, h, H, D, alpha, grad_logit,
+                                static_cast<T*>(nullptr));
   }
 }
 
@@ -59,9 +46,9 @@ at::Tensor gather_attention_cuda(const at::Tensor& x_in, const at::Tensor& logit
   const auto index = index_in.contiguous(), indptr = indptr_in.contiguous();
   const int64_t R = indptr.numel() - 1, H = x.size(1), D = x.size(2);
   auto out = at::empty({R, H, D}, x.options());
-  if (R * H * D > 0) {
+  if (R * H > 0) {
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gather_attention_cuda", [&] {
-      gather_attention_kernel<scalar_t><<<cuda::blocks_for(R * H * D), cuda::kThreads, 0, cuda::stream()>>>(
+      gather_attention_kernel<scalar_t><<<cuda::blocks_for(R * H), cuda::kThreads, 0, cuda::stream()>>>(
           x.data_ptr<scalar_t>(), logit.data_ptr<scalar_t>(), index.data_ptr<int64_t>(), indptr.data_ptr<int64_t>(),
           R, H, D, out.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
