@@ -7,8 +7,9 @@ batch through boolean masks (``O(depth * E)`` work per pass) and writes rows in 
 generation its contiguous slice of node positions and predecessor entries, and :func:`propagate`
 runs a user step on one generation at a time:
 
-* forward: ``H[level l] = step(H[predecessors of level l], H0[level l], level)`` for l = 1, 2, ...
-  (level 0 keeps its input), each step touching only its own rows and entries;
+* forward: ``H[level l] = step(H[predecessors of level l], H0[level l], level)`` for l = 0, 1, ...
+  (the first generation has no predecessors: its step sees zero entries), each step touching only
+  its own rows and entries;
 * backward: the generations in reverse, each step recomputed and differentiated on its own slice
   (``torch.autograd.grad``), the gradients of the predecessor rows accumulated without atomics
   (entries pre-grouped by source per level).
@@ -54,8 +55,8 @@ class LevelPlan:
     """Per-generation slices of a :class:`~fgp_ext.ops.LevelSchedule` (built once per batch and
     direction, vectorised; a short Python loop over generations slices views).
 
-    ``order``/``rank`` convert node order to positions and back; ``levels`` lists the generations
-    that have predecessors (all but the first). The whole-batch tensors (``level_ptr``, ``indptr``,
+    ``order``/``rank`` convert node order to positions and back; ``levels`` lists every generation
+    (the first one with no entries). The whole-batch tensors (``level_ptr``, ``indptr``,
     ``index`` in positions; entries grouped by (level, predecessor): ``group_perm``, ``group_ptr``,
     ``group_src``, ``group_level_ptr``) feed the fused :func:`fgp_ext.ops.flow_pass`.
     """
@@ -79,7 +80,7 @@ class LevelPlan:
             lp, ep = self.level_ptr.tolist(), entry_ptr.tolist()
             level_groups = self.group_level_ptr.tolist()
             levels = []
-            for lv in range(1, len(lp) - 1):
+            for lv in range(len(lp) - 1):
                 s, t, es, et = lp[lv], lp[lv + 1], ep[lv], ep[lv + 1]
                 g0, g1 = level_groups[lv], level_groups[lv + 1]
                 ne = et - es
@@ -147,8 +148,9 @@ def propagate(step, h: torch.Tensor, plan: LevelPlan, params=None) -> torch.Tens
         params: tensors ``step`` uses that need gradients (default: ``step.parameters()`` when
             ``step`` is an ``nn.Module``).
 
-    Returns ``[N, F]`` in node order; first-generation nodes keep their state. Differentiable in
-    ``h`` and ``params`` (first order).
+    Every generation is stepped, the first one with zero entries (``xs`` is ``[0, F]``; a step that
+    should leave sources unchanged returns ``hv`` when ``level.src`` is empty). Returns ``[N, F]``
+    in node order. Differentiable in ``h`` and ``params`` (first order).
     """
     if params is None:
         params = list(step.parameters()) if isinstance(step, torch.nn.Module) else []

@@ -252,15 +252,16 @@ def flow_pass(h0: torch.Tensor, plan, att_dst: torch.Tensor, att_src: torch.Tens
 
     ``h0 [N, F]`` holds the node states in the positions of ``plan`` (a
     :class:`fgp_ext.levels.LevelPlan`; ``h.index_select(0, plan.order)``). For every generation
-    ``l >= 1`` and node ``v`` of it, over its predecessors ``u`` (already updated in this pass)::
+    ``l`` and node ``v`` of it, over its predecessors ``u`` (already updated in this pass)::
 
         logit_u = att_dst . h0[v] + (att_src . h[u] + att_bias)
-        m_v     = sum_u softmax(logit)_u * h[u]
-        h[v]    = GRUCell(m_v, h0[v])     # torch.nn.GRUCell equations: w_ih, w_hh [3F, F]; b_ih, b_hh [3F]
+        m_v     = sum_u softmax(logit)_u * h[u]          # 0 in the first generation
+        h[v]    = GRUCell(h0[v], m_v)    # input h0[v], hidden state m_v (torch.nn.GRUCell equations:
+                                         # w_ih, w_hh [3F, F]; b_ih, b_hh [3F])
 
-    First-generation rows keep ``h0``. Returns ``[N, F]`` in positions. Differentiable in ``h0`` and
-    every weight; the backward walks the generations in reverse, recomputing each one's
-    intermediates, and sums gradients per distinct predecessor (no atomics).
+    Returns ``[N, F]`` in positions. Differentiable in ``h0`` and every weight; the backward walks
+    the generations in reverse from intermediates saved by the forward, and sums gradients per
+    distinct predecessor (no atomics).
     """
     return _ops.flow_pass(h0, plan.level_ptr, plan.indptr, plan.index, plan.group_level_ptr, plan.group_perm,
                           plan.group_ptr, plan.group_src, att_dst.reshape(-1), att_src.reshape(-1),

@@ -357,7 +357,7 @@ class MaskedFlowBackend:
     def flow(self, step, h, reverse: bool):
         src, dst, edge_mask, node_mask = self.passes[bool(reverse)]
         n = self.num_nodes
-        for lv in range(1, edge_mask.shape[0]):
+        for lv in range(edge_mask.shape[0]):
             em = edge_mask[lv]
             logit = (step.att_dst(h).index_select(0, dst) + step.att_src(h).index_select(0, src)).squeeze(-1)
             logit = torch.where(em, logit, torch.zeros_like(logit))
@@ -371,7 +371,8 @@ class MaskedFlowBackend:
             # as the original: the GRU runs on the generation's rows only (boolean selection), and
             # the rows are written back into the whole-batch state
             rows = torch.nonzero(node_mask[lv]).reshape(-1)
-            h = h.index_put((rows,), step.gru(msg.index_select(0, rows), h.index_select(0, rows)))
+            # (GRU input: the node's state; hidden state: the message, zero in the first generation)
+            h = h.index_put((rows,), step.gru(h.index_select(0, rows), msg.index_select(0, rows)))
         return h
 
     def attend(self, q, k, v):
@@ -389,13 +390,14 @@ class MaskedFlowBackend:
 
 def flow_pass(h0, level_ptr, indptr, index, group_level_ptr, group_perm, group_ptr, group_src, att_dst, att_src,
               att_bias, w_ih, w_hh, b_ih, b_hh):
-    """One flow pass over a level schedule, plainly: for every level ``l >= 1`` (positions
-    ``level_ptr[l]:level_ptr[l+1]``), attention over the predecessors' current states then
-    ``torch.nn.functional`` GRU-cell equations; differentiable by autograd. The ``group_*``
-    arguments (the fused op's gradient bookkeeping) are accepted and unused."""
+    """One flow pass over a level schedule, plainly: for every level ``l`` (positions
+    ``level_ptr[l]:level_ptr[l+1]``), attention over the predecessors' current states (a zero
+    message without predecessors), then ``torch.nn.GRUCell`` equations with the node's own state as
+    input and the message as hidden state; differentiable by autograd. The ``group_*`` arguments
+    (the fused op's gradient bookkeeping) are accepted and unused."""
     h = h0.clone()
     lp = level_ptr.tolist()
-    for lv in range(1, len(lp) - 1):
+    for lv in range(len(lp) - 1):
         s, t = lp[lv], lp[lv + 1]
         if t == s:
             continue
@@ -407,7 +409,7 @@ def flow_pass(h0, level_ptr, indptr, index, group_level_ptr, group_perm, group_p
         logit = (hv @ att_dst).index_select(0, rows) + (xs @ att_src + att_bias)
         alpha = segment_softmax(logit, local_ptr)
         msg = segment_sum_csr(alpha[:, None] * xs, local_ptr)
-        new = torch._VF.gru_cell(msg, hv, w_ih, w_hh, b_ih, b_hh)
+        new = torch._VF.gru_cell(hv, msg, w_ih, w_hh, b_ih, b_hh)
         h = torch.cat([h[:s], new, h[t:]])
     return h
 

@@ -235,6 +235,28 @@ def test_flow_pass_matches_reference_and_propagate(graphs):
                 torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("width", [3, 40])
+def test_flow_pass_follows_flowerformers_gru_wiring(width):
+    """Worked by hand with torch.nn.GRUCell: a source goes through the cell with a zero message,
+    and a node with one predecessor u (softmax weight 1) gets GRUCell(input=h0[v], hidden=h[u]).
+    Width 40 with 20 graphs puts every level on the GEMM path, width 3 on the loop path."""
+    torch.manual_seed(width)
+    step = FlowStep(width).double()
+    b = collate([ArchGraph([0, 1, 2], [[0, 1], [1, 2]]) for _ in range(20)] + [ArchGraph([3], [])])
+    plan = LevelPlan(b.schedule())
+    h0 = torch.randn(b.num_nodes, width, dtype=torch.float64)
+    out = ops.flow_pass(h0.index_select(0, plan.order), plan, *_flow_weights(step)).index_select(0, plan.rank)
+    cell = step.gru
+    with torch.no_grad():
+        a = cell(h0[0::3][:20], torch.zeros(20, width, dtype=torch.float64))   # sources (node 0 of each chain)
+        bb = cell(h0[1::3][:20], a)
+        c = cell(h0[2::3][:20], bb)
+        lone = cell(h0[-1:], torch.zeros(1, width, dtype=torch.float64))
+    expect = torch.stack([a, bb, c], 1).reshape(60, width)
+    torch.testing.assert_close(out[:60], expect, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out[60:], lone, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("width", [4, 16, 48])
 def test_flow_pass_large_and_small_levels_match_reference(width):
     """Wide batches take the ATen (GEMM) path for big levels and the loop path for small ones

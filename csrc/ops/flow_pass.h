@@ -1,17 +1,22 @@
 // flow_pass(h0[N, F], level_ptr[L+1], indptr[N+1], index[E], group_level_ptr[L+1], group_perm[E],
 //           group_ptr[G+1], group_src[G], att_dst[F], att_src[F], att_bias[1],
 //           w_ih[3F, F], w_hh[3F, F], b_ih[3F], b_hh[3F]) -> h[N, F]
-// One whole flow pass of a flow-aware encoder (FlowerFormer/DAGNN style), generation by generation,
-// on a level schedule (positions sorted by level; level_ptr, and the predecessor CSR indptr/index
-// in positions, from level_schedule). For every level l >= 1, each node v of the level:
+// One whole flow pass of a flow-aware encoder (FlowerFormer style), generation by generation, on a
+// level schedule (positions sorted by level; level_ptr, and the predecessor CSR indptr/index in
+// positions, from level_schedule). For every level l >= 0, each node v of the level:
 //   logit_e = <att_dst, h0[v]> + (<att_src, h[u_e]> + att_bias)      over its entries e (u_e earlier)
-//   m_v     = sum_e softmax(logit)_e * h[u_e]
-//   h[v]    = GRUCell(m_v, h0[v])   (torch.nn.GRUCell's equations, weights w_ih, w_hh, b_ih, b_hh)
-// Level-0 rows keep h0. The per-level work runs in C++ (GEMMs by ATen, the rest fused), so a pass
+//   m_v     = sum_e softmax(logit)_e * h[u_e]                         (0 without predecessors)
+//   h[v]    = GRUCell(input = h0[v], hidden = m_v)   (torch.nn.GRUCell's equations: w_ih, w_hh, b_ih, b_hh)
+// As in FlowerFormer, the node's own state is the GRU input and the aggregated message its hidden
+// state, and the first generation goes through the cell too (with a zero message). Because the GRU
+// input is h0, its projection h0 @ w_ih^T is one GEMM for the whole pass; only the message's
+// projection is per level. The per-level work runs in C++ (GEMMs by ATen, the rest fused), so a pass
 // costs one call from Python whatever the depth. The backward (flow_pass_backward) walks the levels
 // in reverse from the saved per-level intermediates; the gradients of the predecessor rows are
 // summed per distinct predecessor (group_*: the entries of each level grouped by source position,
-// group_level_ptr the groups of each level) and added once per row: no atomics, reproducible.
+// group_level_ptr the groups of each level) and added once per row: no atomics, reproducible. The
+// gradients that do not feed back into earlier levels (h0 and all weights) are formed after the
+// level loop, from whole-pass buffers, in a few GEMMs.
 #pragma once
 
 #include <cmath>
@@ -54,8 +59,9 @@ FGP_HOST_DEVICE inline T gru_combine(T z, T n, T h) {
   return (T(1) - z) * n + z * h;
 }
 
-// Backward of the cell at one element for upstream gradient dh, given the gates and gh_n: writes the
-// gradients of the pre-activations (dgi, dgh: rows of [3F]) and returns the direct gradient of h.
+// Backward of the cell at one element for upstream gradient dh, given the gates, gh_n and the
+// hidden state h: writes the gradients of the pre-activations (dgi, dgh: rows of [3F]) and returns
+// the direct gradient of h (through z * h).
 template <typename T>
 FGP_HOST_DEVICE inline T gru_cell_backward(T r, T z, T n, T gh_n, T h, T dh, int64_t F, int64_t f, T* dgi, T* dgh) {
   const T dz = dh * (h - n), dn_pre = dh * (T(1) - z) * (T(1) - n * n);
@@ -199,41 +205,39 @@ inline FlowPassSaved unpack_flow_pass_saved(const at::Tensor& grad, at::TensorLi
           saved[3].contiguous(), saved[4].contiguous(), saved[5].contiguous()};
 }
 
-// The weight gradients of a pass, accumulated level by level in reverse with the same ATen calls on
-// every device (the per-element parts are the kernels').
-struct FlowPassWeightGrads {
-  at::Tensor att_dst, att_src, att_bias, w_ih, w_hh, b_ih, b_hh;
+// The backward's whole-pass buffers, filled level by level (each row once, by its own level): the
+// GRU pre-activation gradients, and the attention's per-row parts (att_src [N, F], att_bias and the
+// logit sum ds [N]). Nothing in them feeds back into earlier levels, so the gradients of h0 and of
+// every weight are formed from them once, after the level loop, with the same ATen calls on every
+// device (finish()).
+struct FlowPassGradBuffers {
+  at::Tensor dgi, dgh, g_src_rows, g_bias_rows, ds;
 
-  explicit FlowPassWeightGrads(const FlowPassArgs& a)
-      : att_dst(at::zeros_like(a.att_dst)), att_src(at::zeros_like(a.att_src)), att_bias(at::zeros_like(a.att_bias)),
-        w_ih(at::zeros_like(a.w_ih)), w_hh(at::zeros_like(a.w_hh)), b_ih(at::zeros_like(a.b_ih)),
-        b_hh(at::zeros_like(a.b_hh)) {}
+  FlowPassGradBuffers(int64_t N, int64_t F, const at::TensorOptions& opts)
+      : dgi(at::zeros({N, 3 * F}, opts)), dgh(at::zeros({N, 3 * F}, opts)), g_src_rows(at::zeros({N, F}, opts)),
+        g_bias_rows(at::zeros({N}, opts)), ds(at::zeros({N}, opts)) {}
 
-  // GRU weights, from a level's pre-activation gradients [R, 3F] and the cell's inputs [R, F].
-  void add_gru(const at::Tensor& dgi, const at::Tensor& dgh, const at::Tensor& msg, const at::Tensor& hv) {
-    w_ih.addmm_(dgi.t(), msg);
-    w_hh.addmm_(dgh.t(), hv);
-    b_ih.add_(dgi.sum(0));
-    b_hh.add_(dgh.sum(0));
-  }
-
-  // Attention weights, from a level's per-row parts (att_src [R, F], bias [R]) and logit sums ds [R].
-  void add_attention(const at::Tensor& src_rows, const at::Tensor& bias_rows, const at::Tensor& ds,
-                     const at::Tensor& hv) {
-    att_src.add_(src_rows.sum(0));
-    att_bias.add_(bias_rows.sum().reshape({1}));
-    att_dst.add_(at::mv(hv.t(), ds));
-  }
-
-  std::vector<at::Tensor> with_input_grad(const at::Tensor& grad_h0) const {
-    return {grad_h0, att_dst, att_src, att_bias, w_ih, w_hh, b_ih, b_hh};
+  // {grad_h0, grad_att_dst, grad_att_src, grad_att_bias, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh}:
+  // h0 enters as the GRU input (through w_ih) and as the attention's destination (through att_dst);
+  // the message (msg) is the GRU hidden state (through w_hh).
+  std::vector<at::Tensor> finish(const FlowPassArgs& a, const at::Tensor& h0, const at::Tensor& msg) const {
+    auto grad_h0 = at::mm(dgi, a.w_ih);
+    grad_h0.addr_(ds, a.att_dst);
+    return {grad_h0,
+            at::mv(h0.t(), ds),
+            g_src_rows.sum(0),
+            g_bias_rows.sum().reshape({1}),
+            at::mm(dgi.t(), h0),
+            at::mm(dgh.t(), msg),
+            dgi.sum(0),
+            dgh.sum(0)};
   }
 };
 
 // Kernels. args = the 15 inputs of flow_pass in schema order (FlowPassArgs). The forward returns
-// {h, msg[N, F], rz[N, 2F], n[N, F], gh_n[N, F], logit[E]}: the output and, for the rows of levels
-// >= 1, the intermediates the backward needs (attention messages, GRU gates r|z, n, and the hidden
-// projection's n block), so the backward needs no recomputation and no forward GEMM. The backward
+// {h, msg[N, F], rz[N, 2F], n[N, F], gh_n[N, F], logit[E]}: the output and the intermediates the
+// backward needs (attention messages, GRU gates r|z, n, and the hidden projection's n block), so the
+// backward needs no recomputation and no forward GEMM. The backward
 // returns {grad_h0, grad_att_dst, grad_att_src, grad_att_bias, grad_w_ih, grad_w_hh, grad_b_ih,
 // grad_b_hh}.
 std::vector<at::Tensor> flow_pass_forward_cpu(at::TensorList args);

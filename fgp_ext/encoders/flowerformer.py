@@ -5,8 +5,10 @@ Per layer (FGP.md §3, after FlowerFormer, CVPR 2024):
 1. **Flow encode**: a forward pass over topological generations, each node aggregating its
    predecessors' states (already updated in this pass) by attention
    (``logit = a_dst . h_v + a_src . h_u``, softmax over the predecessors) and combining with a
-   GRU cell (``h_v <- GRU(message, h_v)``); then the same backwards on the reversed graph
-   (successors, generations counted from the sinks) with its own weights. Residual + LayerNorm.
+   GRU cell whose input is the node's state and whose hidden state is the message
+   (``h_v <- GRU(h_v, message)``; first-generation nodes get a zero message); then the same
+   backwards on the reversed graph (successors, generations counted from the sinks) with its own
+   weights. Residual + LayerNorm.
 2. **Flow-aware global attention**: multi-head attention restricted to flow-related pairs
    (``u`` reaches ``v``, ``v`` reaches ``u``, or ``u = v``). Residual + LayerNorm.
 3. **Feed-forward** block. Residual + LayerNorm.
@@ -14,13 +16,13 @@ Per layer (FGP.md §3, after FlowerFormer, CVPR 2024):
 Graph embedding: mean of the node states (the shared :class:`Encoder` interface).
 
 Differences from the authors' implementation (read for understanding; none of its code is used):
-their GRU takes the node's previous state as input and the message as hidden state, sources are
-passed through the GRU with a zero message, the backward pass revisits the forward generations in
-reverse (a node may be updated once per generation of its out-edges), and edges carry a learned
-edge-type embedding. Here the message is the GRU input and the node's state its hidden state,
-first-generation nodes keep their state, and the reversed pass uses the generations of the reversed
-graph (each node updated once, after all its successors). The model is "FlowerFormer-style", not a
-reproduction.
+their backward pass revisits the forward generations in reverse (a node may be updated once per
+generation of its out-edges), and edges carry a learned edge-type embedding. Here the reversed pass
+uses the generations of the reversed graph (each node updated once, after all its successors), and
+edges carry nothing (the op-on-node spaces have a single edge type). The GRU wiring (state as
+input, message as hidden state, sources through the cell) follows theirs: our earlier wiring
+(message as input, sources kept) scored 0.016 lower supervised on NB201 (results/flow_encoder.md).
+The model is "FlowerFormer-style", not a reproduction.
 
 The passes run on :mod:`fgp_ext.levels` (one step per generation on contiguous slices, recomputed
 in the backward) and the attention on the fused :func:`fgp_ext.ops.gather_attention`, so the cost
@@ -42,7 +44,9 @@ from fgp_ext.levels import Level, LevelPlan, propagate
 
 
 class FlowStep(nn.Module):
-    """One generation of a flow pass: attention over the predecessors, then a GRU cell."""
+    """One generation of a flow pass: attention over the predecessors (none in the first
+    generation: a zero message), then a GRU cell with the node's state as input and the message as
+    hidden state."""
 
     def __init__(self, dim: int):
         super().__init__()
@@ -61,7 +65,7 @@ class FlowStep(nn.Module):
         logit = self.att_dst(hv).index_select(0, level.rows) + self.att_src(xs)          # [E_l, 1]
         msg = ops.gather_attention(xs.unsqueeze(1), logit, level.entries, level.indptr,
                                    transpose=level.transpose).squeeze(1)                   # [R_l, F]
-        return self.gru(msg, hv)
+        return self.gru(hv, msg)  # as FlowerFormer: the node's state is the input, the message the hidden state
 
 
 class LevelBackend:

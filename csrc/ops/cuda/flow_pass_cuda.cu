@@ -15,29 +15,32 @@ __global__ void attention_rows_kernel(int64_t s, int64_t R, int64_t es, const in
   }
 }
 
-// Gates and new state of rows [s, s + R); gi, gh are the level's [R, 3F] projections.
+// Gates and new state of rows [s, s + R); gi is the whole pass's [N, 3F] input projection, gh the
+// level's [R, 3F] message projection; the message is the cell's hidden state.
 template <typename T>
-__global__ void gru_forward_kernel(int64_t s, int64_t R, int64_t F, const T* gi, const T* gh, const T* h0, T* h,
+__global__ void gru_forward_kernel(int64_t s, int64_t R, int64_t F, const T* gi, const T* gh, const T* msg, T* h,
                                    T* rz, T* n, T* gh_n) {
   FGP_CUDA_KERNEL_LOOP(t, R * F) {
     const int64_t r = t / F, f = t % F, v = s + r;
     T rg, zg, ng;
-    gru_gates(gi + r * 3 * F, gh + r * 3 * F, F, f, &rg, &zg, &ng);
+    gru_gates(gi + v * 3 * F, gh + r * 3 * F, F, f, &rg, &zg, &ng);
     rz[v * 2 * F + f] = rg;
     rz[v * 2 * F + F + f] = zg;
     n[v * F + f] = ng;
     gh_n[v * F + f] = gh[r * 3 * F + 2 * F + f];
-    h[v * F + f] = gru_combine(zg, ng, h0[v * F + f]);
+    h[v * F + f] = gru_combine(zg, ng, msg[v * F + f]);
   }
 }
 
+// Cell backward of rows [s, s + R): the rows' dgi, dgh (whole-pass [N, 3F]) and the direct message
+// gradient dmsg ([R, F]).
 template <typename T>
 __global__ void gru_backward_kernel(int64_t s, int64_t R, int64_t F, const T* rz, const T* n, const T* gh_n,
-                                    const T* h0, const T* g, T* dgi, T* dgh, T* dhv) {
+                                    const T* msg, const T* g, T* dgi, T* dgh, T* dmsg) {
   FGP_CUDA_KERNEL_LOOP(t, R * F) {
     const int64_t r = t / F, f = t % F, v = s + r;
-    dhv[t] = gru_cell_backward(rz[v * 2 * F + f], rz[v * 2 * F + F + f], n[v * F + f], gh_n[v * F + f],
-                               h0[v * F + f], g[v * F + f], F, f, dgi + r * 3 * F, dgh + r * 3 * F);
+    dmsg[t] = gru_cell_backward(rz[v * 2 * F + f], rz[v * 2 * F + F + f], n[v * F + f], gh_n[v * F + f],
+                                msg[v * F + f], g[v * F + f], F, f, dgi + v * 3 * F, dgh + v * 3 * F);
   }
 }
 
@@ -80,23 +83,27 @@ std::vector<at::Tensor> flow_pass_forward_cuda(at::TensorList args_in) {
   const auto att_dst = a.att_dst.contiguous(), att_src = a.att_src.contiguous(), bias = a.att_bias.contiguous();
   const int64_t N = h0.size(0), F = h0.size(1), E = index.numel(), L = static_cast<int64_t>(levels.size()) - 1;
   const auto opts = h0.options();
-  auto h = h0.clone();
-  auto msg = at::zeros({N, F}, opts), rz = at::zeros({N, 2 * F}, opts), n = at::zeros({N, F}, opts);
-  auto gh_n = at::zeros({N, F}, opts), logit = at::empty({E}, opts);
+  const auto gi = at::addmm(a.b_ih, h0, a.w_ih.t()).contiguous();  // the GRU input is h0: one GEMM
+  auto h = at::empty({N, F}, opts);
+  auto msg = at::zeros({N, F}, opts), rz = at::empty({N, 2 * F}, opts), n = at::empty({N, F}, opts);
+  auto gh_n = at::empty({N, F}, opts), logit = at::empty({E}, opts);
   const auto entry_starts = level_entry_starts(indptr, levels);
   AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "flow_pass_cuda", [&] {
-    for (int64_t l = 1; l < L; ++l) {
+    for (int64_t l = 0; l < L; ++l) {
       const int64_t s = levels[l], t = levels[l + 1], R = t - s, es = entry_starts[l];
+      const int64_t El = entry_starts[l + 1] - es;
       if (R == 0) continue;
-      attention_rows_kernel<scalar_t><<<cuda::blocks_for(R), cuda::kThreads, 0, cuda::stream()>>>(
-          s, R, es, indptr.data_ptr<int64_t>(), index.data_ptr<int64_t>(), h0.data_ptr<scalar_t>(),
-          h.data_ptr<scalar_t>(), att_dst.data_ptr<scalar_t>(), att_src.data_ptr<scalar_t>(),
-          bias.data_ptr<scalar_t>(), F, logit.data_ptr<scalar_t>() + es, msg.data_ptr<scalar_t>() + s * F);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-      const auto gi = at::addmm(a.b_ih, msg.slice(0, s, t), a.w_ih.t()).contiguous();
-      const auto gh = at::addmm(a.b_hh, h0.slice(0, s, t), a.w_hh.t()).contiguous();
+      if (El > 0) {
+        attention_rows_kernel<scalar_t><<<cuda::blocks_for(R), cuda::kThreads, 0, cuda::stream()>>>(
+            s, R, es, indptr.data_ptr<int64_t>(), index.data_ptr<int64_t>(), h0.data_ptr<scalar_t>(),
+            h.data_ptr<scalar_t>(), att_dst.data_ptr<scalar_t>(), att_src.data_ptr<scalar_t>(),
+            bias.data_ptr<scalar_t>(), F, logit.data_ptr<scalar_t>() + es, msg.data_ptr<scalar_t>() + s * F);
+        C10_CUDA_KERNEL_LAUNCH_CHECK();
+      }
+      const auto gh = (El > 0 ? at::addmm(a.b_hh, msg.slice(0, s, t), a.w_hh.t())
+                              : a.b_hh.expand({R, 3 * F})).contiguous();
       gru_forward_kernel<scalar_t><<<cuda::blocks_for(R * F), cuda::kThreads, 0, cuda::stream()>>>(
-          s, R, F, gi.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
+          s, R, F, gi.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), msg.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
           rz.data_ptr<scalar_t>(), n.data_ptr<scalar_t>(), gh_n.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
@@ -110,40 +117,34 @@ std::vector<at::Tensor> flow_pass_backward_cuda(const at::Tensor& grad, at::Tens
   const auto sv = unpack_flow_pass_saved(grad, saved, a);
   c10::cuda::CUDAGuard guard(a.h0.device());
   const auto h0 = a.h0.contiguous(), indptr = a.indptr.contiguous(), index = a.index.contiguous();
-  const auto att_dst = a.att_dst.contiguous(), att_src = a.att_src.contiguous();
+  const auto att_src = a.att_src.contiguous();
   const auto group_perm = a.group_perm.contiguous(), group_ptr = a.group_ptr.contiguous();
   const auto group_src = a.group_src.contiguous();
   const auto &h = sv.h, &msg = sv.msg, &rz = sv.rz, &n = sv.n, &gh_n = sv.gh_n, &logit = sv.logit;
-  const int64_t F = h0.size(1), L = static_cast<int64_t>(levels.size()) - 1;
+  const int64_t N = h0.size(0), F = h0.size(1), L = static_cast<int64_t>(levels.size()) - 1;
   const auto opts = h0.options();
   auto g = grad.contiguous().clone();
-  FlowPassWeightGrads wg(a);
+  FlowPassGradBuffers buf(N, F, opts);
   const auto entry_starts = level_entry_starts(indptr, levels);
   AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "flow_pass_backward_cuda", [&] {
-    for (int64_t l = L - 1; l >= 1; --l) {
+    for (int64_t l = L - 1; l >= 0; --l) {
       const int64_t s = levels[l], t = levels[l + 1], R = t - s, es = entry_starts[l];
       const int64_t El = entry_starts[l + 1] - es;
       if (R == 0) continue;
-      auto dgi = at::empty({R, 3 * F}, opts), dgh = at::empty({R, 3 * F}, opts), dhv = at::empty({R, F}, opts);
+      auto dmsg = at::empty({R, F}, opts);
       gru_backward_kernel<scalar_t><<<cuda::blocks_for(R * F), cuda::kThreads, 0, cuda::stream()>>>(
-          s, R, F, rz.data_ptr<scalar_t>(), n.data_ptr<scalar_t>(), gh_n.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(),
-          g.data_ptr<scalar_t>(), dgi.data_ptr<scalar_t>(), dgh.data_ptr<scalar_t>(), dhv.data_ptr<scalar_t>());
+          s, R, F, rz.data_ptr<scalar_t>(), n.data_ptr<scalar_t>(), gh_n.data_ptr<scalar_t>(), msg.data_ptr<scalar_t>(),
+          g.data_ptr<scalar_t>(), buf.dgi.data_ptr<scalar_t>(), buf.dgh.data_ptr<scalar_t>(), dmsg.data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      const auto hv = h0.slice(0, s, t), msg_l = msg.slice(0, s, t);
-      const auto dmsg = at::mm(dgi, a.w_ih).contiguous();
-      dhv.add_(at::mm(dgh, a.w_hh));
-      wg.add_gru(dgi, dgh, msg_l, hv);
-      auto dx = at::empty({std::max<int64_t>(El, 1), F}, opts), g_src_rows = at::empty({R, F}, opts);
-      auto g_bias_rows = at::empty({R}, opts), ds = at::empty({R}, opts);
+      if (El == 0) continue;  // no predecessors: the message is a constant 0
+      dmsg.addmm_(buf.dgh.slice(0, s, t), a.w_hh);
+      auto dx = at::empty({El, F}, opts);
       attention_rows_backward_kernel<scalar_t><<<cuda::blocks_for(R), cuda::kThreads, 0, cuda::stream()>>>(
           s, R, es, indptr.data_ptr<int64_t>(), index.data_ptr<int64_t>(), h.data_ptr<scalar_t>(),
           att_src.data_ptr<scalar_t>(), logit.data_ptr<scalar_t>() + es, msg.data_ptr<scalar_t>() + s * F,
-          dmsg.data_ptr<scalar_t>(), F, dx.data_ptr<scalar_t>(), g_src_rows.data_ptr<scalar_t>(),
-          g_bias_rows.data_ptr<scalar_t>(), ds.data_ptr<scalar_t>());
+          dmsg.data_ptr<scalar_t>(), F, dx.data_ptr<scalar_t>(), buf.g_src_rows.data_ptr<scalar_t>() + s * F,
+          buf.g_bias_rows.data_ptr<scalar_t>() + s, buf.ds.data_ptr<scalar_t>() + s);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      wg.add_attention(g_src_rows, g_bias_rows, ds, hv);
-      dhv.add_(at::outer(ds, att_dst));
-      g.slice(0, s, t).copy_(dhv);
       const int64_t g0 = groups[l], g1 = groups[l + 1];
       if (g1 > g0) {
         group_scatter_kernel<scalar_t><<<cuda::blocks_for((g1 - g0) * F), cuda::kThreads, 0, cuda::stream()>>>(
@@ -153,7 +154,7 @@ std::vector<at::Tensor> flow_pass_backward_cuda(const at::Tensor& grad, at::Tens
       }
     }
   });
-  return wg.with_input_grad(g);
+  return buf.finish(a, h0, msg);
 }
 
 }  // namespace fgp
