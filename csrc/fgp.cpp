@@ -13,6 +13,7 @@
 #include "ops/flow_surrogate.h"
 #include "ops/gather_attention.h"
 #include "ops/gather_segment_sum.h"
+#include "ops/gated_aggregate.h"
 #include "ops/level_schedule.h"
 #include "ops/segment_sum_csr.h"
 #include "ops/select_graphs.h"
@@ -55,6 +56,13 @@ TORCH_LIBRARY(fgp, m) {
         "float scale, Tensor t_indptr, Tensor t_index, Tensor t_perm) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
   m.def("gather_attention_backward(Tensor grad, Tensor x, Tensor logit, Tensor index, Tensor indptr, "
         "Tensor out, Tensor t_indptr, Tensor t_index, Tensor t_perm) -> (Tensor grad_x, Tensor grad_logit)");
+  // GatedGCN's edge-gated, normalised aggregation; t_indptr/t_index (the transposed CSR without
+  // its perm: the backward recomputes every gate from node rows) are read by the backward only.
+  m.def("gated_aggregate(Tensor gate_dst, Tensor gate_src, Tensor value, Tensor index, Tensor indptr, "
+        "float eps=1e-6, Tensor? t_indptr=None, Tensor? t_index=None) -> Tensor");
+  m.def("gated_aggregate_backward(Tensor grad, Tensor gate_dst, Tensor gate_src, Tensor value, Tensor index, "
+        "Tensor indptr, Tensor out, float eps, Tensor t_indptr, Tensor t_index) -> "
+        "(Tensor grad_dst, Tensor grad_src, Tensor grad_value)");
 }
 
 namespace {
@@ -93,6 +101,14 @@ at::Tensor dot_attention_forward(const at::Tensor& q, const at::Tensor& k, const
   return Kernel(q, k, v, index, indptr, scale);
 }
 
+template <at::Tensor (*Kernel)(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                               const at::Tensor&, double)>
+at::Tensor gated_forward(const at::Tensor& gate_dst, const at::Tensor& gate_src, const at::Tensor& value,
+                         const at::Tensor& index, const at::Tensor& indptr, double eps,
+                         const std::optional<at::Tensor>&, const std::optional<at::Tensor>&) {
+  return Kernel(gate_dst, gate_src, value, index, indptr, eps);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fgp, CPU, m) {
@@ -112,6 +128,8 @@ TORCH_LIBRARY_IMPL(fgp, CPU, m) {
   m.impl("flow_pass", &flow_pass_output<&fgp::flow_pass_forward_cpu>);
   m.impl("flow_pass_train", &fgp::flow_pass_forward_cpu);
   m.impl("flow_pass_backward", &fgp::flow_pass_backward_cpu);
+  m.impl("gated_aggregate", &gated_forward<&fgp::gated_aggregate_cpu>);
+  m.impl("gated_aggregate_backward", &fgp::gated_aggregate_backward_cpu);
 }
 
 #ifdef FGP_WITH_CUDA
@@ -132,6 +150,8 @@ TORCH_LIBRARY_IMPL(fgp, CUDA, m) {
   m.impl("flow_pass", &flow_pass_output<&fgp::flow_pass_forward_cuda>);
   m.impl("flow_pass_train", &fgp::flow_pass_forward_cuda);
   m.impl("flow_pass_backward", &fgp::flow_pass_backward_cuda);
+  m.impl("gated_aggregate", &gated_forward<&fgp::gated_aggregate_cuda>);
+  m.impl("gated_aggregate_backward", &fgp::gated_aggregate_backward_cuda);
 }
 #endif
 

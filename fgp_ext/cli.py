@@ -44,6 +44,28 @@ def _load_data(args):
     return ds
 
 
+def _load_unlabelled(args, ds):
+    """``--unlabelled``: None, ``sample:N`` (N random cells of the data's space; NB101 only) or a
+    file of architectures of the same space (labels, if any, are ignored)."""
+    spec = getattr(args, "unlabelled", None)
+    if not spec:
+        return None
+    if spec.startswith("sample:"):
+        try:
+            n = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise SystemExit(f"fgp: --unlabelled sample:N needs an integer N, got {spec!r}") from None
+        if ds.space.name != "nb101":
+            raise SystemExit(f"fgp: --unlabelled sample:N samples NAS-Bench-101 cells; the data is {ds.space.name} "
+                             "(pass a file of unlabelled architectures instead)")
+        from fgp_ext.data.spaces import sample_nb101
+
+        return sample_nb101(n, seed=0)
+    from fgp_ext.data import formats
+
+    return formats.load(spec, ds.space)
+
+
 def _target(args, ds) -> str:
     if getattr(args, "target", None):
         if args.target not in ds.target_names:
@@ -356,16 +378,22 @@ def cmd_run(args) -> int:
         batch_size_pretrain=args.batch_size_pretrain, batch_size_finetune=args.batch_size_finetune, lr=args.lr,
         margin=args.margin, hidden=args.hidden, dropout=args.dropout, surrogate=sp, aux_target=aux,
         standardize=not args.no_standardize, baseline=not args.no_baseline, progress=_progress(args),
-        reconstruction=not args.no_reconstruction)
+        reconstruction=not args.no_reconstruction, unlabelled=_load_unlabelled(args, ds))
     summary["aux_target"] = _aux_name(args, ds)
     summary["wall_s"] = time.perf_counter() - t0
     summary["command"] = "fgp " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else None
     print()
-    print(f"{'method':<12}{'Kendall tau':>20}{'P@1%':>18}{'Spearman':>12}   ({len(summary['runs'])} run(s), test set)")
+    n_test = summary["runs"][0]["n_test"] if summary["runs"] else 0
+    print(f"{'method':<12}{'Kendall tau':>20}{'P@1%':>18}{'P@5%':>18}{'Spearman':>12}   "
+          f"({len(summary['runs'])} run(s), test set of {n_test})")
     for m, vals in summary["mean"].items():
         sd = summary["std"][m]
         print(f"{m:<12}{vals['kendall_tau']:>12.4f} ± {sd['kendall_tau']:.4f}"
-              f"{vals['p@1%']:>10.4f} ± {sd['p@1%']:.4f}{vals['spearman']:>12.4f}")
+              f"{vals['p@1%']:>10.4f} ± {sd['p@1%']:.4f}{vals['p@5%']:>10.4f} ± {sd['p@5%']:.4f}"
+              f"{vals['spearman']:>12.4f}")
+    if 0 < n_test < 500:
+        print(f"note: P@1% of a {n_test}-architecture test set ranks only its top {max(int(n_test * 0.01), 0)}; "
+              "read P@5%/P@10% instead")
     print(f"time per epoch: pre-training {summary['pretrain_s_per_epoch']:.2f} s, fine-tuning "
           f"{summary['finetune_s_per_epoch']:.3f} s (train steps only); wall {summary['wall_s']:.1f} s")
     if not args.no_plots:
@@ -488,6 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--margin", type=float, default=0.5)
     _add_pretrain_losses(p)
+    p.add_argument("--unlabelled", default=None,
+                   help="extra architectures for pre-training only: a file of the same space, or sample:N "
+                        "(N random NAS-Bench-101 cells; NB101 data only)")
     p.add_argument("--no-baseline", action="store_true", help="skip the supervised-only baseline")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--out", default=None, help="output directory (default fgp_results/<encoder>)")

@@ -246,6 +246,30 @@ def dot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pairs: CSR,
     return _ops.dot_attention(q, k, v, pairs.index, pairs.indptr, scale, *t)
 
 
+def gated_aggregate(gate_dst: torch.Tensor, gate_src: torch.Tensor, value: torch.Tensor, csr: CSR,
+                    eps: float = 1e-6, transpose: CSR | None = None) -> torch.Tensor:
+    """GatedGCN's edge-gated aggregation, fused: for every row ``v`` of ``csr`` (entries ``e``
+    reading rows ``u_e``), per channel::
+
+        g_e    = sigmoid(gate_dst[v] + gate_src[u_e])
+        out[v] = sum_e g_e * value[u_e] / (sum_e g_e + eps)
+
+    Args:
+        gate_dst: ``[N, F]`` (the ``A h`` of the layer), one row per CSR row.
+        gate_src, value: ``[M, F]`` (``B h`` and ``V h``), read through ``csr.index``.
+        csr: the CSR (``indptr [N + 1]``, ``index [E]``).
+        eps: keeps rows whose gates are all ~0 finite; rows without entries give 0.
+        transpose: the CSR's transpose (its ``indptr``/``index``; the perm is not needed), read by
+            the backward only. A symmetric CSR (e.g. :attr:`ArchBatch.undirected_csr`) is its own
+            transpose: pass it again. Default: built by :func:`csr_transpose` in the backward.
+
+    Returns ``[N, F]``. Differentiable in the three inputs; neither the forward nor the backward
+    stores per-entry tensors (the backward recomputes the gates), and no atomics are used.
+    """
+    t = (None, None) if transpose is None else (transpose.indptr, transpose.index)
+    return _ops.gated_aggregate(gate_dst, gate_src, value, csr.index, csr.indptr, float(eps), *t)
+
+
 def flow_pass(h0: torch.Tensor, plan, att_dst: torch.Tensor, att_src: torch.Tensor, att_bias: torch.Tensor,
               w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
     """One whole flow pass of a flow-aware encoder, fused in C++ (one call whatever the depth).
@@ -344,6 +368,24 @@ def _attention_backward(ctx, grad):
 
 
 torch.library.register_autograd("fgp::gather_attention", _attention_backward, setup_context=_attention_setup)
+
+
+def _gated_setup(ctx, inputs, output):
+    gate_dst, gate_src, value, index, indptr, eps, t_indptr, t_index = inputs
+    ctx.save_for_backward(gate_dst, gate_src, value, index, indptr, output, t_indptr, t_index)
+    ctx.eps = eps
+
+
+def _gated_backward(ctx, grad):
+    gate_dst, gate_src, value, index, indptr, out, t_indptr, t_index = ctx.saved_tensors
+    if t_indptr is None or t_index is None:
+        t_indptr, t_index, _ = _ops.csr_transpose(index, indptr, gate_src.shape[0])
+    grads = _ops.gated_aggregate_backward(grad.contiguous(), gate_dst, gate_src, value, index, indptr, out, ctx.eps,
+                                          t_indptr, t_index)
+    return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:3])), None, None, None, None, None)
+
+
+torch.library.register_autograd("fgp::gated_aggregate", _gated_backward, setup_context=_gated_setup)
 
 
 def _dot_attention_setup(ctx, inputs, output):
@@ -466,6 +508,17 @@ def _attention_fake(x, logit, index, indptr, t_indptr=None, t_index=None, t_perm
     return x.new_empty((indptr.shape[0] - 1, x.shape[1], x.shape[2]))
 
 
+@torch.library.register_fake("fgp::gated_aggregate")
+def _gated_fake(gate_dst, gate_src, value, index, indptr, eps=1e-6, t_indptr=None, t_index=None):
+    torch._check(gate_dst.dim() == 2, lambda: "gate_dst must be [N, F]")
+    return torch.empty_like(gate_dst)
+
+
+@torch.library.register_fake("fgp::gated_aggregate_backward")
+def _gated_backward_fake(grad, gate_dst, gate_src, value, index, indptr, out, eps, t_indptr, t_index):
+    return torch.empty_like(gate_dst), torch.empty_like(gate_src), torch.empty_like(value)
+
+
 @torch.library.register_fake("fgp::gather_attention_backward")
 def _attention_backward_fake(grad, x, logit, index, indptr, out, t_indptr, t_index, t_perm):
     return torch.empty_like(x), torch.empty_like(logit)
@@ -518,3 +571,9 @@ if not CUDA_KERNELS:
             q, k, v, index, indptr, scale),
     )
     torch.library.register_kernel("fgp::dot_attention_backward", "cuda", _ref.dot_attention_backward)
+    torch.library.register_kernel(
+        "fgp::gated_aggregate", "cuda",
+        lambda gate_dst, gate_src, value, index, indptr, eps=1e-6, t_indptr=None, t_index=None: _ref.gated_aggregate(
+            gate_dst, gate_src, value, index, indptr, eps),
+    )
+    torch.library.register_kernel("fgp::gated_aggregate_backward", "cuda", _ref.gated_aggregate_backward)

@@ -172,7 +172,8 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
         surrogate_targets: ``[B, k]`` flow-surrogate vectors (:func:`fgp_ext.flow_surrogate`).
         aux_target: optional ``[B]`` cheap scalar (zero-cost proxy, params, FLOPs...); adds an
             auxiliary head (hidden 64, out 1) trained with :func:`ranking_loss`; the total loss is
-            then ``0.5 * rec + 0.5 * aux``.
+            then ``0.5 * rec + 0.5 * aux``. NaN marks architectures without the scalar (e.g. extra
+            unlabelled cells): they are left out of the ranking loss only.
         reconstruction: ``False`` drops the surrogate-reconstruction loss and trains on the auxiliary
             ranking loss alone (the "proxy only" ablation; needs ``aux_target``).
         standardize: z-score every surrogate dimension over the dataset before regression (the
@@ -200,6 +201,9 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
         aux = torch.as_tensor(np.asarray(aux_target, dtype=np.float64)).reshape(-1)
         if aux.numel() != batch.num_graphs:
             raise ValueError(f"aux_target has {aux.numel()} values for {batch.num_graphs} graphs")
+        aux_known = torch.isfinite(aux)
+        if int(aux_known.sum()) < 2:
+            raise ValueError("aux_target has fewer than 2 finite values: nothing to rank")
     idx_all = (torch.arange(batch.num_graphs) if indices is None
                else torch.as_tensor(np.asarray(indices), dtype=torch.int64))
     torch.manual_seed(seed)
@@ -226,7 +230,8 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
             rec = (flow_head(z) - t[ids]).pow(2).sum(-1).mean()
             loss = rec
             if aux_head is not None:
-                la = ranking_loss(aux_head(z).squeeze(-1), aux[ids].to(z.dtype), margin=aux_margin)
+                known = aux_known[ids]  # architectures without the proxy (NaN) sit out the ranking loss
+                la = ranking_loss(aux_head(z).squeeze(-1)[known], aux[ids][known].to(z.dtype), margin=aux_margin)
                 loss = 0.5 * rec + 0.5 * la if reconstruction else la
                 aux_sum += float(la.detach())
             opt.zero_grad(set_to_none=True)
@@ -414,11 +419,16 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
                  batch_size_finetune: int = 16, lr: float = 1e-3, margin: float = 0.5,
                  hidden: int = 128, dropout: float = 0.1, surrogate: dict | None = None,
                  surrogate_targets=None, aux_target=None, standardize: bool = True, reconstruction: bool = True,
-                 baseline: bool = True, progress: bool | None = None, log=print) -> dict:
+                 baseline: bool = True, progress: bool | None = None, unlabelled=None, log=print) -> dict:
     """The whole protocol on one dataset: FGP (pre-train on all architectures, then fine-tune) vs a
     supervised-only baseline (same encoder, same fine-tuning budget), over ``runs`` (seed,
     permutation) pairs of :func:`protocol_runs`. Pre-training depends on the seed only, so it runs
     once per distinct seed and is reused across permutations.
+
+    ``unlabelled``: optional extra architectures of the same search space (a :class:`Dataset` or a
+    list of graphs, e.g. :func:`fgp_ext.data.spaces.sample_nb101`) added to the pre-training set
+    only; they never enter a split. An auxiliary proxy target, when used, covers the labelled
+    dataset only (the extras sit out the ranking loss).
 
     Returns a JSON-serialisable summary (``runs``: per-run metrics; ``mean``/``std`` per method;
     timings) plus, under ``"_artifacts"``, the first run's predictions and training curves.
@@ -430,6 +440,17 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
     y = dataset.targets(target)
     t_col = time.perf_counter()
     batch = collate(dataset.graphs)
+    extra = [] if unlabelled is None else list(getattr(unlabelled, "graphs", unlabelled))
+    if extra:
+        extra_space = getattr(unlabelled, "space", None)
+        if extra_space is not None and list(extra_space.vocab) != list(space.vocab):
+            raise ValueError(f"unlabelled architectures are from another search space "
+                             f"({getattr(extra_space, 'name', '?')}, not {getattr(space, 'name', '?')})")
+        too_big = max(int(g.ops.max()) for g in extra if g.num_nodes) if extra else -1
+        if too_big >= space.num_ops:
+            raise ValueError(f"an unlabelled architecture uses op id {too_big}, outside the vocabulary "
+                             f"of {space.num_ops} ops")
+    pre_batch = collate(dataset.graphs + extra) if extra else batch
     collate_s = time.perf_counter() - t_col
     n = batch.num_graphs
     n_train = int(n_train) if n_train else default_n_train(n, getattr(space, "name", None), n_val)
@@ -438,14 +459,17 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
     sp.update(surrogate or {})
     t_sur = time.perf_counter()
     if surrogate_targets is None:
-        surrogate_targets = flow_surrogate(batch, k=int(sp["k"]), std=float(sp["std"]), alpha=float(sp["alpha"]),
-                                           seed=int(sp["seed"]), num_ops=space.num_ops)
+        surrogate_targets = flow_surrogate(pre_batch, k=int(sp["k"]), std=float(sp["std"]),
+                                           alpha=float(sp["alpha"]), seed=int(sp["seed"]), num_ops=space.num_ops)
     sur_s = time.perf_counter() - t_sur
     if isinstance(aux_target, str):
         aux_name = aux_target
         aux_target = resolve_aux_target(aux_target, dataset)
     else:
         aux_name = None if aux_target is None else "array"
+    if aux_target is not None and extra:
+        aux_target = np.concatenate([np.asarray(aux_target, dtype=np.float64).reshape(-1),
+                                     np.full(len(extra), np.nan)])
     enc_cfg = {"hidden": hidden, "dropout": dropout}
     if encoder == "mlp":
         enc_cfg["max_nodes"] = int(batch.node_ptr.diff().max())
@@ -463,7 +487,7 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
             if method == "fgp":
                 if seed not in pretrained:
                     log(f"[run {r}] pre-training {encoder} (seed {seed}, {epochs_pretrain} epochs)")
-                    pre = pretrain(enc, batch, surrogate_targets, epochs=epochs_pretrain,
+                    pre = pretrain(enc, pre_batch, surrogate_targets, epochs=epochs_pretrain,
                                    batch_size=batch_size_pretrain, lr=lr, aux_target=aux_target,
                                    standardize=standardize, seed=seed, progress=progress,
                                    reconstruction=reconstruction)
@@ -493,7 +517,7 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
         "epochs_pretrain": epochs_pretrain, "epochs_finetune": epochs_finetune,
         "batch_size_pretrain": batch_size_pretrain, "batch_size_finetune": batch_size_finetune, "lr": lr,
         "margin": margin, "surrogate": sp, "standardize_surrogate": standardize, "aux_target": aux_name,
-        "reconstruction": reconstruction,
+        "reconstruction": reconstruction, "num_unlabelled": len(extra),
         "threads": torch.get_num_threads(), "collate_s": collate_s, "surrogate_s": sur_s,
     }
     for method in ["fgp"] + (["supervised"] if baseline else []):

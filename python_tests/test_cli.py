@@ -92,3 +92,27 @@ def test_aux_target_auto_is_synflow_on_nb201_and_off_elsewhere(tmp_path):
     f.write_text('{"ops": ["input", "conv", "output"], "edges": [[0, 1], [1, 2]], "acc": 1.0}\n'
                  '{"ops": ["input", "output"], "edges": [[0, 1]], "acc": 2.0}\n')
     assert _aux_name(Namespace(aux_target="auto"), load(str(f))) is None
+
+
+def test_run_with_unlabelled_nb101_samples(tmp_path, capsys):
+    """--unlabelled sample:N adds random NB101 cells to pre-training only; refused on other spaces."""
+    from fgp_ext.data.spaces import sample_nb101
+
+    f = tmp_path / "nb101.jsonl"
+    rng = np.random.default_rng(0)
+    lines = []
+    for g in sample_nb101(120, seed=5).graphs:
+        m = np.zeros((g.num_nodes, g.num_nodes), dtype=int)
+        m[g.edges[0], g.edges[1]] = 1
+        names = ["input", "output", "conv1x1-bn-relu", "conv3x3-bn-relu", "maxpool3x3"]
+        lines.append(json.dumps({"matrix": m.tolist(), "ops": [names[o] for o in g.ops], "acc": float(rng.random())}))
+    f.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(f), "--encoder", "gin", "--hidden", "8", "--n-train", "60", "--ratio", "0.5",
+                 "--epochs-pretrain", "1", "--epochs-finetune", "1", "--runs", "1", "--unlabelled", "sample:50",
+                 "--no-plots", "--no-progress", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["num_unlabelled"] == 50 and summary["num_archs"] == 120
+    assert "read P@5%" in capsys.readouterr().out  # small test set: the P@1% caveat is printed
+    with pytest.raises(SystemExit, match="NAS-Bench-101"):
+        main(["run", "--limit", "100", "--unlabelled", "sample:10", "--runs", "1", "--no-plots"])

@@ -8,9 +8,10 @@ from fgp_ext import ops
 
 OPS = ["segment_sum_csr", "gather_segment_sum", "edge_dot", "csr_transpose", "topo_levels", "flow_surrogate",
        "level_schedule", "flow_pairs", "gather_attention", "gather_attention_backward", "flow_pass", "flow_pass_train",
-       "flow_pass_backward", "select_graphs", "dot_attention", "dot_attention_backward"]
+       "flow_pass_backward", "select_graphs", "dot_attention", "dot_attention_backward",
+       "gated_aggregate", "gated_aggregate_backward"]
 # ops whose fake kernels are exercised here (the data-dependent-size ones go through torch.compile in opcheck)
-META_OPS = OPS[:6] + ["gather_attention", "flow_pass"]
+META_OPS = OPS[:6] + ["gather_attention", "flow_pass", "gated_aggregate"]
 
 
 @pytest.mark.parametrize("name", OPS)
@@ -45,9 +46,12 @@ def test_meta_tensors_give_shapes(name):
             torch.empty(6, 3, device=m), *(torch.empty(4, dtype=torch.int64, device=m) for _ in range(7)),
             torch.empty(3, device=m), torch.empty(3, device=m), torch.empty(1, device=m), torch.empty(9, 3, device=m),
             torch.empty(9, 3, device=m), torch.empty(9, device=m), torch.empty(9, device=m)),
+        "gated_aggregate": lambda: ops.gated_aggregate(torch.empty(3, 2, device=m), x[:, :2], x[:, :2],
+                                                       ops.CSR(ptr, idx)),
     }
     expected = {"segment_sum_csr": (3, 3), "gather_segment_sum": (3, 3), "edge_dot": (5,), "csr_transpose": (7,),
-                "topo_levels": (3,), "flow_surrogate": (1, 4), "gather_attention": (3, 2, 3), "flow_pass": (6, 3)}
+                "topo_levels": (3,), "flow_surrogate": (1, 4), "gather_attention": (3, 2, 3), "flow_pass": (6, 3),
+                "gated_aggregate": (3, 2)}
     assert tuple(calls[name]().shape) == expected[name]
 
 

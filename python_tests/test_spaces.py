@@ -390,3 +390,26 @@ def test_get_space():
     assert S.get_space(sp) is sp
     with pytest.raises(ValueError, match="unknown search space"):
         S.get_space("nb999")
+
+
+def test_sample_nb101_gives_distinct_valid_pruned_cells():
+    ds = S.sample_nb101(300, seed=3)
+    assert len(ds) == 300 and ds.space.name == "nb101" and ds.target_names == []
+    keys = set()
+    for g in ds.graphs:
+        assert 2 <= g.num_nodes <= 7 and g.num_edges <= 9
+        assert g.ops[0] == S.NB101_VOCAB.index("input") and g.ops[-1] == S.NB101_VOCAB.index("output")
+        assert set(g.ops[1:-1].tolist()) <= {2, 3, 4}
+        src, dst = g.edges
+        assert (src < dst).all()
+        # pruned: every node is on an input -> output path
+        adj = np.zeros((g.num_nodes, g.num_nodes), dtype=bool)
+        adj[src, dst] = True
+        assert (S._reach(adj, 0) & S._reach(adj.T, g.num_nodes - 1)).all()
+        keys.add((g.ops.tobytes(), g.edges.tobytes()))
+    assert len(keys) == 300
+    again = S.sample_nb101(300, seed=3)
+    assert all(np.array_equal(a.ops, b.ops) and np.array_equal(a.edges, b.edges)
+               for a, b in zip(ds.graphs, again.graphs))
+    with pytest.raises(ValueError, match="edge_prob"):
+        S.sample_nb101(3, edge_prob=0.0)

@@ -218,3 +218,48 @@ def test_proxy_only_pretraining_needs_aux_and_ignores_reconstruction():
         pretrain(e, batch, s, epochs=2, batch_size=32, aux_target=aux, reconstruction=False, seed=1, progress=False)
         outs.append(torch.cat([p.detach().flatten() for p in e.parameters()]))
     assert torch.equal(outs[0], outs[1])
+
+
+def test_pretrain_leaves_nan_aux_targets_out_of_the_ranking_loss():
+    """Extra unlabelled architectures carry NaN proxies: pre-training runs and stays finite, and the
+    NaN rows do not enter the ranking loss (finite stand-ins for them change the result)."""
+    from fgp_ext import collate, load
+    from fgp_ext.encoders import build_encoder
+    from fgp_ext.train import pretrain
+
+    ds = load("nb201")
+    batch = collate(ds.graphs[:48])
+    aux = np.array(ds.targets("cifar10_val_12ep")[:48], dtype=np.float64)
+    aux[::3] = np.nan
+    outs = []
+    for a in (aux, np.where(np.isnan(aux), 1e6, aux)):
+        torch.manual_seed(0)
+        e = build_encoder("gin", ds.space.num_ops, hidden=8)
+        res = pretrain(e, batch, torch.zeros(48, 7), epochs=2, batch_size=16, aux_target=a, reconstruction=False,
+                       seed=1, progress=False)
+        assert all(np.isfinite(h["loss"]) and h["loss"] > 0 for h in res.history)
+        outs.append(torch.cat([p.detach().flatten() for p in e.parameters()]))
+    assert torch.isfinite(outs[0]).all()
+    assert not torch.equal(outs[0], outs[1])
+    with pytest.raises(ValueError, match="fewer than 2 finite"):
+        pretrain(build_encoder("gin", ds.space.num_ops, hidden=8), batch, torch.zeros(48, 7), epochs=1,
+                 aux_target=np.full(48, np.nan))
+
+
+def test_run_protocol_pretrains_on_extra_unlabelled_cells():
+    from fgp_ext import load
+    from fgp_ext.data.spaces import sample_nb101
+    from fgp_ext.train import run_protocol
+
+    ds = sample_nb101(160, seed=1)
+    rng = np.random.default_rng(0)
+    labelled = type(ds)(ds.graphs[:120], ds.space, {"acc": rng.random(120), "proxy": rng.random(120)})
+    extra = type(ds)(ds.graphs[120:], ds.space)
+    s = run_protocol(labelled, "gin", "acc", runs=1, ratio=0.5, n_train=60, n_val=20, epochs_pretrain=1,
+                     epochs_finetune=1, hidden=8, aux_target=labelled.targets("proxy"), unlabelled=extra,
+                     progress=False, log=lambda *a: None)
+    assert s["num_unlabelled"] == 40 and s["num_archs"] == 120
+    assert s["runs"][0]["n_test"] == 120 - 60 - 20
+    with pytest.raises(ValueError, match="another search space"):
+        run_protocol(labelled, "gin", "acc", runs=1, n_train=60, n_val=20, epochs_pretrain=1, epochs_finetune=1,
+                     unlabelled=load("nb201").subset(np.arange(5)), progress=False, log=lambda *a: None)

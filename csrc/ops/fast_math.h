@@ -34,13 +34,14 @@ FGP_HOST_DEVICE inline double double_from_bits(int64_t bits) {
 #endif
 }
 
+// x rounded to the nearest integer (ties to even) by adding and subtracting 1.5 * 2^(mantissa bits):
+// plain IEEE arithmetic (the build has no fast-math, so it is not folded away), where std::floor is
+// a libm call on baseline x86-64 that stops loops from vectorising. Valid for |x| < 2^22 (float),
+// 2^51 (double); exp_in_range needs |x| < 1100.
 template <typename T>
-FGP_HOST_DEVICE inline T fgp_floor(T x) {
-#if defined(__CUDA_ARCH__)
-  return floor(x);
-#else
-  return std::floor(x);
-#endif
+FGP_HOST_DEVICE inline T round_to_integer(T x) {
+  const T magic = sizeof(T) == 4 ? T(12582912.0) : T(6755399441055744.0);
+  return (x + magic) - magic;
 }
 
 // exp(x) for x in the normal range [lo, hi] (see fgp_exp): Cody-Waite reduction x = k ln2 + r,
@@ -51,7 +52,7 @@ FGP_HOST_DEVICE inline T exp_in_range(T x) {
   constexpr bool kSingle = sizeof(T) == 4;
   const T ln2_hi = kSingle ? T(0.693145751953125) : T(6.93147180369123816490e-01);
   const T ln2_lo = kSingle ? T(1.428606765330187045e-06) : T(1.90821492927058770002e-10);
-  const T kf = fgp_floor(x * T(1.4426950408889634) + T(0.5));
+  const T kf = round_to_integer(x * T(1.4426950408889634));
   const T r = (x - kf * ln2_hi) - kf * ln2_lo;
   T p;
   if constexpr (kSingle) {
@@ -105,6 +106,16 @@ template <typename T>
 FGP_HOST_DEVICE inline T softmax_exp(T x) {
   const T lo = exp_lower_bound<T>();
   return exp_in_range(x < lo ? lo : x);
+}
+
+// sigmoid(x) = 1 / (1 + exp(-x)) with exp's argument clamped to its normal range (beyond it the
+// result is 1, or below 1e-38, either way) instead of branched on, so CPU loops over it vectorise.
+// The edge gates of gated_aggregate use it on both devices.
+template <typename T>
+FGP_HOST_DEVICE inline T gate_sigmoid(T x) {
+  const T lo = exp_lower_bound<T>(), hi = sizeof(T) == 4 ? T(88.0) : T(709.0);
+  const T y = -x < lo ? lo : (-x > hi ? hi : -x);
+  return T(1) / (T(1) + exp_in_range(y));
 }
 
 }  // namespace fgp

@@ -80,6 +80,7 @@ __all__ = [
     "NB201_EDGES",
     "NB201_CELL_EDGES",
     "NB101_VOCAB",
+    "sample_nb101",
     "DARTS_OPS",
     "DARTS_VOCAB",
     "nb201_from_string",
@@ -496,6 +497,51 @@ def nb101_from_matrix(matrix, ops: Sequence[str], *, prune: bool = True,
     src, dst = np.nonzero(sub)
     return ArchGraph(ops=np.asarray(ids, dtype=np.int64)[keep], edges=np.stack([src, dst]),
                      sources=(0,), targets=dict(targets) if targets else {}, name=name)
+
+
+NB101_MAX_EDGES = 9
+
+
+def sample_nb101(n: int, seed: int = 0, *, edge_prob: float = 0.35, max_tries: int | None = None):
+    """``n`` distinct random NAS-Bench-101 cells (structures only, no labels) as a :class:`Dataset`,
+    for pre-training on more unlabelled cells than are labelled.
+
+    Each draw: 7 nodes, every upper-triangular edge with probability ``edge_prob``, the 5 inner nodes'
+    ops uniform over conv1x1 / conv3x3 / maxpool; kept when it is a valid NAS-Bench-101 spec (at most
+    9 edges, the output reachable from the input) and its pruned cell is new (exact duplicates of the
+    pruned matrix and ops are dropped; isomorphic cells are not merged). Deterministic in ``seed``.
+    """
+    from fgp_ext.data.dataset import Dataset
+
+    n = int(n)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if not 0.0 < float(edge_prob) <= 1.0:
+        raise ValueError(f"edge_prob must be in (0, 1], got {edge_prob}")
+    rng = np.random.default_rng(int(seed))
+    v = NB101_MAX_NODES
+    iu = np.triu_indices(v, 1)
+    inner = NB101_VOCAB[2:]
+    seen: set[bytes] = set()
+    graphs: list[ArchGraph] = []
+    tries, limit = 0, (max_tries if max_tries is not None else 200 * max(n, 1))
+    while len(graphs) < n:
+        if tries >= limit:
+            raise RuntimeError(f"sample_nb101: only {len(graphs)} distinct cells after {tries} draws "
+                               f"(raise edge_prob or max_tries)")
+        tries += 1
+        adj = np.zeros((v, v), dtype=np.int64)
+        adj[iu] = rng.random(iu[0].size) < edge_prob
+        if adj.sum() > NB101_MAX_EDGES or not _reach(adj != 0, 0)[v - 1]:
+            continue
+        ops = ["input", *(inner[k] for k in rng.integers(0, len(inner), v - 2)), "output"]
+        g = nb101_from_matrix(adj, ops)
+        key = g.ops.tobytes() + b"|" + np.ascontiguousarray(g.edges).tobytes()
+        if key in seen:
+            continue
+        seen.add(key)
+        graphs.append(g)
+    return Dataset(graphs, NB101Space())
 
 
 class NB101Space(SearchSpace):

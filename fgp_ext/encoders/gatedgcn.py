@@ -13,9 +13,9 @@ class GatedGCNLayer(nn.Module):
     ``g_uv = sigmoid(A h_v + B h_u)``, over the neighbours ``u`` of ``v`` in both directions (the
     graph made undirected, :attr:`ArchBatch.undirected_csr`).
 
-    Per layer: one gather of ``[V h | B h]`` per CSR entry, and one compiled, deterministic
-    ``segment_sum_csr`` of ``[gated message | gate]`` over the CSR rows (numerator and
-    denominator together).
+    Per layer: one matmul for ``[U | A | V | B] h`` and one fused, deterministic
+    :func:`fgp_ext.ops.gated_aggregate` (gather, gates, both sums and the division in one pass; no
+    per-edge tensors stored; the backward recomputes the gates).
     """
 
     def __init__(self, dim: int):
@@ -27,13 +27,9 @@ class GatedGCNLayer(nn.Module):
             self.proj.bias[3 * self.dim:].zero_()
 
     def forward(self, h: torch.Tensor, batch) -> torch.Tensor:
-        d = self.dim
-        uh, ah, vbh = self.proj(h).split([d, d, 2 * d], dim=-1)
-        csr, rows = batch.undirected_csr, batch.undirected_rows
-        vb_src = vbh.index_select(0, csr.index)
-        gate = torch.sigmoid(ah.index_select(0, rows) + vb_src[:, d:])
-        num, den = ops.segment_sum_csr(torch.cat([gate * vb_src[:, :d], gate], dim=-1), csr.indptr).split(d, dim=-1)
-        return uh + num / (den + 1e-6)
+        uh, ah, vh, bh = self.proj(h).split(self.dim, dim=-1)
+        csr = batch.undirected_csr  # symmetric: its own transpose for the backward
+        return uh + ops.gated_aggregate(ah, bh, vh, csr, eps=1e-6, transpose=csr)
 
 
 class GatedGCN(Encoder):

@@ -1,0 +1,167 @@
+// gated_aggregate(gate_dst[N, F], gate_src[M, F], value[M, F], index[E], indptr[N+1], eps) -> out[N, F]
+//   g_e    = sigmoid(gate_dst[v] + gate_src[u_e])                 (per channel; v the row of entry e)
+//   out[v] = sum_e g_e * value[u_e] / (sum_e g_e + eps)        (eps >= 0)
+// The edge-gated aggregation of GatedGCN / ResGatedGCN (Bresson & Laurent), fused: gather, gate,
+// both segment sums and the normalisation in one pass, so neither the [E, F] gates nor the gathered
+// rows are stored. Rows without entries give 0. The backward (gated_aggregate_backward) recomputes
+// the gates: a row pass gives grad_dst (and each row's two output factors), a pass over the
+// transposed CSR gives grad_src and grad_value, each row owned by one task or thread: no atomics,
+// bitwise reproducible.
+#pragma once
+
+#include "ops/common.h"
+#include "ops/fast_math.h"
+
+namespace fgp {
+
+// The per-element algebra, shared by the CPU loops (columns innermost) and the CUDA threads (one per
+// element), so both round the same way (entries are visited in CSR order on both).
+template <typename T>
+FGP_HOST_DEVICE inline T edge_gate(T gate_dst, T gate_src) {
+  return gate_sigmoid(gate_dst + gate_src);
+}
+
+template <typename T>
+FGP_HOST_DEVICE inline void gated_accumulate(T gate, T value, T* num, T* den) {
+  *num = *num + gate * value;
+  *den = *den + gate;
+}
+
+// den + eps, or 1 where that is 0 (a row without entries with eps = 0: its num is 0, so out = 0).
+template <typename T>
+FGP_HOST_DEVICE inline T gated_denominator(T den, T eps) {
+  const T d = den + eps;
+  return d > T(0) ? d : T(1);
+}
+
+template <typename T>
+FGP_HOST_DEVICE inline T gated_output(T num, T den, T eps) {
+  return num / gated_denominator(den, eps);
+}
+
+// The row's two output factors: d out / d gate_e = (value_e - out) / (den + eps), so with
+// scale = grad_out / (den + eps) and shift = -scale * out the gradient through entry e is
+// scale * value_e + shift (gate_pre_grad) and through value_e it is gate_e * scale.
+template <typename T>
+FGP_HOST_DEVICE inline void gated_output_factors(T grad_out, T out, T den, T eps, T* scale, T* shift) {
+  *scale = grad_out / gated_denominator(den, eps);
+  *shift = -*scale * out;
+}
+
+// d loss / d (gate_dst + gate_src) of one entry and one channel.
+template <typename T>
+FGP_HOST_DEVICE inline T gate_pre_grad(T gate, T value, T scale, T shift) {
+  return (scale * value + shift) * gate * (T(1) - gate);
+}
+
+// One output element (row v, channel f) over the entries [a, b) (CUDA: one thread each).
+template <typename T>
+FGP_HOST_DEVICE inline T gated_row_column(const T* gate_dst, const T* gate_src, const T* value, const int64_t* index,
+                                          int64_t a, int64_t b, int64_t v, int64_t F, int64_t f, T eps) {
+  T num = T(0), den = T(0);
+  const T gd = gate_dst[v * F + f];
+  for (int64_t e = a; e < b; ++e) {
+    const int64_t u = index[e];
+    gated_accumulate(edge_gate(gd, gate_src[u * F + f]), value[u * F + f], &num, &den);
+  }
+  return gated_output(num, den, eps);
+}
+
+// Backward row pass of one element (row v, channel f): the gate sum again, the output factors
+// (written to scale/shift [N, F]), and the returned grad_dst element (CUDA: one thread each).
+template <typename T>
+FGP_HOST_DEVICE inline T gated_row_backward_column(const T* grad, const T* out, const T* gate_dst, const T* gate_src,
+                                                   const T* value, const int64_t* index, int64_t a, int64_t b,
+                                                   int64_t v, int64_t F, int64_t f, T eps, T* scale, T* shift) {
+  const T gd = gate_dst[v * F + f];
+  T den = T(0);
+  for (int64_t e = a; e < b; ++e) den = den + edge_gate(gd, gate_src[index[e] * F + f]);
+  T sc, sh;
+  gated_output_factors(grad[v * F + f], out[v * F + f], den, eps, &sc, &sh);
+  scale[v * F + f] = sc;
+  shift[v * F + f] = sh;
+  T acc = T(0);
+  for (int64_t e = a; e < b; ++e) {
+    const int64_t u = index[e];
+    acc = acc + gate_pre_grad(edge_gate(gd, gate_src[u * F + f]), value[u * F + f], sc, sh);
+  }
+  return acc;
+}
+
+// Backward transposed pass of one element (source row u, channel f) over its transposed entries
+// [a, b) (t_index: the rows v reading u): grad_src and grad_value.
+template <typename T>
+FGP_HOST_DEVICE inline void gated_source_backward_column(const T* gate_dst, const T* gate_src, const T* value,
+                                                         const T* scale, const T* shift, const int64_t* t_index,
+                                                         int64_t a, int64_t b, int64_t u, int64_t F, int64_t f,
+                                                         T* grad_src, T* grad_value) {
+  const T gs = gate_src[u * F + f], x = value[u * F + f];
+  T acc_src = T(0), acc_value = T(0);
+  for (int64_t q = a; q < b; ++q) {
+    const int64_t v = t_index[q];
+    const T gate = edge_gate(gate_dst[v * F + f], gs);
+    acc_src = acc_src + gate_pre_grad(gate, x, scale[v * F + f], shift[v * F + f]);
+    acc_value = acc_value + gate * scale[v * F + f];
+  }
+  grad_src[u * F + f] = acc_src;
+  grad_value[u * F + f] = acc_value;
+}
+
+// Shapes, dtypes and devices; index ranges (index < M, t_index < N) and the row pointers are checked
+// here too (check_index_range, check_indptr_full), so bad input is an error on either device.
+inline void check_gated_args(const at::Tensor& gate_dst, const at::Tensor& gate_src, const at::Tensor& value,
+                             const at::Tensor& index, const at::Tensor& indptr, double eps) {
+  check_float(gate_dst, "gate_dst");
+  TORCH_CHECK(eps >= 0, "eps must be >= 0, got ", eps);
+  TORCH_CHECK(gate_dst.dim() == 2, "gate_dst must be [N, F], got ", gate_dst.sizes());
+  TORCH_CHECK(gate_src.dim() == 2 && gate_src.size(1) == gate_dst.size(1), "gate_src must be [M, F] with F = ",
+              gate_dst.size(1), ", got ", gate_src.sizes());
+  TORCH_CHECK(value.sizes() == gate_src.sizes(), "value must have the shape of gate_src ", gate_src.sizes(), ", got ",
+              value.sizes());
+  TORCH_CHECK(gate_src.scalar_type() == gate_dst.scalar_type() && value.scalar_type() == gate_dst.scalar_type(),
+              "gate_dst, gate_src and value must have one dtype");
+  check_index_vector(index, "index");
+  check_same_device(gate_dst, "gate_dst", gate_src, "gate_src");
+  check_same_device(gate_dst, "gate_dst", value, "value");
+  check_same_device(gate_dst, "gate_dst", index, "index");
+  check_same_device(gate_dst, "gate_dst", indptr, "indptr");
+  TORCH_CHECK(indptr.numel() == gate_dst.size(0) + 1, "indptr must have N + 1 = ", gate_dst.size(0) + 1,
+              " entries (one row per row of gate_dst), got ", indptr.numel());
+  check_indptr_full(indptr, index.numel(), "indptr");
+  check_index_range(index, gate_src.size(0), "index");
+}
+
+inline void check_gated_backward_args(const at::Tensor& grad, const at::Tensor& gate_dst, const at::Tensor& gate_src,
+                                      const at::Tensor& value, const at::Tensor& index, const at::Tensor& indptr,
+                                      const at::Tensor& out, const at::Tensor& t_indptr, const at::Tensor& t_index,
+                                      double eps) {
+  check_gated_args(gate_dst, gate_src, value, index, indptr, eps);
+  TORCH_CHECK(grad.sizes() == gate_dst.sizes() && out.sizes() == gate_dst.sizes(),
+              "grad and out must have the shape of gate_dst ", gate_dst.sizes());
+  TORCH_CHECK(grad.scalar_type() == gate_dst.scalar_type() && out.scalar_type() == gate_dst.scalar_type(),
+              "grad and out must have the dtype of gate_dst");
+  check_index_vector(t_index, "t_index");
+  check_same_device(gate_dst, "gate_dst", t_index, "t_index");
+  check_same_device(gate_dst, "gate_dst", t_indptr, "t_indptr");
+  TORCH_CHECK(t_index.numel() == index.numel(), "the transposed CSR must have as many entries as index (",
+              index.numel(), "), got ", t_index.numel());
+  TORCH_CHECK(t_indptr.numel() == gate_src.size(0) + 1, "t_indptr must have one row per row of gate_src plus one (",
+              gate_src.size(0) + 1, "), got ", t_indptr.numel());
+  check_indptr_full(t_indptr, t_index.numel(), "t_indptr");
+  check_index_range(t_index, gate_dst.size(0), "t_index");
+}
+
+at::Tensor gated_aggregate_cpu(const at::Tensor& gate_dst, const at::Tensor& gate_src, const at::Tensor& value,
+                               const at::Tensor& index, const at::Tensor& indptr, double eps);
+at::Tensor gated_aggregate_cuda(const at::Tensor& gate_dst, const at::Tensor& gate_src, const at::Tensor& value,
+                                const at::Tensor& index, const at::Tensor& indptr, double eps);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_aggregate_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& gate_dst, const at::Tensor& gate_src, const at::Tensor& value,
+    const at::Tensor& index, const at::Tensor& indptr, const at::Tensor& out, double eps, const at::Tensor& t_indptr,
+    const at::Tensor& t_index);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_aggregate_backward_cuda(
+    const at::Tensor& grad, const at::Tensor& gate_dst, const at::Tensor& gate_src, const at::Tensor& value,
+    const at::Tensor& index, const at::Tensor& indptr, const at::Tensor& out, double eps, const at::Tensor& t_indptr,
+    const at::Tensor& t_index);
+
+}  // namespace fgp
