@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "ops/csr_transpose.h"
+#include "ops/dropout.h"
 #include "ops/dot_attention.h"
 #include "ops/edge_dot.h"
 #include "ops/flow_pairs.h"
@@ -63,6 +64,8 @@ TORCH_LIBRARY(fgp, m) {
   m.def("gated_aggregate_backward(Tensor grad, Tensor gate_dst, Tensor gate_src, Tensor value, Tensor index, "
         "Tensor indptr, Tensor out, float eps, Tensor t_indptr, Tensor t_index) -> "
         "(Tensor grad_dst, Tensor grad_src, Tensor grad_value)");
+  // Dropout with a counter-based mask: a function of (seed, element index), the same on every device.
+  m.def("dropout(Tensor x, float p, int seed) -> Tensor");
 }
 
 namespace {
@@ -130,6 +133,7 @@ TORCH_LIBRARY_IMPL(fgp, CPU, m) {
   m.impl("flow_pass_backward", &fgp::flow_pass_backward_cpu);
   m.impl("gated_aggregate", &gated_forward<&fgp::gated_aggregate_cpu>);
   m.impl("gated_aggregate_backward", &fgp::gated_aggregate_backward_cpu);
+  m.impl("dropout", &fgp::dropout_cpu);
 }
 
 #ifdef FGP_WITH_CUDA
@@ -152,6 +156,7 @@ TORCH_LIBRARY_IMPL(fgp, CUDA, m) {
   m.impl("flow_pass_backward", &fgp::flow_pass_backward_cuda);
   m.impl("gated_aggregate", &gated_forward<&fgp::gated_aggregate_cuda>);
   m.impl("gated_aggregate_backward", &fgp::gated_aggregate_backward_cuda);
+  m.impl("dropout", &fgp::dropout_cuda);
 }
 #endif
 

@@ -270,6 +270,24 @@ def gated_aggregate(gate_dst: torch.Tensor, gate_src: torch.Tensor, value: torch
     return _ops.gated_aggregate(gate_dst, gate_src, value, csr.index, csr.indptr, float(eps), *t)
 
 
+def dropout(x: torch.Tensor, p: float, training: bool = True, seed: int | None = None) -> torch.Tensor:
+    """Dropout with a counter-based mask: element ``i`` is kept with probability ``1 - p`` by a hash
+    of ``(seed, i)`` and scaled by ``1 / (1 - p)``.
+
+    The mask is a pure function of ``seed`` (drawn from torch's default generator when ``None``, so
+    ``torch.manual_seed`` makes runs repeat): the same on the CPU at any thread count and on CUDA,
+    never stored (the backward reapplies it from the seed), and cheap to draw. Identity when
+    ``training`` is false or ``p == 0``. Differentiable in ``x``.
+    """
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    if not training or float(p) == 0.0:
+        return x
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+    return _ops.dropout(x, float(p), int(seed))
+
+
 def flow_pass(h0: torch.Tensor, plan, att_dst: torch.Tensor, att_src: torch.Tensor, att_bias: torch.Tensor,
               w_ih: torch.Tensor, w_hh: torch.Tensor, b_ih: torch.Tensor, b_hh: torch.Tensor) -> torch.Tensor:
     """One whole flow pass of a flow-aware encoder, fused in C++ (one call whatever the depth).
@@ -386,6 +404,17 @@ def _gated_backward(ctx, grad):
 
 
 torch.library.register_autograd("fgp::gated_aggregate", _gated_backward, setup_context=_gated_setup)
+
+
+def _dropout_setup(ctx, inputs, output):
+    _, ctx.p, ctx.seed = inputs
+
+
+def _dropout_backward(ctx, grad):
+    return _ops.dropout(grad.contiguous(), ctx.p, ctx.seed), None, None  # the same mask, from the seed
+
+
+torch.library.register_autograd("fgp::dropout", _dropout_backward, setup_context=_dropout_setup)
 
 
 def _dot_attention_setup(ctx, inputs, output):
@@ -519,6 +548,11 @@ def _gated_backward_fake(grad, gate_dst, gate_src, value, index, indptr, out, ep
     return torch.empty_like(gate_dst), torch.empty_like(gate_src), torch.empty_like(value)
 
 
+@torch.library.register_fake("fgp::dropout")
+def _dropout_fake(x, p, seed):
+    return torch.empty_like(x)
+
+
 @torch.library.register_fake("fgp::gather_attention_backward")
 def _attention_backward_fake(grad, x, logit, index, indptr, out, t_indptr, t_index, t_perm):
     return torch.empty_like(x), torch.empty_like(logit)
@@ -577,3 +611,4 @@ if not CUDA_KERNELS:
             gate_dst, gate_src, value, index, indptr, eps),
     )
     torch.library.register_kernel("fgp::gated_aggregate_backward", "cuda", _ref.gated_aggregate_backward)
+    torch.library.register_kernel("fgp::dropout", "cuda", _ref.dropout)

@@ -334,6 +334,37 @@ def gated_aggregate_backward(grad, gate_dst, gate_src, value, index, indptr, out
         return tuple(torch.autograd.grad(gated_aggregate(*leaves, index, indptr, eps), leaves, grad))
 
 
+_M32 = 0xFFFFFFFF
+
+
+def _mul32(a: torch.Tensor, c: int) -> torch.Tensor:
+    """``(a * c) mod 2^32`` for int64 ``a`` in ``[0, 2^32)`` without int64 overflow."""
+    lo, hi = c & 0xFFFF, c >> 16
+    return (a * lo + (((a * hi) & 0xFFFF) << 16)) & _M32
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def dropout(x, p, seed):
+    """The compiled dropout's mask and scaling, plainly: element ``i`` is kept iff the top 24 bits
+    of ``hash32(hash32(hi(i) ^ hi(seed)) ^ lo(i) ^ lo(seed))`` are ``>= ceil(p * 2^24)``; kept values
+    are scaled by ``1 / (1 - p)``."""
+    if not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    useed = int(seed) % (1 << 64)
+    i = torch.arange(x.numel(), device=x.device, dtype=torch.int64)
+    bits = _hash32(_hash32((i >> 32) ^ (useed >> 32)) ^ (i & _M32) ^ (useed & _M32)) >> 8
+    keep = (bits >= math.ceil(float(p) * 16777216.0)).reshape(x.shape)
+    scale = torch.tensor(1.0 / (1.0 - float(p)) if p < 1 else 0.0, dtype=x.dtype, device=x.device)
+    return torch.where(keep, x * scale, torch.zeros_like(x))
+
+
 class MaskedFlowBackend:
     """The FlowerFormer computation written the way the original code is: per-generation boolean
     masks over *all* edges (a dense ``[depth, E]`` edge mask and ``[depth, N]`` node mask per

@@ -9,7 +9,7 @@ from fgp_ext import ops
 OPS = ["segment_sum_csr", "gather_segment_sum", "edge_dot", "csr_transpose", "topo_levels", "flow_surrogate",
        "level_schedule", "flow_pairs", "gather_attention", "gather_attention_backward", "flow_pass", "flow_pass_train",
        "flow_pass_backward", "select_graphs", "dot_attention", "dot_attention_backward",
-       "gated_aggregate", "gated_aggregate_backward"]
+       "gated_aggregate", "gated_aggregate_backward", "dropout"]
 # ops whose fake kernels are exercised here (the data-dependent-size ones go through torch.compile in opcheck)
 META_OPS = OPS[:6] + ["gather_attention", "flow_pass", "gated_aggregate"]
 

@@ -14,6 +14,24 @@ def segment_mean(x: torch.Tensor, node_ptr: torch.Tensor) -> torch.Tensor:
     return ops.segment_sum_csr(x, node_ptr) / counts
 
 
+class Dropout(nn.Module):
+    """``nn.Dropout`` on :func:`fgp_ext.ops.dropout`: a counter-based mask, the same on every device
+    for the same torch seed, never stored for the backward, and several times cheaper to draw than
+    ATen's CPU ``bernoulli_``."""
+
+    def __init__(self, p: float = 0.1):
+        super().__init__()
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.dropout(x, self.p, self.training)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class Encoder(nn.Module):
     """Base class: subclasses implement :meth:`node_embeddings`; :meth:`forward` pools them by
     segment mean. ``out_dim`` is the embedding width, ``config`` the constructor arguments."""

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from fgp_ext import ops
-from fgp_ext.encoders.base import Encoder
+from fgp_ext.encoders.base import Dropout, Encoder
 from fgp_ext.levels import Level, LevelPlan, propagate
 
 
@@ -116,7 +116,7 @@ class FlowerFormerLayer(nn.Module):
             self.norm_attention = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
         self.norm_ffn = nn.LayerNorm(dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, h: torch.Tensor, backend) -> torch.Tensor:
         flow = backend.flow(self.backward_step, backend.flow(self.forward_step, h, reverse=False), reverse=True)

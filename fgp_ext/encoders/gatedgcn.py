@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from fgp_ext import ops
-from fgp_ext.encoders.base import Encoder
+from fgp_ext.encoders.base import Dropout, Encoder
 
 
 class GatedGCNLayer(nn.Module):
@@ -50,7 +50,7 @@ class GatedGCN(Encoder):
         self.residual = float(residual)
         self.embed = nn.Embedding(self.num_ops, self.hidden)
         self.convs = nn.ModuleList(GatedGCNLayer(self.hidden) for _ in range(self.layers))
-        self.drop = nn.Dropout(self.dropout)
+        self.drop = Dropout(self.dropout)
         self.out_dim = self.hidden
 
     @property

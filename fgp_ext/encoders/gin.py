@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from fgp_ext import ops
-from fgp_ext.encoders.base import Encoder
+from fgp_ext.encoders.base import Dropout, Encoder
 
 
 class GIN(Encoder):
@@ -32,7 +32,7 @@ class GIN(Encoder):
         self.mlps = nn.ModuleList(
             nn.Sequential(nn.Linear(self.hidden, self.hidden), nn.ReLU(), nn.Linear(self.hidden, self.hidden))
             for _ in range(self.layers))
-        self.drop = nn.Dropout(self.dropout)
+        self.drop = Dropout(self.dropout)
         self.out_dim = self.hidden * self.layers
 
     @property

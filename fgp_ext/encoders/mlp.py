@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from fgp_ext.encoders.base import Encoder
+from fgp_ext.encoders.base import Dropout, Encoder
 
 
 class MLPEncoder(Encoder):
@@ -28,7 +28,7 @@ class MLPEncoder(Encoder):
         dims = [self.max_nodes * self.num_ops] + [self.hidden] * self.layers
         mods: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:]):
-            mods += [nn.Linear(a, b), nn.ReLU(), nn.Dropout(self.dropout)]
+            mods += [nn.Linear(a, b), nn.ReLU(), Dropout(self.dropout)]
         self.mlp = nn.Sequential(*mods)
         self.out_dim = self.hidden
 
