@@ -20,22 +20,45 @@ std::vector<int64_t> level_entry_starts(const int64_t* indptr, const std::vector
 constexpr int64_t kSmallLevelWork = 512;
 
 // Forward of the GRU cell for the rows [s, t) of a small level, loops only. gi: the whole pass's
-// input projections [N, 3F] (h0 @ w_ih^T + b_ih); the hidden state is the message.
+// input projections [N, 3F] (h0 @ w_ih^T + b_ih); the hidden state is the message. The message's
+// projection is accumulated column by column of w_hh (w_hh_t = w_hh^T, [F, 3F]), so the inner loop
+// is an axpy over the 3F outputs, which vectorises (a dot product per output would be a serial
+// floating-point reduction): on deep, narrow DAGs these loops are most of the work.
 template <typename T>
-void gru_small_level(int64_t s, int64_t t, int64_t F, const T* msg, const T* gi, const T* w_hh, const T* b_hh, T* h,
-                     T* rz, T* n, T* gh_n) {
-  std::vector<T> gh(3 * F);
+FGP_CPU_CLONES void gru_small_level(int64_t s, int64_t t, int64_t F, const T* __restrict__ msg,
+                                    const T* __restrict__ gi, const T* __restrict__ w_hh_t,
+                                    const T* __restrict__ b_hh, T* __restrict__ h, T* __restrict__ rz,
+                                    T* __restrict__ n, T* __restrict__ gh_n, T* __restrict__ gh) {
   for (int64_t v = s; v < t; ++v) {
-    const T* m = msg + v * F;
-    for (int64_t j = 0; j < 3 * F; ++j) gh[j] = b_hh[j] + row_dot(w_hh + j * F, m, F);
+    const T* __restrict__ m = msg + v * F;
+    for (int64_t j = 0; j < 3 * F; ++j) gh[j] = b_hh[j];
+    for (int64_t f = 0; f < F; ++f) {
+      const T mf = m[f];
+      const T* __restrict__ col = w_hh_t + f * 3 * F;
+      for (int64_t j = 0; j < 3 * F; ++j) gh[j] = gh[j] + col[j] * mf;
+    }
     for (int64_t f = 0; f < F; ++f) {
       T rg, zg, ng;
-      gru_gates(gi + v * 3 * F, gh.data(), F, f, &rg, &zg, &ng);
+      gru_gates(gi + v * 3 * F, gh, F, f, &rg, &zg, &ng);
       rz[v * 2 * F + f] = rg;
       rz[v * 2 * F + F + f] = zg;
       n[v * F + f] = ng;
       gh_n[v * F + f] = gh[2 * F + f];
       h[v * F + f] = gru_combine(zg, ng, m[f]);
+    }
+  }
+}
+
+// dmsg[r] += dgh[s + r] @ w_hh for the rows of a small level (axpy over the F columns per j).
+template <typename T>
+FGP_CPU_CLONES void message_grad_small_level(int64_t s, int64_t R, int64_t F, const T* __restrict__ dgh,
+                                             const T* __restrict__ w_hh, T* __restrict__ dmsg) {
+  for (int64_t r = 0; r < R; ++r) {
+    T* __restrict__ out = dmsg + r * F;
+    for (int64_t j = 0; j < 3 * F; ++j) {
+      const T b = dgh[(s + r) * 3 * F + j];
+      const T* __restrict__ wh = w_hh + j * F;
+      for (int64_t f = 0; f < F; ++f) out[f] = out[f] + b * wh[f];
     }
   }
 }
@@ -76,7 +99,7 @@ std::vector<at::Tensor> flow_pass_forward_cpu(at::TensorList args_in) {
   const auto [levels, groups] = check_flow_pass_args(a);
   const auto h0 = a.h0.contiguous(), indptr = a.indptr.contiguous(), index = a.index.contiguous();
   const auto att_dst = a.att_dst.contiguous(), att_src = a.att_src.contiguous();
-  const auto w_hh = a.w_hh.contiguous(), b_hh = a.b_hh.contiguous();
+  const auto w_hh = a.w_hh.contiguous(), b_hh = a.b_hh.contiguous(), w_hh_t = a.w_hh.t().contiguous();
   const int64_t N = h0.size(0), F = h0.size(1), E = index.numel(), L = static_cast<int64_t>(levels.size()) - 1;
   const auto opts = h0.options();
   // The GRU input is h0: its projection for every row at once.
@@ -95,6 +118,7 @@ std::vector<at::Tensor> flow_pass_forward_cpu(at::TensorList args_in) {
     const scalar_t bias = a.att_bias.item<scalar_t>();
     scalar_t* hp = h.data_ptr<scalar_t>();
     scalar_t* msgp = msg.data_ptr<scalar_t>();
+    std::vector<scalar_t> gh_scratch(3 * F);
     for (int64_t l = 0; l < L; ++l) {
       const int64_t s = levels[l], t = levels[l + 1], R = t - s, es = entry_starts[l];
       const int64_t El = entry_starts[l + 1] - es;
@@ -107,9 +131,9 @@ std::vector<at::Tensor> flow_pass_forward_cpu(at::TensorList args_in) {
         });
       }
       if (R * F <= kSmallLevelWork) {
-        gru_small_level(s, t, F, static_cast<const scalar_t*>(msgp), gip, w_hh.data_ptr<scalar_t>(),
-                        b_hh.data_ptr<scalar_t>(), hp, rz.data_ptr<scalar_t>(), n.data_ptr<scalar_t>(),
-                        gh_n.data_ptr<scalar_t>());
+        gru_small_level<scalar_t>(s, t, F, msgp, gip, w_hh_t.data_ptr<scalar_t>(), b_hh.data_ptr<scalar_t>(), hp,
+                                  rz.data_ptr<scalar_t>(), n.data_ptr<scalar_t>(), gh_n.data_ptr<scalar_t>(),
+                                  gh_scratch.data());
         continue;
       }
       // The message's projection by ATen's GEMM (a zero message projects to b_hh); the gates with
@@ -147,6 +171,15 @@ std::vector<at::Tensor> flow_pass_backward_cpu(const at::Tensor& grad, at::Tenso
   auto g = grad.contiguous().clone();  // upstream gradient of h; later levels add into earlier rows
   FlowPassGradBuffers buf(N, F, opts);
   const int64_t* ptr = indptr.data_ptr<int64_t>();
+  // Per-level scratch (message and gathered-row gradients), sized for the largest level once and
+  // used through raw pointers: a deep chain has one node per level, and allocating (or even
+  // slicing) tensors per level was a fifth of its backward.
+  int64_t max_rows = 0, max_entries = 0;
+  for (int64_t l = 0; l + 1 < static_cast<int64_t>(levels.size()); ++l) {
+    max_rows = std::max(max_rows, levels[l + 1] - levels[l]);
+    max_entries = std::max(max_entries, ptr[levels[l + 1]] - ptr[levels[l]]);
+  }
+  auto dmsg_buf = at::empty({max_rows, F}, opts), dx_buf = at::empty({max_entries, F}, opts);
   const int64_t* idx = index.data_ptr<int64_t>();
   const int64_t* gperm = group_perm.data_ptr<int64_t>();
   const int64_t* gptr = group_ptr.data_ptr<int64_t>();
@@ -168,8 +201,7 @@ std::vector<at::Tensor> flow_pass_backward_cpu(const at::Tensor& grad, at::Tenso
       const int64_t El = entry_starts[l + 1] - es;
       if (R == 0) continue;
       // GRU cell backward; the level's upstream rows of g are complete (later levels are done).
-      auto dmsg = at::empty({R, F}, opts);
-      scalar_t* dmp = dmsg.data_ptr<scalar_t>();
+      scalar_t* dmp = dmsg_buf.data_ptr<scalar_t>();  // rows [0, R): the level's message gradients
       if (El == 0) {  // no predecessors: the message is a constant 0, only dgi/dgh matter
         at::parallel_for(s, t, csr_row_grain(0, R, 8 * F), [&](int64_t begin, int64_t end) {
           gru_backward_rows(begin, end, F, rzp, np, ghnp, msgp, static_cast<const scalar_t*>(gp), dgip, dghp,
@@ -179,23 +211,17 @@ std::vector<at::Tensor> flow_pass_backward_cpu(const at::Tensor& grad, at::Tenso
       }
       if (R * F <= kSmallLevelWork) {
         gru_backward_rows(s, t, F, rzp, np, ghnp, msgp, static_cast<const scalar_t*>(gp), dgip, dghp, dmp);
-        for (int64_t r = 0; r < R; ++r)  // dmsg += dgh @ w_hh, in loops
-          for (int64_t j = 0; j < 3 * F; ++j) {
-            const scalar_t b = dghp[(s + r) * 3 * F + j];
-            const scalar_t* wh = whp + j * F;
-            for (int64_t f = 0; f < F; ++f) dmp[r * F + f] = dmp[r * F + f] + b * wh[f];
-          }
+        message_grad_small_level<scalar_t>(s, R, F, dghp, whp, dmp);  // dmsg += dgh @ w_hh, in loops
       } else {
         at::parallel_for(s, t, csr_row_grain(0, R, 8 * F), [&](int64_t begin, int64_t end) {
           gru_backward_rows(begin, end, F, rzp, np, ghnp, msgp, static_cast<const scalar_t*>(gp), dgip, dghp,
                             dmp + (begin - s) * F);
         });
-        dmsg.addmm_(buf.dgh.slice(0, s, t), w_hh);
+        dmsg_buf.narrow(0, 0, R).addmm_(buf.dgh.slice(0, s, t), w_hh);
       }
       // Attention backward: per-entry gradients of the gathered rows, per-row parameter parts.
-      auto dx = at::empty({El, F}, opts);
       const scalar_t* lgp = logit.data_ptr<scalar_t>() + es;
-      scalar_t* dxp = dx.data_ptr<scalar_t>();
+      scalar_t* dxp = dx_buf.data_ptr<scalar_t>();  // rows [0, El): the level's gathered-row gradients
       scalar_t* gsp = buf.g_src_rows.data_ptr<scalar_t>() + s * F;
       scalar_t* gbp = buf.g_bias_rows.data_ptr<scalar_t>() + s;
       scalar_t* dsp = buf.ds.data_ptr<scalar_t>() + s;
