@@ -443,8 +443,9 @@ def _add_split(p):
 
 
 AUX_HELP = ("auxiliary pre-training ranking target: a data column; for NB201 a shipped zero-cost proxy "
-            "(params, flops, synflow, nwot, jacov, grad_norm, snip); 'auto' (default): synflow on NB201, none "
-            "elsewhere; 'none': reconstruction only")
+            "(params, flops, synflow, nwot, jacov, grad_norm, snip); several joined by '+' rank-vote "
+            "(e.g. synflow+jacov+snip); 'auto' (default): synflow on NB201, none elsewhere; 'none': "
+            "reconstruction only")
 
 
 def _add_pretrain_losses(p) -> None:

@@ -122,11 +122,29 @@ def ranking_loss(scores: torch.Tensor, y: torch.Tensor, margin: float = 0.5, max
     return torch.relu(margin - sign * (scores[i] - scores[j])).mean()
 
 
+def _average_rank(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n (ties averaged) of the finite values; NaN stays NaN."""
+    from scipy.stats import rankdata
+
+    out = np.full(values.shape, np.nan)
+    ok = np.isfinite(values)
+    out[ok] = rankdata(values[ok])
+    return out
+
+
 def resolve_aux_target(name: str, dataset) -> np.ndarray:
     """An auxiliary pre-training target by name: a column of ``dataset``, or, for NAS-Bench-201, one
     of the zero-cost proxies shipped for all 15,625 cells (:data:`fgp_ext.proxies.PROXIES`: params,
     flops, synflow, nwot, jacov, grad_norm, snip; :data:`fgp_ext.proxies.DEFAULT_AUX_PROXY` is the
-    best-correlated data-free one). ``ValueError`` for anything else."""
+    default). ``"a+b+c"`` is the rank vote of several such targets: the mean of their ranks (the
+    "vote" of Abdelfattah et al., 2021, is ``synflow+jacov+snip``). ``ValueError`` for anything else."""
+    if "+" in name and name not in dataset.target_names:
+        parts = [p.strip() for p in name.split("+")]
+        if len(parts) < 2 or not all(parts):
+            raise ValueError(f"malformed auxiliary target vote {name!r}: expected names joined by '+'")
+        ranks = np.stack([_average_rank(np.asarray(resolve_aux_target(p, dataset), dtype=np.float64))
+                          for p in parts])
+        return ranks.mean(0)  # NaN wherever one of the parts is missing
     if name in dataset.target_names:
         return dataset.targets(name)
     from fgp_ext import proxies

@@ -263,3 +263,21 @@ def test_run_protocol_pretrains_on_extra_unlabelled_cells():
     with pytest.raises(ValueError, match="another search space"):
         run_protocol(labelled, "gin", "acc", runs=1, n_train=60, n_val=20, epochs_pretrain=1, epochs_finetune=1,
                      unlabelled=load("nb201").subset(np.arange(5)), progress=False, log=lambda *a: None)
+
+
+def test_aux_target_rank_vote():
+    """'a+b' is the mean of the parts' ranks (ties averaged); NaN where a part is missing."""
+    from fgp_ext import load
+    from fgp_ext.data.dataset import Dataset
+    from fgp_ext.train import resolve_aux_target
+
+    ds = load("nb201").subset(np.arange(6))
+    cols = {"a": [3.0, 1.0, 2.0, 2.0, 9.0, 0.0], "b": [0.0, 1.0, 2.0, 3.0, 4.0, np.nan]}
+    d = Dataset(ds.graphs, ds.space, cols)
+    np.testing.assert_allclose(resolve_aux_target("a+b", d)[:5], [(5 + 1) / 2, (2 + 2) / 2, (3.5 + 3) / 2,
+                                                                  (3.5 + 4) / 2, (6 + 5) / 2])
+    assert np.isnan(resolve_aux_target("a+b", d)[5])
+    with pytest.raises(ValueError, match="malformed"):
+        resolve_aux_target("a+", d)
+    with pytest.raises(ValueError, match="unknown auxiliary target"):
+        resolve_aux_target("a+nope", d)
