@@ -176,3 +176,27 @@ def test_bad_input_raises_clear_error(name, call, message):
     with pytest.raises((RuntimeError, ValueError, TypeError)) as info:
         call()
     assert message in str(info.value), str(info.value)
+
+
+def test_strided_inputs_are_read_in_place_or_copied_and_agree():
+    """Column slices of one projection (row stride 4F) are read in place; other layouts (a
+    transposed view) are copied; all give the contiguous result, values and gradients."""
+    rng = np.random.default_rng(3)
+    indptr, index = random_csr(rng, 7, 7)
+    csr = CSR(indptr, index)
+    proj = torch.randn(7, 12, dtype=torch.float64, requires_grad=True)
+    a, b, v = proj[:, 0:3], proj[:, 6:9], proj[:, 3:6]
+    got = ops.gated_aggregate(a, b, v, csr)
+    plain = [t.detach().clone().requires_grad_(True) for t in (a, b, v)]
+    expect = ops.gated_aggregate(*plain, csr)
+    torch.testing.assert_close(got, expect, rtol=0, atol=0)
+    up = torch.randn_like(got)
+    (g_proj,) = torch.autograd.grad(got, proj, up)
+    g_plain = torch.autograd.grad(expect, plain, up)
+    torch.testing.assert_close(g_proj[:, 0:3], g_plain[0], rtol=0, atol=0)
+    torch.testing.assert_close(g_proj[:, 6:9], g_plain[1], rtol=0, atol=0)
+    torch.testing.assert_close(g_proj[:, 3:6], g_plain[2], rtol=0, atol=0)
+    tr = torch.randn(3, 7, dtype=torch.float64).t()  # stride (1, 7): not unit channel stride
+    torch.testing.assert_close(ops.gated_aggregate(tr, plain[1].detach(), plain[2].detach(), csr),
+                               ops.gated_aggregate(tr.contiguous(), plain[1].detach(), plain[2].detach(), csr),
+                               rtol=0, atol=0)

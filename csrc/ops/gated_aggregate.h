@@ -54,28 +54,39 @@ FGP_HOST_DEVICE inline T gate_pre_grad(T gate, T value, T scale, T shift) {
   return (scale * value + shift) * gate * (T(1) - gate);
 }
 
+// The three inputs as rows with their own row strides (elements between rows; channels are
+// contiguous). The layer passes column slices of one [N, 4F] projection, so no copies are made.
+template <typename T>
+struct GatedInputs {
+  const T* gate_dst;
+  const T* gate_src;
+  const T* value;
+  int64_t ld_dst, ld_src, ld_value;
+};
+
 // One output element (row v, channel f) over the entries [a, b) (CUDA: one thread each).
 template <typename T>
-FGP_HOST_DEVICE inline T gated_row_column(const T* gate_dst, const T* gate_src, const T* value, const int64_t* index,
-                                          int64_t a, int64_t b, int64_t v, int64_t F, int64_t f, T eps) {
+FGP_HOST_DEVICE inline T gated_row_column(const GatedInputs<T>& in, const int64_t* index, int64_t a, int64_t b,
+                                          int64_t v, int64_t f, T eps) {
   T num = T(0), den = T(0);
-  const T gd = gate_dst[v * F + f];
+  const T gd = in.gate_dst[v * in.ld_dst + f];
   for (int64_t e = a; e < b; ++e) {
     const int64_t u = index[e];
-    gated_accumulate(edge_gate(gd, gate_src[u * F + f]), value[u * F + f], &num, &den);
+    gated_accumulate(edge_gate(gd, in.gate_src[u * in.ld_src + f]), in.value[u * in.ld_value + f], &num, &den);
   }
   return gated_output(num, den, eps);
 }
 
 // Backward row pass of one element (row v, channel f): the gate sum again, the output factors
-// (written to scale/shift [N, F]), and the returned grad_dst element (CUDA: one thread each).
+// (written to scale/shift, contiguous [N, F]), and the returned grad_dst element (CUDA: one thread
+// each). grad and out are contiguous [N, F].
 template <typename T>
-FGP_HOST_DEVICE inline T gated_row_backward_column(const T* grad, const T* out, const T* gate_dst, const T* gate_src,
-                                                   const T* value, const int64_t* index, int64_t a, int64_t b,
-                                                   int64_t v, int64_t F, int64_t f, T eps, T* scale, T* shift) {
-  const T gd = gate_dst[v * F + f];
+FGP_HOST_DEVICE inline T gated_row_backward_column(const T* grad, const T* out, const GatedInputs<T>& in,
+                                                   const int64_t* index, int64_t a, int64_t b, int64_t v, int64_t F,
+                                                   int64_t f, T eps, T* scale, T* shift) {
+  const T gd = in.gate_dst[v * in.ld_dst + f];
   T den = T(0);
-  for (int64_t e = a; e < b; ++e) den = den + edge_gate(gd, gate_src[index[e] * F + f]);
+  for (int64_t e = a; e < b; ++e) den = den + edge_gate(gd, in.gate_src[index[e] * in.ld_src + f]);
   T sc, sh;
   gated_output_factors(grad[v * F + f], out[v * F + f], den, eps, &sc, &sh);
   scale[v * F + f] = sc;
@@ -83,29 +94,48 @@ FGP_HOST_DEVICE inline T gated_row_backward_column(const T* grad, const T* out, 
   T acc = T(0);
   for (int64_t e = a; e < b; ++e) {
     const int64_t u = index[e];
-    acc = acc + gate_pre_grad(edge_gate(gd, gate_src[u * F + f]), value[u * F + f], sc, sh);
+    acc = acc + gate_pre_grad(edge_gate(gd, in.gate_src[u * in.ld_src + f]), in.value[u * in.ld_value + f], sc, sh);
   }
   return acc;
 }
 
 // Backward transposed pass of one element (source row u, channel f) over its transposed entries
-// [a, b) (t_index: the rows v reading u): grad_src and grad_value.
+// [a, b) (t_index: the rows v reading u): grad_src and grad_value (contiguous [M, F]).
 template <typename T>
-FGP_HOST_DEVICE inline void gated_source_backward_column(const T* gate_dst, const T* gate_src, const T* value,
-                                                         const T* scale, const T* shift, const int64_t* t_index,
-                                                         int64_t a, int64_t b, int64_t u, int64_t F, int64_t f,
-                                                         T* grad_src, T* grad_value) {
-  const T gs = gate_src[u * F + f], x = value[u * F + f];
+FGP_HOST_DEVICE inline void gated_source_backward_column(const GatedInputs<T>& in, const T* scale, const T* shift,
+                                                         const int64_t* t_index, int64_t a, int64_t b, int64_t u,
+                                                         int64_t F, int64_t f, T* grad_src, T* grad_value) {
+  const T gs = in.gate_src[u * in.ld_src + f], x = in.value[u * in.ld_value + f];
   T acc_src = T(0), acc_value = T(0);
   for (int64_t q = a; q < b; ++q) {
     const int64_t v = t_index[q];
-    const T gate = edge_gate(gate_dst[v * F + f], gs);
+    const T gate = edge_gate(in.gate_dst[v * in.ld_dst + f], gs);
     acc_src = acc_src + gate_pre_grad(gate, x, scale[v * F + f], shift[v * F + f]);
     acc_value = acc_value + gate * scale[v * F + f];
   }
   grad_src[u * F + f] = acc_src;
   grad_value[u * F + f] = acc_value;
 }
+
+// Rows with unit channel stride are read in place (their row stride recorded); anything else is
+// made contiguous first. `keep` holds the tensor the pointer refers to.
+template <typename T>
+inline const T* rows_view(const at::Tensor& t, at::Tensor* keep, int64_t* ld) {
+  *keep = (t.size(1) <= 1 || t.stride(1) == 1) && t.stride(0) >= t.size(1) ? t : t.contiguous();
+  *ld = keep->size(0) > 1 ? keep->stride(0) : keep->size(1);
+  return keep->template data_ptr<T>();
+}
+
+template <typename T>
+struct GatedViews {
+  at::Tensor dst, src, value;
+  GatedInputs<T> in;
+  GatedViews(const at::Tensor& gate_dst, const at::Tensor& gate_src, const at::Tensor& val) {
+    in.gate_dst = rows_view<T>(gate_dst, &dst, &in.ld_dst);
+    in.gate_src = rows_view<T>(gate_src, &src, &in.ld_src);
+    in.value = rows_view<T>(val, &value, &in.ld_value);
+  }
+};
 
 // Shapes, dtypes and devices; index ranges (index < M, t_index < N) and the row pointers are checked
 // here too (check_index_range, check_indptr_full), so bad input is an error on either device.

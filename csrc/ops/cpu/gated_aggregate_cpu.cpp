@@ -17,17 +17,17 @@ constexpr int64_t kGatedTile = 4 * 64 / static_cast<int64_t>(sizeof(T));
 
 template <typename T>
 FGP_CPU_CLONES void gated_forward_rows(const int64_t* __restrict__ ptr, const int64_t* __restrict__ idx,
-                                       const T* __restrict__ gd, const T* __restrict__ gs, const T* __restrict__ x,
-                                       T* __restrict__ out, int64_t begin, int64_t end, int64_t F, T eps) {
+                                       const GatedInputs<T> in, T* __restrict__ out, int64_t begin, int64_t end,
+                                       int64_t F, T eps) {
   constexpr int64_t Tile = kGatedTile<T>;
   for (int64_t v = begin; v < end; ++v) {
     for (int64_t f0 = 0; f0 < F; f0 += Tile) {
       const int64_t width = std::min<int64_t>(Tile, F - f0);
-      const T* __restrict__ gdv = gd + v * F + f0;
+      const T* __restrict__ gdv = in.gate_dst + v * in.ld_dst + f0;
       T num[Tile] = {}, den[Tile] = {};
       for (int64_t e = ptr[v]; e < ptr[v + 1]; ++e) {
-        const T* __restrict__ gsu = gs + idx[e] * F + f0;
-        const T* __restrict__ xu = x + idx[e] * F + f0;
+        const T* __restrict__ gsu = in.gate_src + idx[e] * in.ld_src + f0;
+        const T* __restrict__ xu = in.value + idx[e] * in.ld_value + f0;
         for (int64_t t = 0; t < width; ++t) gated_accumulate(edge_gate(gdv[t], gsu[t]), xu[t], &num[t], &den[t]);
       }
       for (int64_t t = 0; t < width; ++t) out[v * F + f0 + t] = gated_output(num[t], den[t], eps);
@@ -37,24 +37,23 @@ FGP_CPU_CLONES void gated_forward_rows(const int64_t* __restrict__ ptr, const in
 
 template <typename T>
 FGP_CPU_CLONES void gated_backward_rows(const int64_t* __restrict__ ptr, const int64_t* __restrict__ idx,
-                                        const T* __restrict__ grad, const T* __restrict__ out,
-                                        const T* __restrict__ gd, const T* __restrict__ gs, const T* __restrict__ x,
+                                        const T* __restrict__ grad, const T* __restrict__ out, const GatedInputs<T> in,
                                         T* __restrict__ scale, T* __restrict__ shift, T* __restrict__ grad_dst,
                                         int64_t begin, int64_t end, int64_t F, T eps) {
   constexpr int64_t Tile = kGatedTile<T>;
   for (int64_t v = begin; v < end; ++v) {
     for (int64_t f0 = 0; f0 < F; f0 += Tile) {
       const int64_t width = std::min<int64_t>(Tile, F - f0), o = v * F + f0;
-      const T* __restrict__ gdv = gd + o;
+      const T* __restrict__ gdv = in.gate_dst + v * in.ld_dst + f0;
       T den[Tile] = {}, sc[Tile], sh[Tile], acc[Tile] = {};
       for (int64_t e = ptr[v]; e < ptr[v + 1]; ++e) {
-        const T* __restrict__ gsu = gs + idx[e] * F + f0;
+        const T* __restrict__ gsu = in.gate_src + idx[e] * in.ld_src + f0;
         for (int64_t t = 0; t < width; ++t) den[t] = den[t] + edge_gate(gdv[t], gsu[t]);
       }
       for (int64_t t = 0; t < width; ++t) gated_output_factors(grad[o + t], out[o + t], den[t], eps, &sc[t], &sh[t]);
       for (int64_t e = ptr[v]; e < ptr[v + 1]; ++e) {
-        const T* __restrict__ gsu = gs + idx[e] * F + f0;
-        const T* __restrict__ xu = x + idx[e] * F + f0;
+        const T* __restrict__ gsu = in.gate_src + idx[e] * in.ld_src + f0;
+        const T* __restrict__ xu = in.value + idx[e] * in.ld_value + f0;
         for (int64_t t = 0; t < width; ++t) acc[t] = acc[t] + gate_pre_grad(edge_gate(gdv[t], gsu[t]), xu[t], sc[t], sh[t]);
       }
       for (int64_t t = 0; t < width; ++t) {
@@ -68,20 +67,19 @@ FGP_CPU_CLONES void gated_backward_rows(const int64_t* __restrict__ ptr, const i
 
 template <typename T>
 FGP_CPU_CLONES void gated_source_rows(const int64_t* __restrict__ tptr, const int64_t* __restrict__ tidx,
-                                      const T* __restrict__ gd, const T* __restrict__ gs, const T* __restrict__ x,
-                                      const T* __restrict__ scale, const T* __restrict__ shift,
-                                      T* __restrict__ grad_src, T* __restrict__ grad_value, int64_t begin, int64_t end,
-                                      int64_t F) {
+                                      const GatedInputs<T> in, const T* __restrict__ scale,
+                                      const T* __restrict__ shift, T* __restrict__ grad_src, T* __restrict__ grad_value,
+                                      int64_t begin, int64_t end, int64_t F) {
   constexpr int64_t Tile = kGatedTile<T>;
   for (int64_t u = begin; u < end; ++u) {
     for (int64_t f0 = 0; f0 < F; f0 += Tile) {
       const int64_t width = std::min<int64_t>(Tile, F - f0), o = u * F + f0;
-      const T* __restrict__ gsu = gs + o;
-      const T* __restrict__ xu = x + o;
+      const T* __restrict__ gsu = in.gate_src + u * in.ld_src + f0;
+      const T* __restrict__ xu = in.value + u * in.ld_value + f0;
       T acc_src[Tile] = {}, acc_value[Tile] = {};
       for (int64_t q = tptr[u]; q < tptr[u + 1]; ++q) {
         const int64_t ov = tidx[q] * F + f0;
-        const T* __restrict__ gdv = gd + ov;
+        const T* __restrict__ gdv = in.gate_dst + tidx[q] * in.ld_dst + f0;
         const T* __restrict__ scv = scale + ov;
         const T* __restrict__ shv = shift + ov;
         for (int64_t t = 0; t < width; ++t) {
@@ -103,16 +101,14 @@ FGP_CPU_CLONES void gated_source_rows(const int64_t* __restrict__ tptr, const in
 at::Tensor gated_aggregate_cpu(const at::Tensor& gate_dst_in, const at::Tensor& gate_src_in, const at::Tensor& value_in,
                                const at::Tensor& index_in, const at::Tensor& indptr_in, double eps) {
   check_gated_args(gate_dst_in, gate_src_in, value_in, index_in, indptr_in, eps);
-  const auto gate_dst = gate_dst_in.contiguous(), gate_src = gate_src_in.contiguous(), value = value_in.contiguous();
   const auto index = index_in.contiguous(), indptr = indptr_in.contiguous();
-  const int64_t N = gate_dst.size(0), F = gate_dst.size(1), E = index.numel();
-  auto out = at::empty({N, F}, gate_dst.options());
-  AT_DISPATCH_FLOATING_TYPES(gate_dst.scalar_type(), "gated_aggregate_cpu", [&] {
+  const int64_t N = gate_dst_in.size(0), F = gate_dst_in.size(1), E = index.numel();
+  auto out = at::empty({N, F}, gate_dst_in.options());
+  AT_DISPATCH_FLOATING_TYPES(gate_dst_in.scalar_type(), "gated_aggregate_cpu", [&] {
+    const GatedViews<scalar_t> views(gate_dst_in, gate_src_in, value_in);
     at::parallel_for(0, N, csr_row_grain(E, N, 8 * F), [&](int64_t begin, int64_t end) {
-      gated_forward_rows<scalar_t>(indptr.data_ptr<int64_t>(), index.data_ptr<int64_t>(),
-                                   gate_dst.data_ptr<scalar_t>(), gate_src.data_ptr<scalar_t>(),
-                                   value.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), begin, end, F,
-                                   static_cast<scalar_t>(eps));
+      gated_forward_rows<scalar_t>(indptr.data_ptr<int64_t>(), index.data_ptr<int64_t>(), views.in,
+                                   out.data_ptr<scalar_t>(), begin, end, F, static_cast<scalar_t>(eps));
     });
   });
   return out;
@@ -124,28 +120,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_aggregate_backward_cpu(
     const at::Tensor& t_indptr_in, const at::Tensor& t_index_in) {
   check_gated_backward_args(grad_in, gate_dst_in, gate_src_in, value_in, index_in, indptr_in, out_in, t_indptr_in,
                             t_index_in, eps);
-  const auto grad = grad_in.contiguous(), gate_dst = gate_dst_in.contiguous(), gate_src = gate_src_in.contiguous();
-  const auto value = value_in.contiguous(), index = index_in.contiguous(), indptr = indptr_in.contiguous();
+  const auto grad = grad_in.contiguous(), index = index_in.contiguous(), indptr = indptr_in.contiguous();
   const auto out = out_in.contiguous(), t_indptr = t_indptr_in.contiguous(), t_index = t_index_in.contiguous();
-  const int64_t N = gate_dst.size(0), M = gate_src.size(0), F = gate_dst.size(1), E = index.numel();
-  const auto opts = gate_dst.options();
+  const int64_t N = gate_dst_in.size(0), M = gate_src_in.size(0), F = gate_dst_in.size(1), E = index.numel();
+  const auto opts = gate_dst_in.options();
   auto grad_dst = at::empty({N, F}, opts), grad_src = at::empty({M, F}, opts), grad_value = at::empty({M, F}, opts);
   auto scale = at::empty({N, F}, opts), shift = at::empty({N, F}, opts);
-  AT_DISPATCH_FLOATING_TYPES(gate_dst.scalar_type(), "gated_aggregate_backward_cpu", [&] {
+  AT_DISPATCH_FLOATING_TYPES(gate_dst_in.scalar_type(), "gated_aggregate_backward_cpu", [&] {
     const auto ep = static_cast<scalar_t>(eps);
+    const GatedViews<scalar_t> views(gate_dst_in, gate_src_in, value_in);
     // Row pass: the gate sums again, each row's output factors, grad_dst (a row sum).
     at::parallel_for(0, N, csr_row_grain(E, N, 16 * F), [&](int64_t begin, int64_t end) {
       gated_backward_rows<scalar_t>(indptr.data_ptr<int64_t>(), index.data_ptr<int64_t>(), grad.data_ptr<scalar_t>(),
-                                    out.data_ptr<scalar_t>(), gate_dst.data_ptr<scalar_t>(),
-                                    gate_src.data_ptr<scalar_t>(), value.data_ptr<scalar_t>(),
-                                    scale.data_ptr<scalar_t>(), shift.data_ptr<scalar_t>(),
-                                    grad_dst.data_ptr<scalar_t>(), begin, end, F, ep);
+                                    out.data_ptr<scalar_t>(), views.in, scale.data_ptr<scalar_t>(),
+                                    shift.data_ptr<scalar_t>(), grad_dst.data_ptr<scalar_t>(), begin, end, F, ep);
     });
     // Transposed pass: every source row owned by one task, its entries (the rows reading it) in order.
     at::parallel_for(0, M, csr_row_grain(E, M, 8 * F), [&](int64_t begin, int64_t end) {
-      gated_source_rows<scalar_t>(t_indptr.data_ptr<int64_t>(), t_index.data_ptr<int64_t>(),
-                                  gate_dst.data_ptr<scalar_t>(), gate_src.data_ptr<scalar_t>(),
-                                  value.data_ptr<scalar_t>(), scale.data_ptr<scalar_t>(), shift.data_ptr<scalar_t>(),
+      gated_source_rows<scalar_t>(t_indptr.data_ptr<int64_t>(), t_index.data_ptr<int64_t>(), views.in,
+                                  scale.data_ptr<scalar_t>(), shift.data_ptr<scalar_t>(),
                                   grad_src.data_ptr<scalar_t>(), grad_value.data_ptr<scalar_t>(), begin, end, F);
     });
   });
