@@ -118,4 +118,14 @@ FGP_HOST_DEVICE inline T gate_sigmoid(T x) {
   return T(1) / (T(1) + exp_in_range(y));
 }
 
+// tanh(x) = 1 - 2 / (exp(2x) + 1), exp's argument clamped as in gate_sigmoid (beyond it tanh is
+// +-1 to the last bit). Near 0 the error is absolute (about one ulp of 1), which is what the GRU
+// update needs; branch-free like gate_sigmoid.
+template <typename T>
+FGP_HOST_DEVICE inline T gate_tanh(T x) {
+  const T lo = exp_lower_bound<T>(), hi = sizeof(T) == 4 ? T(88.0) : T(709.0);
+  const T y = T(2) * x < lo ? lo : (T(2) * x > hi ? hi : T(2) * x);
+  return T(1) - T(2) / (exp_in_range(y) + T(1));
+}
+
 }  // namespace fgp

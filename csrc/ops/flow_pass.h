@@ -27,31 +27,17 @@
 
 namespace fgp {
 
-template <typename T>
-FGP_HOST_DEVICE inline T fgp_sigmoid(T x) {
-  return T(1) / (T(1) + fgp_exp(-x));
-}
-
-template <typename T>
-FGP_HOST_DEVICE inline T fgp_tanh(T x) {
-#if defined(__CUDA_ARCH__)
-  return tanh(x);
-#else
-  return std::tanh(x);
-#endif
-}
-
-// The GRU cell (torch.nn.GRUCell equations), split so that the transcendental functions can come
-// from each device's vector math (ATen's vectorised sigmoid/tanh on the CPU, the device's exp/tanh
-// in the CUDA kernels) while the algebra and its backward are shared:
+// The GRU cell (torch.nn.GRUCell equations); the algebra and its backward are shared by every path
+// (CPU small and large levels, CUDA), and so are the transcendental functions: gate_sigmoid and
+// gate_tanh, built on our exp (fast_math.h), branch-free so CPU loops over a row vectorise.
 //   r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z), n = tanh(gi_n + r * gh_n)   (gru_gates)
 //   h' = (1 - z) * n + z * h                                                        (gru_combine)
 // gi, gh are one row's [3F] input / hidden projections (blocks r, z, n), f the column.
 template <typename T>
 FGP_HOST_DEVICE inline void gru_gates(const T* gi, const T* gh, int64_t F, int64_t f, T* r, T* z, T* n) {
-  *r = fgp_sigmoid(gi[f] + gh[f]);
-  *z = fgp_sigmoid(gi[F + f] + gh[F + f]);
-  *n = fgp_tanh(gi[2 * F + f] + *r * gh[2 * F + f]);
+  *r = gate_sigmoid(gi[f] + gh[f]);
+  *z = gate_sigmoid(gi[F + f] + gh[F + f]);
+  *n = gate_tanh(gi[2 * F + f] + *r * gh[2 * F + f]);
 }
 
 template <typename T>

@@ -15,36 +15,46 @@ std::vector<int64_t> level_entry_starts(const int64_t* indptr, const std::vector
 }
 
 // Levels this small (rows x width) skip ATen: its per-call cost would dominate deep, narrow DAGs (a
-// chain has one node per level). They run as plain loops with the shared gate functions; large
-// levels use ATen's GEMM and vectorised sigmoid/tanh.
+// chain has one node per level), so their message projection runs as plain loops; large levels use
+// ATen's GEMM. The gates are the shared gru_gates on every level.
 constexpr int64_t kSmallLevelWork = 512;
 
-// Forward of the GRU cell for the rows [s, t) of a small level, loops only. gi: the whole pass's
-// input projections [N, 3F] (h0 @ w_ih^T + b_ih); the hidden state is the message. The message's
-// projection is accumulated column by column of w_hh (w_hh_t = w_hh^T, [F, 3F]), so the inner loop
-// is an axpy over the 3F outputs, which vectorises (a dot product per output would be a serial
-// floating-point reduction): on deep, narrow DAGs these loops are most of the work.
+// Gates and new state of rows [begin, end) of a level starting at s: gi is the pass's [N, 3F] input
+// projection, gh the level's [R, 3F] message projection (row v at v - s); the message is the
+// hidden state. Vectorised over the columns (gate_sigmoid / gate_tanh are branch-free).
 template <typename T>
-FGP_CPU_CLONES void gru_small_level(int64_t s, int64_t t, int64_t F, const T* __restrict__ msg,
-                                    const T* __restrict__ gi, const T* __restrict__ w_hh_t,
-                                    const T* __restrict__ b_hh, T* __restrict__ h, T* __restrict__ rz,
-                                    T* __restrict__ n, T* __restrict__ gh_n, T* __restrict__ gh) {
-  for (int64_t v = s; v < t; ++v) {
-    const T* __restrict__ m = msg + v * F;
-    for (int64_t j = 0; j < 3 * F; ++j) gh[j] = b_hh[j];
-    for (int64_t f = 0; f < F; ++f) {
-      const T mf = m[f];
-      const T* __restrict__ col = w_hh_t + f * 3 * F;
-      for (int64_t j = 0; j < 3 * F; ++j) gh[j] = gh[j] + col[j] * mf;
-    }
+FGP_CPU_CLONES void gru_rows(int64_t begin, int64_t end, int64_t s, int64_t F, const T* __restrict__ gi,
+                             const T* __restrict__ gh, const T* __restrict__ msg, T* __restrict__ h,
+                             T* __restrict__ rz, T* __restrict__ n, T* __restrict__ gh_n) {
+  for (int64_t v = begin; v < end; ++v) {
+    const T* __restrict__ gv = gh + (v - s) * 3 * F;
     for (int64_t f = 0; f < F; ++f) {
       T rg, zg, ng;
-      gru_gates(gi + v * 3 * F, gh, F, f, &rg, &zg, &ng);
+      gru_gates(gi + v * 3 * F, gv, F, f, &rg, &zg, &ng);
       rz[v * 2 * F + f] = rg;
       rz[v * 2 * F + F + f] = zg;
       n[v * F + f] = ng;
-      gh_n[v * F + f] = gh[2 * F + f];
-      h[v * F + f] = gru_combine(zg, ng, m[f]);
+      gh_n[v * F + f] = gv[2 * F + f];
+      h[v * F + f] = gru_combine(zg, ng, msg[v * F + f]);
+    }
+  }
+}
+
+// The message projection of the rows [s, t) of a small level (gh: [R, 3F]), in loops: accumulated
+// column by column of w_hh (w_hh_t = w_hh^T, [F, 3F]), so the inner loop is an axpy over the 3F
+// outputs, which vectorises (a dot product per output would be a serial floating-point reduction).
+template <typename T>
+FGP_CPU_CLONES void message_projection_small_level(int64_t s, int64_t t, int64_t F, const T* __restrict__ msg,
+                                                   const T* __restrict__ w_hh_t, const T* __restrict__ b_hh,
+                                                   T* __restrict__ gh) {
+  for (int64_t v = s; v < t; ++v) {
+    T* __restrict__ g = gh + (v - s) * 3 * F;
+    const T* __restrict__ m = msg + v * F;
+    for (int64_t j = 0; j < 3 * F; ++j) g[j] = b_hh[j];
+    for (int64_t f = 0; f < F; ++f) {
+      const T mf = m[f];
+      const T* __restrict__ col = w_hh_t + f * 3 * F;
+      for (int64_t j = 0; j < 3 * F; ++j) g[j] = g[j] + col[j] * mf;
     }
   }
 }
@@ -118,7 +128,12 @@ std::vector<at::Tensor> flow_pass_forward_cpu(at::TensorList args_in) {
     const scalar_t bias = a.att_bias.item<scalar_t>();
     scalar_t* hp = h.data_ptr<scalar_t>();
     scalar_t* msgp = msg.data_ptr<scalar_t>();
-    std::vector<scalar_t> gh_scratch(3 * F);
+    int64_t small_rows = 0;  // the largest small level: the loop path's projection scratch
+    for (int64_t l = 0; l < L; ++l) {
+      const int64_t rows = levels[l + 1] - levels[l];
+      if (rows * F <= kSmallLevelWork) small_rows = std::max(small_rows, rows);
+    }
+    std::vector<scalar_t> gh_scratch(std::max<int64_t>(small_rows, 1) * 3 * F);
     for (int64_t l = 0; l < L; ++l) {
       const int64_t s = levels[l], t = levels[l + 1], R = t - s, es = entry_starts[l];
       const int64_t El = entry_starts[l + 1] - es;
@@ -130,26 +145,19 @@ std::vector<at::Tensor> flow_pass_forward_cpu(at::TensorList args_in) {
             flow_attention_row(s + r, r, es, ptr, idx, h0p, hp, adp, asp, bias, F, lgp, msgp + s * F);
         });
       }
-      if (R * F <= kSmallLevelWork) {
-        gru_small_level<scalar_t>(s, t, F, msgp, gip, w_hh_t.data_ptr<scalar_t>(), b_hh.data_ptr<scalar_t>(), hp,
-                                  rz.data_ptr<scalar_t>(), n.data_ptr<scalar_t>(), gh_n.data_ptr<scalar_t>(),
-                                  gh_scratch.data());
-        continue;
+      const scalar_t* ghp;
+      at::Tensor gh;
+      if (R * F <= kSmallLevelWork) {  // the projection in loops, into the scratch
+        message_projection_small_level<scalar_t>(s, t, F, msgp, w_hh_t.data_ptr<scalar_t>(),
+                                                 b_hh.data_ptr<scalar_t>(), gh_scratch.data());
+        ghp = gh_scratch.data();
+      } else {  // ATen's GEMM (a zero message projects to b_hh)
+        gh = El > 0 ? at::addmm(b_hh, msg.slice(0, s, t), w_hh.t()) : b_hh.expand({R, 3 * F}).contiguous();
+        ghp = gh.data_ptr<scalar_t>();
       }
-      // The message's projection by ATen's GEMM (a zero message projects to b_hh); the gates with
-      // ATen's vectorised sigmoid/tanh (the formulas of gru_gates).
-      const auto gh = El > 0 ? at::addmm(b_hh, msg.slice(0, s, t), w_hh.t()) : b_hh.expand({R, 3 * F});
-      const auto gi_l = gi.slice(0, s, t);
-      auto rz_l = rz.slice(0, s, t), n_l = n.slice(0, s, t);
-      rz_l.copy_(at::sigmoid(gi_l.slice(1, 0, 2 * F) + gh.slice(1, 0, 2 * F)));
-      gh_n.slice(0, s, t).copy_(gh.slice(1, 2 * F, 3 * F));
-      n_l.copy_(at::tanh(gi_l.slice(1, 2 * F, 3 * F) + rz_l.slice(1, 0, F) * gh.slice(1, 2 * F, 3 * F)));
-      const scalar_t* rzp = rz.data_ptr<scalar_t>();
-      const scalar_t* np = n.data_ptr<scalar_t>();
       at::parallel_for(s, t, csr_row_grain(0, R, 8 * F), [&](int64_t begin, int64_t end) {
-        for (int64_t v = begin; v < end; ++v)
-          for (int64_t f = 0; f < F; ++f)
-            hp[v * F + f] = gru_combine(rzp[v * 2 * F + F + f], np[v * F + f], msgp[v * F + f]);
+        gru_rows<scalar_t>(begin, end, s, F, gip, ghp, msgp, hp, rz.data_ptr<scalar_t>(), n.data_ptr<scalar_t>(),
+                           gh_n.data_ptr<scalar_t>());
       });
     }
   });
