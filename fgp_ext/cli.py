@@ -97,15 +97,15 @@ def _surrogate(batch, ds, sp):
 
 
 def _aux_name(args, ds) -> str | None:
-    """The auxiliary target the user asked for; 'auto' is FGP's full recipe where a proxy ships
-    with the data (NB201: the default zero-cost proxy), else none; 'none' turns it off."""
+    """The auxiliary target the user asked for; 'auto' is FGP's full recipe where proxies ship with
+    the data (NB201: the vote of synflow, jacov and snip), else none; 'none' turns it off."""
     name = getattr(args, "aux_target", None)
     if name in (None, "none"):
         return None
     if name == "auto":
-        from fgp_ext.proxies import DEFAULT_AUX_PROXY
+        from fgp_ext.proxies import DEFAULT_AUX_TARGET
 
-        return DEFAULT_AUX_PROXY if getattr(ds.space, "name", "") == "nb201" else None
+        return DEFAULT_AUX_TARGET if getattr(ds.space, "name", "") == "nb201" else None
     return name
 
 
@@ -444,7 +444,7 @@ def _add_split(p):
 
 AUX_HELP = ("auxiliary pre-training ranking target: a data column; for NB201 a shipped zero-cost proxy "
             "(params, flops, synflow, nwot, jacov, grad_norm, snip); several joined by '+' rank-vote "
-            "(e.g. synflow+jacov+snip); 'auto' (default): synflow on NB201, none elsewhere; 'none': "
+            "(e.g. synflow+jacov+snip); 'auto' (default): that vote on NB201, none elsewhere; 'none': "
             "reconstruction only")
 
 
