@@ -2,7 +2,8 @@
 // the same operations on the host and in CUDA kernels (so softmax weights round identically on
 // every device), inlined, and about 3x cheaper than glibc's scalar exp in our softmax loops.
 // Accuracy: about 1 ulp in float32 and float64 over the whole range (checked against torch.exp in
-// python_tests/test_flow_encoder.py); overflow gives inf, underflow below the normal range gives 0.
+// python_tests/test_flow_encoder.py). Callers clamp the argument to the normal range first
+// (softmax_exp, gate_sigmoid, gate_tanh): a clamp, unlike a branch, keeps loops vectorisable.
 #pragma once
 
 #include <cmath>
@@ -44,7 +45,7 @@ FGP_HOST_DEVICE inline T round_to_integer(T x) {
   return (x + magic) - magic;
 }
 
-// exp(x) for x in the normal range [lo, hi] (see fgp_exp): Cody-Waite reduction x = k ln2 + r,
+// exp(x) for x in the normal range [exp_lower_bound, 88 or 709]: Cody-Waite reduction x = k ln2 + r,
 // |r| <= ln2 / 2, a Taylor polynomial in r of degree 7 (float) or 13 (double) -- truncation below
 // half an ulp -- and 2^k put in the exponent bits. Branch-free, so loops over it vectorise.
 template <typename T>
@@ -87,16 +88,6 @@ FGP_HOST_DEVICE inline T exp_in_range(T x) {
 template <typename T>
 FGP_HOST_DEVICE inline T exp_lower_bound() {
   return sizeof(T) == 4 ? T(-87.0) : T(-708.0);
-}
-
-// exp(x) for any x: inf above the range, 0 below it (then exp_in_range).
-template <typename T>
-FGP_HOST_DEVICE inline T fgp_exp(T x) {
-  const T hi = sizeof(T) == 4 ? T(88.0) : T(709.0);
-  if (!(x == x)) return x;  // NaN
-  if (x > hi) return std::numeric_limits<T>::infinity();
-  if (x < exp_lower_bound<T>()) return T(0);
-  return exp_in_range(x);
 }
 
 // The softmax's exp: its arguments are logit - max <= 0, so only the lower end needs care; it is
