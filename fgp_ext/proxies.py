@@ -32,7 +32,9 @@ with its parameters permuted), with a shared slot-seeded weight bank and a small
 :func:`load_nb201_proxies` returns the shipped table (``fgp_ext/data/nb201_proxies.npz``, made by
 ``scripts/compute_nb201_proxies.py``), aligned with ``formats.load("nb201")``.
 
-Default proxy for FGP's auxiliary pre-training loss: :data:`DEFAULT_AUX_PROXY` (see its comment).
+Default auxiliary target of FGP pre-training on NB201 (``--aux-target auto``):
+:data:`DEFAULT_AUX_TARGET`, a rank vote of three proxies (see its comment); the best single proxy
+is :data:`DEFAULT_AUX_PROXY`.
 """
 from __future__ import annotations
 
@@ -55,7 +57,7 @@ __all__ = [
 PROXIES: tuple[str, ...] = ("params", "flops", "synflow", "nwot", "jacov", "grad_norm", "snip")
 #: proxies that need no gradient and no data (instant)
 CHEAP_PROXIES: tuple[str, ...] = ("params", "flops")
-#: Default auxiliary target of FGP pre-training on NB201: SynFlow, the proxy with the best rank
+#: The best single shipped proxy (and :func:`nb201_proxy`'s default): SynFlow, the proxy with the best rank
 #: correlation with CIFAR-10 test accuracy (200 epochs) over all 15,625 NB201 cells in the shipped
 #: table (Kendall 0.584 / Spearman 0.778; params 0.578 / 0.753, flops 0.541 / 0.732, nwot 0.510 /
 #: 0.693, jacov 0.507 / 0.682, snip 0.498 / 0.667, grad_norm 0.496 / 0.667), and cheap: data-free,
