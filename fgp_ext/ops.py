@@ -540,17 +540,17 @@ def _attention_fake(x, logit, index, indptr, t_indptr=None, t_index=None, t_perm
 @torch.library.register_fake("fgp::gated_aggregate")
 def _gated_fake(gate_dst, gate_src, value, index, indptr, eps=1e-6, t_indptr=None, t_index=None):
     torch._check(gate_dst.dim() == 2, lambda: "gate_dst must be [N, F]")
-    return torch.empty_like(gate_dst)
+    return gate_dst.new_empty(gate_dst.shape)  # contiguous, as the kernels return
 
 
 @torch.library.register_fake("fgp::gated_aggregate_backward")
 def _gated_backward_fake(grad, gate_dst, gate_src, value, index, indptr, out, eps, t_indptr, t_index):
-    return torch.empty_like(gate_dst), torch.empty_like(gate_src), torch.empty_like(value)
+    return gate_dst.new_empty(gate_dst.shape), gate_src.new_empty(gate_src.shape), value.new_empty(value.shape)
 
 
 @torch.library.register_fake("fgp::dropout")
 def _dropout_fake(x, p, seed):
-    return torch.empty_like(x)
+    return x.new_empty(x.shape)  # contiguous, as the kernels return
 
 
 @torch.library.register_fake("fgp::gather_attention_backward")

@@ -352,12 +352,18 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
 
 
 def dropout(x, p, seed):
-    """The compiled dropout's mask and scaling, plainly: element ``i`` is kept iff the top 24 bits
-    of ``hash32(hash32(hi(i) ^ hi(seed)) ^ lo(i) ^ lo(seed))`` are ``>= ceil(p * 2^24)``; kept values
-    are scaled by ``1 / (1 - p)``."""
+    """The compiled dropout's mask and scaling, plainly: with ``key = splitmix64(seed)``, element
+    ``i`` is kept iff the top 24 bits of ``hash32(hash32(hi(i) ^ hi(key)) ^ lo(i) ^ lo(key))`` are
+    ``>= ceil(p * 2^24)``; kept values are scaled by ``1 / (1 - p)``."""
     if not 0.0 <= float(p) <= 1.0:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
-    useed = int(seed) % (1 << 64)
+    if not -(1 << 63) <= int(seed) < (1 << 63):
+        raise ValueError(f"seed must be a 64-bit signed integer, got {seed}")
+    m64 = (1 << 64) - 1
+    key = (int(seed) + 0x9E3779B97F4A7C15) & m64  # the C++ dropout_key (splitmix64's finaliser)
+    key = ((key ^ (key >> 30)) * 0xBF58476D1CE4E5B9) & m64
+    key = ((key ^ (key >> 27)) * 0x94D049BB133111EB) & m64
+    useed = key ^ (key >> 31)
     i = torch.arange(x.numel(), device=x.device, dtype=torch.int64)
     bits = _hash32(_hash32((i >> 32) ^ (useed >> 32)) ^ (i & _M32) ^ (useed & _M32)) >> 8
     keep = (bits >= math.ceil(float(p) * 16777216.0)).reshape(x.shape)

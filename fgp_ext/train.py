@@ -446,7 +446,8 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
     ``unlabelled``: optional extra architectures of the same search space (a :class:`Dataset` or a
     list of graphs, e.g. :func:`fgp_ext.data.spaces.sample_nb101`) added to the pre-training set
     only; they never enter a split. An auxiliary proxy target, when used, covers the labelled
-    dataset only (the extras sit out the ranking loss).
+    dataset only (the extras sit out the ranking loss). A given ``surrogate_targets`` must then cover
+    the dataset followed by the extras.
 
     Returns a JSON-serialisable summary (``runs``: per-run metrics; ``mean``/``std`` per method;
     timings) plus, under ``"_artifacts"``, the first run's predictions and training curves.
@@ -464,10 +465,9 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
         if extra_space is not None and list(extra_space.vocab) != list(space.vocab):
             raise ValueError(f"unlabelled architectures are from another search space "
                              f"({getattr(extra_space, 'name', '?')}, not {getattr(space, 'name', '?')})")
-        too_big = max(int(g.ops.max()) for g in extra if g.num_nodes) if extra else -1
-        if too_big >= space.num_ops:
-            raise ValueError(f"an unlabelled architecture uses op id {too_big}, outside the vocabulary "
-                             f"of {space.num_ops} ops")
+        op_ids = [int(i) for g in extra if g.num_nodes for i in (g.ops.min(), g.ops.max())]
+        if op_ids and (min(op_ids) < 0 or max(op_ids) >= space.num_ops):
+            raise ValueError(f"an unlabelled architecture uses an op id outside the vocabulary of {space.num_ops} ops")
     pre_batch = collate(dataset.graphs + extra) if extra else batch
     collate_s = time.perf_counter() - t_col
     n = batch.num_graphs
@@ -490,7 +490,7 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
                                      np.full(len(extra), np.nan)])
     enc_cfg = {"hidden": hidden, "dropout": dropout}
     if encoder == "mlp":
-        enc_cfg["max_nodes"] = int(batch.node_ptr.diff().max())
+        enc_cfg["max_nodes"] = int(pre_batch.node_ptr.diff().max())  # the extras may be larger
     pretrained: dict[int, tuple[dict, PretrainResult]] = {}
     per_run: list[dict] = []
     artifacts: dict[str, Any] = {}

@@ -39,11 +39,16 @@ def test_keep_rate_and_scaling(p):
     assert float(blocks.std()) < 2 * math.sqrt(p * (1 - p) / 1000)
 
 
-def test_masks_of_different_seeds_are_independent():
-    a = torch.ops.fgp.dropout(torch.ones(200_000), 0.5, 1) != 0
-    b = torch.ops.fgp.dropout(torch.ones(200_000), 0.5, 2) != 0
+@pytest.mark.parametrize("s1,s2", [(1, 2), (1000, 1001), (7, 7 ^ 4096)])
+def test_masks_of_different_seeds_are_independent(s1, s2):
+    """Also for seeds a few bits apart (a step counter): the seed is scrambled before it keys the
+    hash, so the masks are not permutations of each other."""
+    a = torch.ops.fgp.dropout(torch.ones(200_000), 0.5, s1) != 0
+    b = torch.ops.fgp.dropout(torch.ones(200_000), 0.5, s2) != 0
     both = float((a & b).float().mean())
     assert abs(both - 0.25) < 5 * math.sqrt(0.25 * 0.75 / 200_000)
+    pairs = a.reshape(-1, 2)  # seeds XOR-ed in raw would swap neighbours: b = a with pairs swapped
+    assert not torch.equal(b.reshape(-1, 2), pairs.flip(1))
 
 
 def test_gradient_reapplies_the_mask_gradcheck_and_opcheck():
@@ -84,3 +89,8 @@ def test_bad_probability(p):
         torch.ops.fgp.dropout(torch.ones(3), p, 0)
     with pytest.raises(RuntimeError, match="float32 or float64"):
         torch.ops.fgp.dropout(torch.ones(3, dtype=torch.int64), 0.5, 0)
+
+
+def test_opcheck_on_non_contiguous_input():
+    """The fake kernel reports the real kernel's (contiguous) layout for any input layout."""
+    torch.library.opcheck(torch.ops.fgp.dropout, (torch.randn(6, 5).t(), 0.3, 5))

@@ -52,7 +52,7 @@ def test_worked_example_and_empty_rows():
     b = torch.tensor([[0.0], [-1.0]], dtype=torch.float64)
     v = torch.tensor([[2.0], [4.0]], dtype=torch.float64)
     csr = CSR(torch.tensor([0, 2, 2, 4]), torch.tensor([0, 1, 1, 1]))
-    out = ops.gated_aggregate(a, b, v, csr, eps=0.0)
+    out = ops.gated_aggregate(a, b, v, csr, eps=1e-300)
     g0, g1 = torch.sigmoid(torch.tensor(0.0, dtype=torch.float64)), torch.sigmoid(torch.tensor(-1.0, dtype=torch.float64))
     expect = torch.stack([(g0 * 2 + g1 * 4) / (g0 + g1), torch.tensor(0.0, dtype=torch.float64),
                           torch.tensor(4.0, dtype=torch.float64)]).reshape(3, 1)
@@ -163,7 +163,9 @@ BAD_CASES = [
     ("decreasing indptr", lambda: ops.gated_aggregate(torch.ones(3, 3), torch.ones(2, 3), torch.ones(2, 3), CSR(
         torch.tensor([0, 2, 1, 3]), torch.tensor([0, 1, 1]))), "non-decreasing"),
     ("negative eps", lambda: ops.gated_aggregate(torch.ones(2, 3), torch.ones(2, 3), torch.ones(2, 3), _csr(),
-                                                 eps=-1.0), "eps must be >= 0"),
+                                                 eps=-1.0), "eps must be > 0"),
+    ("zero eps", lambda: ops.gated_aggregate(torch.ones(2, 3), torch.ones(2, 3), torch.ones(2, 3), _csr(), eps=0.0),
+     "eps must be > 0"),
     ("bad transpose", lambda: torch.ops.fgp.gated_aggregate_backward(
         torch.ones(2, 3), torch.ones(2, 3), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1, 1]),
         torch.tensor([0, 2, 3]), torch.ones(2, 3), 1e-6, torch.tensor([0, 1, 3]), torch.tensor([0, 5, 1])),
@@ -200,3 +202,9 @@ def test_strided_inputs_are_read_in_place_or_copied_and_agree():
     torch.testing.assert_close(ops.gated_aggregate(tr, plain[1].detach(), plain[2].detach(), csr),
                                ops.gated_aggregate(tr.contiguous(), plain[1].detach(), plain[2].detach(), csr),
                                rtol=0, atol=0)
+
+
+def test_opcheck_on_non_contiguous_inputs():
+    csr = _csr()
+    args = (torch.randn(3, 2).t(), torch.randn(3, 2).t(), torch.randn(2, 3), csr.index, csr.indptr, 1e-6)
+    torch.library.opcheck(torch.ops.fgp.gated_aggregate, args)

@@ -281,3 +281,21 @@ def test_aux_target_rank_vote():
         resolve_aux_target("a+", d)
     with pytest.raises(ValueError, match="unknown auxiliary target"):
         resolve_aux_target("a+nope", d)
+
+
+def test_mlp_encoder_sized_for_larger_unlabelled_cells():
+    """The MLP baseline's input width must cover the pre-training extras, which may be larger than
+    every labelled architecture."""
+    from fgp_ext.data.spaces import sample_nb101
+    from fgp_ext.train import run_protocol
+
+    ds = sample_nb101(400, seed=2)
+    small = [g for g in ds.graphs if g.num_nodes <= 5][:100]
+    big = [g for g in ds.graphs if g.num_nodes == 7][:20]
+    assert len(small) == 100 and big
+    rng = np.random.default_rng(0)
+    labelled = type(ds)(small, ds.space, {"acc": rng.random(100)})
+    s = run_protocol(labelled, "mlp", "acc", runs=1, ratio=0.5, n_train=50, n_val=20, epochs_pretrain=1,
+                     epochs_finetune=1, hidden=8, unlabelled=type(ds)(big, ds.space), baseline=False, progress=False,
+                     log=lambda *a: None)
+    assert s["encoder_config"]["max_nodes"] == 7

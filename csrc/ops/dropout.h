@@ -23,7 +23,18 @@ FGP_HOST_DEVICE inline uint32_t hash32(uint32_t x) {
   return x;
 }
 
-// 24 uniform bits of element i under seed: both 32-bit halves of the index and of the seed enter.
+// The seed is scrambled once per call (splitmix64's finaliser) before it keys the per-element hash:
+// XOR-ing a raw seed into a bijective hash would make seeds that differ in a few low bits give the
+// same mask with elements swapped (seed ^ d and index ^ d cancel), e.g. seed = step counter.
+inline uint64_t dropout_key(int64_t seed) {
+  uint64_t s = static_cast<uint64_t>(seed) + 0x9E3779B97F4A7C15ULL;
+  s = (s ^ (s >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  s = (s ^ (s >> 27)) * 0x94D049BB133111EBULL;
+  return s ^ (s >> 31);
+}
+
+// 24 uniform bits of element i under the key (dropout_key of the seed): both 32-bit halves of the
+// index and of the key enter.
 FGP_HOST_DEVICE inline uint32_t dropout_bits(uint64_t seed, int64_t i) {
   const uint64_t u = static_cast<uint64_t>(i);
   const uint32_t lo = static_cast<uint32_t>(u), hi = static_cast<uint32_t>(u >> 32);

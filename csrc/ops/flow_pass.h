@@ -187,6 +187,18 @@ struct FlowPassSaved {
 inline FlowPassSaved unpack_flow_pass_saved(const at::Tensor& grad, at::TensorList saved, const FlowPassArgs& a) {
   TORCH_CHECK(saved.size() == 6, "flow_pass_backward: expected the 6 tensors saved by the forward");
   TORCH_CHECK(grad.sizes() == a.h0.sizes(), "grad must have the shape of h0");
+  TORCH_CHECK(grad.scalar_type() == a.h0.scalar_type(), "grad must have the dtype of h0");
+  check_same_device(a.h0, "h0", grad, "grad");
+  // {h, msg, rz, n, gh_n, logit} as flow_pass_train returns them: the kernels index them unchecked.
+  const int64_t N = a.h0.size(0), F = a.h0.size(1);
+  const std::vector<int64_t> shapes[6] = {{N, F}, {N, F}, {N, 2 * F}, {N, F}, {N, F}, {a.index.numel()}};
+  for (size_t i = 0; i < 6; ++i) {
+    TORCH_CHECK(saved[i].sizes() == shapes[i], "flow_pass_backward: saved tensor ", i, " must have shape ", shapes[i],
+                ", got ", saved[i].sizes());
+    TORCH_CHECK(saved[i].scalar_type() == a.h0.scalar_type(), "flow_pass_backward: saved tensor ", i,
+                " must have the dtype of h0");
+    check_same_device(a.h0, "h0", saved[i], "the saved tensors");
+  }
   return {saved[0].contiguous(), saved[1].contiguous(), saved[2].contiguous(),
           saved[3].contiguous(), saved[4].contiguous(), saved[5].contiguous()};
 }

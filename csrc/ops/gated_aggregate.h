@@ -1,6 +1,6 @@
 // gated_aggregate(gate_dst[N, F], gate_src[M, F], value[M, F], index[E], indptr[N+1], eps) -> out[N, F]
 //   g_e    = sigmoid(gate_dst[v] + gate_src[u_e])                 (per channel; v the row of entry e)
-//   out[v] = sum_e g_e * value[u_e] / (sum_e g_e + eps)        (eps >= 0)
+//   out[v] = sum_e g_e * value[u_e] / (sum_e g_e + eps)        (eps > 0)
 // The edge-gated aggregation of GatedGCN / ResGatedGCN (Bresson & Laurent), fused: gather, gate,
 // both segment sums and the normalisation in one pass, so neither the [E, F] gates nor the gathered
 // rows are stored. Rows without entries give 0. The backward (gated_aggregate_backward) recomputes
@@ -142,7 +142,9 @@ struct GatedViews {
 inline void check_gated_args(const at::Tensor& gate_dst, const at::Tensor& gate_src, const at::Tensor& value,
                              const at::Tensor& index, const at::Tensor& indptr, double eps) {
   check_float(gate_dst, "gate_dst");
-  TORCH_CHECK(eps >= 0, "eps must be >= 0, got ", eps);
+  // eps > 0: with eps = 0 a row whose gates all saturate (below exp's range) would divide by a
+  // clamped ~1e-38 (an unweighted mean forward, inf/NaN gradients) where torch's sigmoid gives 0.
+  TORCH_CHECK(eps > 0, "eps must be > 0, got ", eps);
   TORCH_CHECK(gate_dst.dim() == 2, "gate_dst must be [N, F], got ", gate_dst.sizes());
   TORCH_CHECK(gate_src.dim() == 2 && gate_src.size(1) == gate_dst.size(1), "gate_src must be [M, F] with F = ",
               gate_dst.size(1), ", got ", gate_src.sizes());
@@ -170,6 +172,8 @@ inline void check_gated_backward_args(const at::Tensor& grad, const at::Tensor& 
               "grad and out must have the shape of gate_dst ", gate_dst.sizes());
   TORCH_CHECK(grad.scalar_type() == gate_dst.scalar_type() && out.scalar_type() == gate_dst.scalar_type(),
               "grad and out must have the dtype of gate_dst");
+  check_same_device(gate_dst, "gate_dst", grad, "grad");
+  check_same_device(gate_dst, "gate_dst", out, "out");
   check_index_vector(t_index, "t_index");
   check_same_device(gate_dst, "gate_dst", t_index, "t_index");
   check_same_device(gate_dst, "gate_dst", t_indptr, "t_indptr");

@@ -507,8 +507,8 @@ def sample_nb101(n: int, seed: int = 0, *, edge_prob: float = 0.35, max_tries: i
     for pre-training on more unlabelled cells than are labelled.
 
     Each draw: 7 nodes, every upper-triangular edge with probability ``edge_prob``, the 5 inner nodes'
-    ops uniform over conv1x1 / conv3x3 / maxpool; kept when it is a valid NAS-Bench-101 spec (at most
-    9 edges, the output reachable from the input) and its pruned cell is new (exact duplicates of the
+    ops uniform over conv1x1 / conv3x3 / maxpool; kept when it is a valid NAS-Bench-101 spec (the
+    output reachable from the input, at most 9 edges after pruning) and its pruned cell is new (exact duplicates of the
     pruned matrix and ops are dropped; isomorphic cells are not merged). Deterministic in ``seed``.
     """
     from fgp_ext.data.dataset import Dataset
@@ -532,10 +532,12 @@ def sample_nb101(n: int, seed: int = 0, *, edge_prob: float = 0.35, max_tries: i
         tries += 1
         adj = np.zeros((v, v), dtype=np.int64)
         adj[iu] = rng.random(iu[0].size) < edge_prob
-        if adj.sum() > NB101_MAX_EDGES or not _reach(adj != 0, 0)[v - 1]:
+        if not _reach(adj != 0, 0)[v - 1]:
             continue
         ops = ["input", *(inner[k] for k in rng.integers(0, len(inner), v - 2)), "output"]
         g = nb101_from_matrix(adj, ops)
+        if g.num_edges > NB101_MAX_EDGES:  # counted after pruning, as NAS-Bench-101's ModelSpec does
+            continue
         key = g.ops.tobytes() + b"|" + np.ascontiguousarray(g.edges).tobytes()
         if key in seen:
             continue

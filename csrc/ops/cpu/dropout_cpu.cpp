@@ -24,7 +24,7 @@ at::Tensor dropout_cpu(const at::Tensor& x_in, double p, int64_t seed) {
     const scalar_t* xs = x.data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
     at::parallel_for(0, n, 32768, [&](int64_t begin, int64_t end) {
-      dropout_range<scalar_t>(xs, o, begin, end, static_cast<uint64_t>(seed), threshold, scale);
+      dropout_range<scalar_t>(xs, o, begin, end, dropout_key(seed), threshold, scale);
     });
   });
   return out;

@@ -21,7 +21,7 @@ at::Tensor dropout_cuda(const at::Tensor& x_in, double p, int64_t seed) {
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dropout_cuda", [&] {
       const auto scale = p < 1.0 ? static_cast<scalar_t>(1.0 / (1.0 - p)) : scalar_t(0);
       dropout_kernel<scalar_t><<<cuda::blocks_for(n), cuda::kThreads, 0, cuda::stream()>>>(
-          x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), n, static_cast<uint64_t>(seed), dropout_threshold(p),
+          x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), n, dropout_key(seed), dropout_threshold(p),
           scale);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
