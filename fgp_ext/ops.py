@@ -258,7 +258,7 @@ def gated_aggregate(gate_dst: torch.Tensor, gate_src: torch.Tensor, value: torch
         gate_dst: ``[N, F]`` (the ``A h`` of the layer), one row per CSR row.
         gate_src, value: ``[M, F]`` (``B h`` and ``V h``), read through ``csr.index``.
         csr: the CSR (``indptr [N + 1]``, ``index [E]``).
-        eps: keeps rows whose gates are all ~0 finite; rows without entries give 0.
+        eps: ``> 0``; keeps rows whose gates are all ~0 finite; rows without entries give 0.
         transpose: the CSR's transpose (its ``indptr``/``index``; the perm is not needed), read by
             the backward only. A symmetric CSR (e.g. :attr:`ArchBatch.undirected_csr`) is its own
             transpose: pass it again. Default: built by :func:`csr_transpose` in the backward.
