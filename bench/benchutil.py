@@ -93,6 +93,41 @@ def device_threads(request):
     torch.set_num_threads(old)
 
 
+@pytest.fixture(params=list(CPU_THREADS), ids=[f"cpu-t{t}" for t in CPU_THREADS])
+def cpu_threads(request):
+    """CPU-only thread counts (the suites with no CUDA variant); sets and restores
+    ``torch.set_num_threads``."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(old)
+
+
+def training_epoch(batch, model, batch_size: int, width: int, forward=None):
+    """A training epoch as a closure, the same for every encoder suite: every graph of ``batch`` once,
+    in a fixed shuffled order, ``batch.select`` per step (as training does), the squared error of
+    ``forward(sub_batch)`` (``[B, width]``; default ``model``) against fixed random targets, and an Adam
+    step. The closure returns the summed loss."""
+    forward = model if forward is None else forward
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    order = torch.randperm(batch.num_graphs, generator=gen)
+    target = torch.randn(batch.num_graphs, width, generator=gen)
+    chunks = list(order.split(batch_size))
+
+    def epoch():
+        total = 0.0
+        for ids in chunks:
+            loss = (forward(batch.select(ids)) - target.index_select(0, ids)).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss)
+        return total
+
+    return epoch
+
+
 # ----------------------------------------------------------------------------------------------
 # NB201 data
 # ----------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ Run from the repository root (``pytest python_tests`` never collects this folder
 The helpers live in :mod:`benchutil` so that test modules can import them too.
 """
 from benchutil import (  # noqa: F401  (fixtures and hooks are found by name)
+    cpu_threads,
     device_threads,
     nb201_arch_strs,
     nb201_batch,

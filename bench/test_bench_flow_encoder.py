@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from benchutil import CPU_THREADS, record, run_bench
+from benchutil import record, run_bench, training_epoch
 from test_bench_surrogate import random_dag_batch
 
 from fgp_ext import batch_from_arrays
@@ -52,43 +52,21 @@ def _backend(kind, batch):
     return MaskedFlowBackend(batch)
 
 
-@pytest.fixture(params=list(CPU_THREADS), ids=[f"cpu-t{t}" for t in CPU_THREADS])
-def threads(request):
-    old = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(old)
-
-
 @pytest.mark.parametrize("batch_size", [128, 1024])
 @pytest.mark.parametrize("contender", list(EPOCH_CONTENDERS))
-def test_training_epoch_nb201(benchmark, threads, nb201_batch, batch_size, contender):
+def test_training_epoch_nb201(benchmark, cpu_threads, nb201_batch, batch_size, contender):
     role, name, kind = EPOCH_CONTENDERS[contender]
     if kind == "generic" and batch_size == 1024:
         pytest.skip("the generic path is measured at batch 128 only")
     benchmark.group = _group(f"training epoch | NB201 all {nb201_batch.num_graphs} cells, batch {batch_size}, "
-                             f"{LAYERS} layers, hidden {HIDDEN}", threads)
+                             f"{LAYERS} layers, hidden {HIDDEN}", cpu_threads)
     model = _model(name)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(0)
-    order = torch.randperm(nb201_batch.num_graphs, generator=gen)
-    target = torch.randn(nb201_batch.num_graphs, HIDDEN, generator=gen)
-    chunks = list(order.split(batch_size))
-
-    def epoch():
-        total = 0.0
-        for ids in chunks:
-            b = nb201_batch.select(ids)
-            if kind is None:
-                out = model(b)
-            else:
-                out = segment_mean(model.node_embeddings(b, backend=_backend(kind, b)), b.node_ptr)
-            loss = (out - target.index_select(0, ids)).pow(2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss)
-        return total
+    if kind is None:
+        forward = model
+    else:
+        def forward(b):
+            return segment_mean(model.node_embeddings(b, backend=_backend(kind, b)), b.node_ptr)
+    epoch = training_epoch(nb201_batch, model, batch_size, HIDDEN, forward)
 
     first = epoch()
     assert first == first and first > 0  # finite
@@ -159,15 +137,15 @@ def _scaling_batch(name):
 @pytest.mark.parametrize("workload", list(SCALING))
 @pytest.mark.parametrize("contender", ["FlowerFormer-noattn, level schedule + fused ops",
                                        "FlowerFormer-noattn, masked"])
-def test_flow_scaling(benchmark, threads, workload, contender):
+def test_flow_scaling(benchmark, cpu_threads, workload, contender):
     masked = contender.endswith("masked")
     b = _scaling_batch(workload)
     if masked and (b.num_nodes > 10_000 or int(b.level.max()) > 100):
         pytest.skip("the masked peer is O(depth x batch): measured on the small workloads only")
-    if threads != 1 and "1e3" not in workload and "1e5 nodes, depth 10" not in workload:
+    if cpu_threads != 1 and "1e3" not in workload and "1e5 nodes, depth 10" not in workload:
         pytest.skip("scaling measured on 1 thread (plus two workloads on 2)")
     benchmark.group = _group(f"flow passes fwd+bwd | {workload} ({b.num_nodes} nodes, {b.num_edges} edges, "
-                             f"depth {int(b.level.max()) + 1})", threads)
+                             f"depth {int(b.level.max()) + 1})", cpu_threads)
     torch.manual_seed(0)
     model = FlowerFormer(7, hidden=HIDDEN, layers=1, heads=HEADS, attention=False, dropout=0.0)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from benchutil import CPU_THREADS, record, run_bench
+from benchutil import record, run_bench, training_epoch
 from torch import nn
 
 from fgp_ext import ops
@@ -37,14 +37,6 @@ def _optional(name):
         return __import__(name)
     except Exception:  # noqa: BLE001  (any import failure: the peer is skipped)
         return None
-
-
-@pytest.fixture(params=list(CPU_THREADS), ids=[f"cpu-t{t}" for t in CPU_THREADS])
-def threads(request):
-    old = torch.get_num_threads()
-    torch.set_num_threads(request.param)
-    yield request.param
-    torch.set_num_threads(old)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -130,27 +122,32 @@ def _op_group(kind, w, threads):
     return f"gated aggregation {kind} | {w.name} F={w.F} | cpu {threads} thread(s)"
 
 
-@pytest.mark.parametrize("workload", ["nb201-all-undirected", "random-100k-nodes-2M-entries"])
-@pytest.mark.parametrize("contender", list(OP_CONTENDERS))
-def test_gated_aggregation_fwd(benchmark, threads, nb201_batch, workload, contender):
+def _op_contender(contender, workload, nb201_batch):
+    """(role, fn, workload) of an op benchmark; skips the torch_scatter peer when it is missing."""
     role, fn = OP_CONTENDERS[contender]
     if role == "thirdparty" and _optional("torch_scatter") is None:
         pytest.skip("torch_scatter not importable")
-    w = _workload(workload, nb201_batch)
+    return role, fn, _workload(workload, nb201_batch)
+
+
+OP_WORKLOADS = ["nb201-all-undirected", "random-100k-nodes-2M-entries"]
+
+
+@pytest.mark.parametrize("workload", OP_WORKLOADS)
+@pytest.mark.parametrize("contender", list(OP_CONTENDERS))
+def test_gated_aggregation_fwd(benchmark, cpu_threads, nb201_batch, workload, contender):
+    role, fn, w = _op_contender(contender, workload, nb201_batch)
     with torch.no_grad():
         torch.testing.assert_close(fn(w, w.x), _fused(w, w.x), rtol=1e-4, atol=1e-5)
-        benchmark.group = _op_group("forward", w, threads)
+        benchmark.group = _op_group("forward", w, cpu_threads)
         run_bench(benchmark, lambda: fn(w, w.x))
     record(benchmark, role=role, contender=contender)
 
 
-@pytest.mark.parametrize("workload", ["nb201-all-undirected", "random-100k-nodes-2M-entries"])
+@pytest.mark.parametrize("workload", OP_WORKLOADS)
 @pytest.mark.parametrize("contender", list(OP_CONTENDERS))
-def test_gated_aggregation_fwdbwd(benchmark, threads, nb201_batch, workload, contender):
-    role, fn = OP_CONTENDERS[contender]
-    if role == "thirdparty" and _optional("torch_scatter") is None:
-        pytest.skip("torch_scatter not importable")
-    w = _workload(workload, nb201_batch)
+def test_gated_aggregation_fwdbwd(benchmark, cpu_threads, nb201_batch, workload, contender):
+    role, fn, w = _op_contender(contender, workload, nb201_batch)
     x = w.x.clone().requires_grad_(True)
 
     def step():
@@ -159,7 +156,7 @@ def test_gated_aggregation_fwdbwd(benchmark, threads, nb201_batch, workload, con
 
     expect = torch.autograd.grad(_fused(w, x), x, w.grad)[0]
     torch.testing.assert_close(step(), expect, rtol=1e-4, atol=1e-5)
-    benchmark.group = _op_group("forward+backward", w, threads)
+    benchmark.group = _op_group("forward+backward", w, cpu_threads)
     run_bench(benchmark, step)
     record(benchmark, role=role, contender=contender)
 
@@ -222,29 +219,14 @@ EPOCH_CONTENDERS = {
 
 @pytest.mark.parametrize("batch_size", [128, 1024])
 @pytest.mark.parametrize("contender", list(EPOCH_CONTENDERS))
-def test_gatedgcn_training_epoch_nb201(benchmark, threads, nb201_batch, batch_size, contender):
+def test_gatedgcn_training_epoch_nb201(benchmark, cpu_threads, nb201_batch, batch_size, contender):
     role, kind = EPOCH_CONTENDERS[contender]
     if kind == "pyg" and _optional("torch_geometric") is None:
         pytest.skip("torch_geometric not importable")
     benchmark.group = (f"GatedGCN training epoch | NB201 all {nb201_batch.num_graphs} cells, batch {batch_size}, "
-                       f"{LAYERS} layers, hidden {HIDDEN} | cpu {threads} thread(s)")
+                       f"{LAYERS} layers, hidden {HIDDEN} | cpu {cpu_threads} thread(s)")
     model = _epoch_model(kind)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    gen = torch.Generator().manual_seed(0)
-    order = torch.randperm(nb201_batch.num_graphs, generator=gen)
-    target = torch.randn(nb201_batch.num_graphs, HIDDEN, generator=gen)
-    chunks = list(order.split(batch_size))
-
-    def epoch():
-        total = 0.0
-        for ids in chunks:
-            b = nb201_batch.select(ids)
-            loss = (model(b) - target.index_select(0, ids)).pow(2).mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            total += float(loss)
-        return total
+    epoch = training_epoch(nb201_batch, model, batch_size, HIDDEN)
 
     first = epoch()
     assert first == first and first > 0  # finite

@@ -316,13 +316,14 @@ def gather_attention_backward(grad, x, logit, index, indptr, out=None, t_indptr=
 def gated_aggregate(gate_dst, gate_src, value, index, indptr, eps=1e-6):
     """``out[v] = sum_e g_e * value[u_e] / (sum_e g_e + eps)``, ``g_e = sigmoid(gate_dst[v] +
     gate_src[u_e])``, plainly (GatedGCN's aggregation as PyTorch ops; autograd differentiates it)."""
+    if not eps > 0:
+        raise ValueError(f"eps must be > 0, got {eps}")
     _check_indptr(indptr, index.numel())
     _check_index(index, gate_src.shape[0])
     rows = csr_row_ids(indptr, index.numel())
     gate = torch.sigmoid(gate_dst.index_select(0, rows) + gate_src.index_select(0, index))
     num = segment_sum_csr(gate * value.index_select(0, index), indptr)
-    den = segment_sum_csr(gate, indptr) + eps
-    return num / torch.where(den > 0, den, torch.ones_like(den))  # rows without entries (eps = 0): 0
+    return num / (segment_sum_csr(gate, indptr) + eps)
 
 
 def gated_aggregate_backward(grad, gate_dst, gate_src, value, index, indptr, out=None, eps=1e-6, t_indptr=None,

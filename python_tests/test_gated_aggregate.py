@@ -166,6 +166,8 @@ BAD_CASES = [
                                                  eps=-1.0), "eps must be > 0"),
     ("zero eps", lambda: ops.gated_aggregate(torch.ones(2, 3), torch.ones(2, 3), torch.ones(2, 3), _csr(), eps=0.0),
      "eps must be > 0"),
+    ("zero eps, reference", lambda: ref.gated_aggregate(torch.ones(2, 3), torch.ones(2, 3), torch.ones(2, 3),
+                                                        _csr().index, _csr().indptr, eps=0.0), "eps must be > 0"),
     ("bad transpose", lambda: torch.ops.fgp.gated_aggregate_backward(
         torch.ones(2, 3), torch.ones(2, 3), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1, 1]),
         torch.tensor([0, 2, 3]), torch.ones(2, 3), 1e-6, torch.tensor([0, 1, 3]), torch.tensor([0, 5, 1])),

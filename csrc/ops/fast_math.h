@@ -3,7 +3,7 @@
 // every device), inlined, and about 3x cheaper than glibc's scalar exp in our softmax loops.
 // Accuracy: about 1 ulp in float32 and float64 over the whole range (checked against torch.exp in
 // python_tests/test_flow_encoder.py). Callers clamp the argument to the normal range first
-// (softmax_exp, gate_sigmoid, gate_tanh): a clamp, unlike a branch, keeps loops vectorisable.
+// (softmax_exp, exp_clamped): a clamp, unlike a branch, keeps loops vectorisable.
 #pragma once
 
 #include <cmath>
@@ -99,24 +99,27 @@ FGP_HOST_DEVICE inline T softmax_exp(T x) {
   return exp_in_range(x < lo ? lo : x);
 }
 
-// sigmoid(x) = 1 / (1 + exp(-x)) with exp's argument clamped to its normal range (beyond it the
-// result is 1, or below 1e-38, either way) instead of branched on, so CPU loops over it vectorise.
-// The edge gates of gated_aggregate use it on both devices.
+// exp(x) with x clamped to exp_in_range's normal range [exp_lower_bound, 88 or 709]: beyond it the
+// result saturates (about 1e-38, or a finite maximum) instead of branching, so CPU loops over it
+// vectorise. The gates below use it on both devices.
 template <typename T>
-FGP_HOST_DEVICE inline T gate_sigmoid(T x) {
+FGP_HOST_DEVICE inline T exp_clamped(T x) {
   const T lo = exp_lower_bound<T>(), hi = sizeof(T) == 4 ? T(88.0) : T(709.0);
-  const T y = -x < lo ? lo : (-x > hi ? hi : -x);
-  return T(1) / (T(1) + exp_in_range(y));
+  return exp_in_range(x < lo ? lo : (x > hi ? hi : x));
 }
 
-// tanh(x) = 1 - 2 / (exp(2x) + 1), exp's argument clamped as in gate_sigmoid (beyond it tanh is
-// +-1 to the last bit). Near 0 the error is absolute (about one ulp of 1), which is what the GRU
-// update needs; branch-free like gate_sigmoid.
+// sigmoid(x) = 1 / (1 + exp(-x)); beyond exp's range the result is 1, or below 1e-38, either way.
+// The edge gates of gated_aggregate and the GRU gates of flow_pass use it.
+template <typename T>
+FGP_HOST_DEVICE inline T gate_sigmoid(T x) {
+  return T(1) / (T(1) + exp_clamped(-x));
+}
+
+// tanh(x) = 1 - 2 / (exp(2x) + 1); beyond exp's range tanh is +-1 to the last bit. Near 0 the error
+// is absolute (about one ulp of 1), which is what the GRU update needs.
 template <typename T>
 FGP_HOST_DEVICE inline T gate_tanh(T x) {
-  const T lo = exp_lower_bound<T>(), hi = sizeof(T) == 4 ? T(88.0) : T(709.0);
-  const T y = T(2) * x < lo ? lo : (T(2) * x > hi ? hi : T(2) * x);
-  return T(1) - T(2) / (exp_in_range(y) + T(1));
+  return T(1) - T(2) / (exp_clamped(T(2) * x) + T(1));
 }
 
 }  // namespace fgp

@@ -27,16 +27,10 @@ FGP_HOST_DEVICE inline void gated_accumulate(T gate, T value, T* num, T* den) {
   *den = *den + gate;
 }
 
-// den + eps, or 1 where that is 0 (a row without entries with eps = 0: its num is 0, so out = 0).
-template <typename T>
-FGP_HOST_DEVICE inline T gated_denominator(T den, T eps) {
-  const T d = den + eps;
-  return d > T(0) ? d : T(1);
-}
-
+// eps > 0 (checked): a row without entries gives 0 / eps = 0.
 template <typename T>
 FGP_HOST_DEVICE inline T gated_output(T num, T den, T eps) {
-  return num / gated_denominator(den, eps);
+  return num / (den + eps);
 }
 
 // The row's two output factors: d out / d gate_e = (value_e - out) / (den + eps), so with
@@ -44,7 +38,7 @@ FGP_HOST_DEVICE inline T gated_output(T num, T den, T eps) {
 // scale * value_e + shift (gate_pre_grad) and through value_e it is gate_e * scale.
 template <typename T>
 FGP_HOST_DEVICE inline void gated_output_factors(T grad_out, T out, T den, T eps, T* scale, T* shift) {
-  *scale = grad_out / gated_denominator(den, eps);
+  *scale = grad_out / (den + eps);
   *shift = -*scale * out;
 }
 

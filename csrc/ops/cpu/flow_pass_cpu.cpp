@@ -210,23 +210,15 @@ std::vector<at::Tensor> flow_pass_backward_cpu(const at::Tensor& grad, at::Tenso
       if (R == 0) continue;
       // GRU cell backward; the level's upstream rows of g are complete (later levels are done).
       scalar_t* dmp = dmsg_buf.data_ptr<scalar_t>();  // rows [0, R): the level's message gradients
-      if (El == 0) {  // no predecessors: the message is a constant 0, only dgi/dgh matter
-        at::parallel_for(s, t, csr_row_grain(0, R, 8 * F), [&](int64_t begin, int64_t end) {
-          gru_backward_rows(begin, end, F, rzp, np, ghnp, msgp, static_cast<const scalar_t*>(gp), dgip, dghp,
-                            dmp + (begin - s) * F);
-        });
-        continue;
-      }
-      if (R * F <= kSmallLevelWork) {
-        gru_backward_rows(s, t, F, rzp, np, ghnp, msgp, static_cast<const scalar_t*>(gp), dgip, dghp, dmp);
+      at::parallel_for(s, t, csr_row_grain(0, R, 8 * F), [&](int64_t begin, int64_t end) {
+        gru_backward_rows(begin, end, F, rzp, np, ghnp, msgp, static_cast<const scalar_t*>(gp), dgip, dghp,
+                          dmp + (begin - s) * F);
+      });
+      if (El == 0) continue;  // no predecessors: the message is a constant 0, only dgi/dgh matter
+      if (R * F <= kSmallLevelWork)
         message_grad_small_level<scalar_t>(s, R, F, dghp, whp, dmp);  // dmsg += dgh @ w_hh, in loops
-      } else {
-        at::parallel_for(s, t, csr_row_grain(0, R, 8 * F), [&](int64_t begin, int64_t end) {
-          gru_backward_rows(begin, end, F, rzp, np, ghnp, msgp, static_cast<const scalar_t*>(gp), dgip, dghp,
-                            dmp + (begin - s) * F);
-        });
+      else
         dmsg_buf.narrow(0, 0, R).addmm_(buf.dgh.slice(0, s, t), w_hh);
-      }
       // Attention backward: per-entry gradients of the gathered rows, per-row parameter parts.
       const scalar_t* lgp = logit.data_ptr<scalar_t>() + es;
       scalar_t* dxp = dx_buf.data_ptr<scalar_t>();  // rows [0, El): the level's gathered-row gradients
