@@ -116,3 +116,5 @@ def test_run_with_unlabelled_nb101_samples(tmp_path, capsys):
     assert "read P@5%" in capsys.readouterr().out  # small test set: the P@1% caveat is printed
     with pytest.raises(SystemExit, match="NAS-Bench-101"):
         main(["run", "--limit", "100", "--unlabelled", "sample:10", "--runs", "1", "--no-plots"])
+    with pytest.raises(SystemExit, match="needs an integer N"):
+        main(["run", "--data", str(f), "--unlabelled", "sample:many", "--runs", "1", "--no-plots"])

@@ -413,3 +413,7 @@ def test_sample_nb101_gives_distinct_valid_pruned_cells():
                for a, b in zip(ds.graphs, again.graphs))
     with pytest.raises(ValueError, match="edge_prob"):
         S.sample_nb101(3, edge_prob=0.0)
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        S.sample_nb101(-1)
+    with pytest.raises(RuntimeError, match="distinct cells after 10 draws"):
+        S.sample_nb101(5, edge_prob=1e-9, max_tries=10)

@@ -247,7 +247,7 @@ def test_pretrain_leaves_nan_aux_targets_out_of_the_ranking_loss():
 
 
 def test_run_protocol_pretrains_on_extra_unlabelled_cells():
-    from fgp_ext import load
+    from fgp_ext import ArchGraph, load
     from fgp_ext.data.spaces import sample_nb101
     from fgp_ext.train import run_protocol
 
@@ -260,6 +260,10 @@ def test_run_protocol_pretrains_on_extra_unlabelled_cells():
                      progress=False, log=lambda *a: None)
     assert s["num_unlabelled"] == 40 and s["num_archs"] == 120
     assert s["runs"][0]["n_test"] == 120 - 60 - 20
+    bad_ops = type(ds)([ArchGraph(np.array([0, 9]), np.array([[0], [1]]))], ds.space)
+    with pytest.raises(ValueError, match="op id outside the vocabulary"):
+        run_protocol(labelled, "gin", "acc", runs=1, n_train=60, n_val=20, epochs_pretrain=1, epochs_finetune=1,
+                     unlabelled=bad_ops, progress=False, log=lambda *a: None)
     with pytest.raises(ValueError, match="another search space"):
         run_protocol(labelled, "gin", "acc", runs=1, n_train=60, n_val=20, epochs_pretrain=1, epochs_finetune=1,
                      unlabelled=load("nb201").subset(np.arange(5)), progress=False, log=lambda *a: None)
