@@ -98,7 +98,7 @@ def _surrogate(batch, ds, sp):
 
 def _aux_name(args, ds) -> str | None:
     """The auxiliary target the user asked for; 'auto' is FGP's full recipe where proxies ship with
-    the data (NB201: the vote of synflow, jacov and snip), else none; 'none' turns it off."""
+    the data (NB201: the MeCo proxy), else none; 'none' turns it off."""
     name = getattr(args, "aux_target", None)
     if name in (None, "none"):
         return None
@@ -443,9 +443,9 @@ def _add_split(p):
 
 
 AUX_HELP = ("auxiliary pre-training ranking target: a data column; for NB201 a shipped zero-cost proxy "
-            "(params, flops, synflow, nwot, jacov, grad_norm, snip); several joined by '+' rank-vote "
-            "(e.g. synflow+jacov+snip); 'auto' (default): that vote on NB201, none elsewhere; 'none': "
-            "reconstruction only")
+            "(params, flops, synflow, nwot, jacov, grad_norm, snip, meco); several joined by '+' "
+            "rank-vote (e.g. synflow+jacov+snip); 'auto' (default): meco on NB201, none elsewhere; "
+            "'none': reconstruction only")
 
 
 def _add_pretrain_losses(p) -> None:

@@ -18,6 +18,11 @@ Proxies (all "higher = predicted better" except where noted; names as in NASLib'
                correlation matrix of ``J``; ``-sum(log(v + 1e-5) + 1/(v + 1e-5))``.
 ``grad_norm``  ``sum ||dL/dw||_2`` over Conv/Linear weights, cross-entropy ``L`` on random labels.
 ``snip``       ``sum |w * dL/dw|`` over Conv/Linear weights (same loss).
+``meco``       MeCo (Jiang et al., NeurIPS 2023): one forward pass of ONE standard-normal image
+               (train-mode BN, no gradient); for the output of every module, the Pearson
+               correlation matrix of its channels over the spatial positions (a channel with no
+               variance gets a zero row and column); the score is the sum over modules of that
+               matrix's smallest eigenvalue. Data-free; running BN statistics are left untouched.
 
 nwot, jacov, grad_norm and snip share one forward pass (train-mode BN) on a synthetic batch (standard
 normal images, random labels, fixed seed) and two backward passes; synflow and FLOPs share one
@@ -33,8 +38,7 @@ with its parameters permuted), with a shared slot-seeded weight bank and a small
 ``scripts/compute_nb201_proxies.py``), aligned with ``formats.load("nb201")``.
 
 Default auxiliary target of FGP pre-training on NB201 (``--aux-target auto``):
-:data:`DEFAULT_AUX_TARGET`, a rank vote of three proxies (see its comment); the best single proxy
-is :data:`DEFAULT_AUX_PROXY`.
+:data:`DEFAULT_AUX_TARGET` (MeCo, also the best single proxy :data:`DEFAULT_AUX_PROXY`).
 """
 from __future__ import annotations
 
@@ -54,25 +58,27 @@ __all__ = [
 ]
 
 #: every proxy name, in table order
-PROXIES: tuple[str, ...] = ("params", "flops", "synflow", "nwot", "jacov", "grad_norm", "snip")
+PROXIES: tuple[str, ...] = ("params", "flops", "synflow", "nwot", "jacov", "grad_norm", "snip",
+                            "meco")
 #: proxies that need no gradient and no data (instant)
 CHEAP_PROXIES: tuple[str, ...] = ("params", "flops")
-#: The best single shipped proxy (and :func:`nb201_proxy`'s default): SynFlow, the proxy with the best rank
+#: The best single shipped proxy (and :func:`nb201_proxy`'s default): MeCo, the proxy with the best rank
 #: correlation with CIFAR-10 test accuracy (200 epochs) over all 15,625 NB201 cells in the shipped
-#: table (Kendall 0.584 / Spearman 0.778; params 0.578 / 0.753, flops 0.541 / 0.732, nwot 0.510 /
-#: 0.693, jacov 0.507 / 0.682, snip 0.498 / 0.667, grad_norm 0.496 / 0.667), and cheap: data-free,
-#: one batch-1 pass (~15 ms per NB201 network on one core). Outside NB201, ``params`` is the free
-#: runner-up.
-DEFAULT_AUX_PROXY = "synflow"
-#: What ``--aux-target auto`` uses on NB201: the rank vote of synflow, jacov and snip (the zero-cost
-#: "vote" of Abdelfattah et al., 2021, chosen from the literature, not tuned on our data). It agrees
-#: better with accuracy than any single shipped proxy (Kendall 0.662 vs synflow's 0.584), and FGP
-#: follows the proxy's quality: GatedGCN + FGP 0.783 vs 0.770 with synflow alone (9 runs,
-#: results/fgp_nb201.md).
-DEFAULT_AUX_TARGET = "synflow+jacov+snip"
+#: table: Kendall 0.722 / Spearman 0.900 (its paper reports Spearman 0.89; synflow 0.584 / 0.778,
+#: params 0.578 / 0.753, flops 0.541 / 0.732, nwot 0.510 / 0.693, jacov 0.507 / 0.682, snip 0.498 /
+#: 0.667, grad_norm 0.496 / 0.667). Data-free: one forward pass of one random image, ~55 ms per
+#: NB201 network on one core. Outside NB201, ``params`` is the free runner-up.
+DEFAULT_AUX_PROXY = "meco"
+#: What ``--aux-target auto`` uses on NB201: MeCo (chosen from its paper's NB201 result, then
+#: confirmed on ours). It beats the zero-cost "vote" of Abdelfattah et al., 2021
+#: (``synflow+jacov+snip``, Kendall 0.662) and adding it to MeCo gains nothing (0.726). FGP follows the
+#: proxy's quality (results/fgp_nb201.md).
+DEFAULT_AUX_TARGET = "meco"
 NB201_PROXIES_FILE = "nb201_proxies.npz"
 
 _GRAD_PROXIES = frozenset({"nwot", "jacov", "grad_norm", "snip"})
+#: MeCo's input image seed offset (one image, drawn like :func:`synthetic_batch`'s)
+_MECO_SEED_OFFSET = 104_729
 
 
 def _check_names(names) -> list[str]:
@@ -218,6 +224,55 @@ def _synflow(model: nn.Module, input_shape) -> float:
     return math.log(max(tot, 1.0))
 
 
+def _channel_correlation(feat: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of the rows of ``feat`` [C, P] in float64. A row with zero variance
+    gets a zero row and column (diagonal included), as ``corrcoef``'s NaNs zeroed would give."""
+    f = feat.double()
+    f = f - f.mean(dim=1, keepdim=True)
+    norm = f.norm(dim=1)
+    live = norm > 0
+    f = torch.where(live[:, None], f / norm.clamp_min(torch.finfo(torch.float64).tiny)[:, None],
+                    torch.zeros_like(f))
+    corr = (f @ f.t()).clamp_(-1.0, 1.0)
+    return corr
+
+
+def _meco(model: nn.Module, input_shape, seed: int) -> float:
+    """MeCo: sum over module outputs of the smallest eigenvalue of the channel correlation matrix
+    of the first (only) image. Runs through ``functional_call`` with copied buffers so train-mode
+    BatchNorm does not touch the module's running statistics."""
+    from torch.func import functional_call
+
+    g = torch.Generator().manual_seed(int(seed) + _MECO_SEED_OFFSET)
+    x = torch.randn((1, *input_shape), generator=g)
+    mats: dict[int, list[torch.Tensor]] = {}
+
+    def hook(m, inp, out):
+        o = out[0] if isinstance(out, (tuple, list)) else out
+        # channels x positions of the first image; vectors (logits, pooled features) have one
+        # position per channel, a correlation of nothing: skipped (their matrix would be 0)
+        if not torch.is_tensor(o) or o.dim() < 3 or o.shape[0] < 1:
+            return
+        f = o[0].detach().reshape(o.shape[1], -1)
+        if f.shape[0] < 2 or f.shape[1] < 2:
+            return
+        mats.setdefault(f.shape[0], []).append(_channel_correlation(f))
+
+    hooks = [m.register_forward_hook(hook) for m in model.modules()]
+    buffers = {n: b.clone() for n, b in model.named_buffers()}
+    was = model.training
+    model.train()
+    try:
+        with torch.no_grad():
+            functional_call(model, buffers, (x,), strict=False)
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    # one batched symmetric eigensolve per channel count instead of one call per module
+    return float(sum(torch.linalg.eigvalsh(torch.stack(lst))[:, 0].sum() for lst in mats.values()))
+
+
 def _jacov_score(jac: torch.Tensor) -> float:
     j = jac.reshape(jac.shape[0], -1).double()
     corr = torch.corrcoef(j)
@@ -293,15 +348,18 @@ def compute_proxies(model: nn.Module, names: Iterable[str] | None = None, *,
                     batch: tuple[torch.Tensor, torch.Tensor] | None = None, batch_size: int = 32,
                     input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10,
                     seed: int = 0, flops_shape: Sequence[int] | None = None,
+                    meco_shape: Sequence[int] | None = None,
                     timings: dict | None = None) -> dict[str, float]:
     """Zero-cost proxies of one network (``names``: subset of :data:`PROXIES`, default all).
 
     ``batch``: ``(images, labels)`` to use instead of :func:`synthetic_batch` (``batch_size``,
     ``seed``). ``input_shape``: one image's shape for the data-dependent proxies and SynFlow;
-    ``flops_shape`` (default ``input_shape``) the one FLOPs are counted at. The network's
+    ``flops_shape`` / ``meco_shape`` (default ``input_shape``) the ones FLOPs and MeCo use
+    (MeCo depends on the channels-to-positions ratio, so give it the network's native input
+    size). MeCo's one image is drawn from ``seed``. The network's
     parameters are not modified (SynFlow uses ``functional_call`` on |w|); gradients are cleared
     afterwards. ``timings`` (a dict) accumulates seconds per pass (``"grad_pass"``,
-    ``"synflow_pass"``, ``"flops_pass"``). Returns ``{name: float}``.
+    ``"synflow_pass"``, ``"meco_pass"``, ``"flops_pass"``). Returns ``{name: float}``.
     """
     want = _check_names(names)
     if not isinstance(model, nn.Module):
@@ -323,6 +381,11 @@ def compute_proxies(model: nn.Module, names: Iterable[str] | None = None, *,
         res["synflow"] = _synflow(model, input_shape)
         if timings is not None:
             timings["synflow_pass"] = timings.get("synflow_pass", 0.0) + time.perf_counter() - t0
+    if "meco" in want:
+        t0 = time.perf_counter()
+        res["meco"] = _meco(model, meco_shape or input_shape, seed)
+        if timings is not None:
+            timings["meco_pass"] = timings.get("meco_pass", 0.0) + time.perf_counter() - t0
     if "flops" in want:
         t0 = time.perf_counter()
         res["flops"] = float(count_flops(model, flops_shape or input_shape))
@@ -372,7 +435,8 @@ class _WeightBank:
 
 def nb201_all_proxies(arch_strs: Sequence[str], names: Iterable[str] | None = None, *,
                       batch_size: int = 16, resolution: int = 16, seed: int = 0,
-                      progress: bool = False, timings: dict | None = None
+                      meco_resolution: int = 32, progress: bool = False,
+                      timings: dict | None = None
                       ) -> dict[str, np.ndarray]:
     """Proxies of many NB201 cells (the fast path used for the shipped table).
 
@@ -384,6 +448,9 @@ def nb201_all_proxies(arch_strs: Sequence[str], names: Iterable[str] | None = No
       change little), with weights from a shared, slot-seeded weight bank (every network that has a
       ``nor_conv_3x3`` on edge 1->2 of cell 7 uses the same tensor), so differences between
       cells come from the architecture, not from the draw.
+    * ``meco`` uses one image of ``meco_resolution`` pixels (default 32, the networks' native
+      input: its matrices compare channel counts with spatial positions, so a smaller image would
+      change which stages are rank-deficient).
 
     Returns ``{name: float64 [len(arch_strs)]}``; ``timings`` receives seconds per pass and the
     number of classes.
@@ -393,6 +460,7 @@ def nb201_all_proxies(arch_strs: Sequence[str], names: Iterable[str] | None = No
     want = _check_names(names)
     batch_size = _pos_int(batch_size, "batch_size")
     resolution = _pos_int(resolution, "resolution")
+    meco_resolution = _pos_int(meco_resolution, "meco_resolution")
     cells = [parse_nb201(s) for s in arch_strs]
     t = timings if timings is not None else {}
     out: dict[str, np.ndarray] = {}
@@ -422,7 +490,8 @@ def nb201_all_proxies(arch_strs: Sequence[str], names: Iterable[str] | None = No
             net = NB201Network(list(k), factory=bank)
             t["build"] = t.get("build", 0.0) + time.perf_counter() - tb
             r = compute_proxies(net, rest, batch=batch, input_shape=(3, resolution, resolution),
-                                seed=seed, timings=t)
+                                meco_shape=(3, meco_resolution, meco_resolution), seed=seed,
+                                timings=t)
             vals[i] = [r[n] for n in rest]
             if progress and (i + 1) % 500 == 0:
                 el = time.perf_counter() - t1

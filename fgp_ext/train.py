@@ -135,7 +135,7 @@ def _average_rank(values: np.ndarray) -> np.ndarray:
 def resolve_aux_target(name: str, dataset) -> np.ndarray:
     """An auxiliary pre-training target by name: a column of ``dataset``, or, for NAS-Bench-201, one
     of the zero-cost proxies shipped for all 15,625 cells (:data:`fgp_ext.proxies.PROXIES`: params,
-    flops, synflow, nwot, jacov, grad_norm, snip; :data:`fgp_ext.proxies.DEFAULT_AUX_PROXY` is the
+    flops, synflow, nwot, jacov, grad_norm, snip, meco; :data:`fgp_ext.proxies.DEFAULT_AUX_PROXY` is the
     best single one). ``"a+b+c"`` is the rank vote of several such targets: the mean of their ranks (the
     "vote" of Abdelfattah et al., 2021, is ``synflow+jacov+snip``). ``ValueError`` for anything else."""
     if "+" in name and name not in dataset.target_names:

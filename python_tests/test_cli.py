@@ -77,7 +77,7 @@ def test_python_dash_m_help():
         assert cmd in r.stdout
 
 
-def test_aux_target_auto_is_the_proxy_vote_on_nb201_and_off_elsewhere(tmp_path):
+def test_aux_target_auto_is_meco_on_nb201_and_off_elsewhere(tmp_path):
     from argparse import Namespace
 
     from fgp_ext import load
@@ -85,7 +85,7 @@ def test_aux_target_auto_is_the_proxy_vote_on_nb201_and_off_elsewhere(tmp_path):
     from fgp_ext.proxies import DEFAULT_AUX_TARGET
 
     nb201 = load("nb201")
-    assert _aux_name(Namespace(aux_target="auto"), nb201) == DEFAULT_AUX_TARGET == "synflow+jacov+snip"
+    assert _aux_name(Namespace(aux_target="auto"), nb201) == DEFAULT_AUX_TARGET == "meco"
     assert _aux_name(Namespace(aux_target="none"), nb201) is None
     assert _aux_name(Namespace(aux_target="flops"), nb201) == "flops"
     f = tmp_path / "a.jsonl"

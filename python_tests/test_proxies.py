@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -104,3 +105,73 @@ def test_shipped_table_loads_and_aligns():
     np.testing.assert_array_equal(ps["snip"], p["snip"][idx])
     assert nb201_proxy(dataset=sub).shape == (50,)
     assert DEFAULT_AUX_PROXY in PROXIES
+
+
+class _FixedChannels(torch.nn.Module):
+    """Returns the given [C, H, W] feature map (batch 1) whatever the input: MeCo of this module
+    is the smallest eigenvalue of its channels' correlation matrix."""
+
+    def __init__(self, feat):
+        super().__init__()
+        self.register_buffer("feat", torch.as_tensor(feat, dtype=torch.float32))
+
+    def forward(self, x):
+        return self.feat[None] + 0 * x.sum()
+
+
+@pytest.mark.parametrize("channels,expected", [
+    ([[1, -1, 1, -1], [1, 1, -1, -1]], 1.0),     # centred and orthogonal: correlation = identity
+    ([[1, 2, 3, 4], [2, 4, 6, 8]], 0.0),         # perfectly correlated: [[1,1],[1,1]] -> 0 and 2
+    ([[1, 2, 3, 5], [7, 7, 7, 7]], 0.0),         # a constant channel: zero row/column -> 0
+    ([[1, -1, 1, -1], [1, 1, -1, -1], [1, -1, 0, 0]], 1 - 1 / math.sqrt(2)),  # corr(1,3) = 1/sqrt2
+])
+def test_meco_hand_worked(channels, expected):
+    feat = torch.tensor(channels, dtype=torch.float32).reshape(len(channels), 2, 2)
+    r = compute_proxies(_FixedChannels(feat), ["meco"], input_shape=(3, 2, 2))
+    assert r["meco"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_meco_matches_plain_reference_and_leaves_the_network_alone():
+    net = _net(A)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    net.eval()
+    got = compute_proxies(net, ["meco"], seed=5)["meco"]
+    assert not net.training and all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+
+    # reference: the published recipe written out directly (corrcoef, NaN -> 0, eigenvalues one
+    # module at a time) on the same image, train-mode BN on a copy
+    import copy
+
+    ref_net = copy.deepcopy(net).train()
+    x = torch.randn((1, 3, 32, 32), generator=torch.Generator().manual_seed(5 + 104_729))
+    terms = []
+
+    def hook(m, inp, out):
+        if out.dim() >= 3:
+            c = torch.nan_to_num(torch.corrcoef(out[0].detach().reshape(out.shape[1], -1).double()))
+            terms.append(float(torch.linalg.eigvalsh(c)[0]))
+
+    hs = [m.register_forward_hook(hook) for m in ref_net.modules()]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # corrcoef of a constant channel (a `none` edge) warns
+        ref_net(x)
+    for h in hs:
+        h.remove()
+    assert len(terms) > 100
+    assert got == pytest.approx(sum(terms), rel=1e-9, abs=1e-9)
+    # a different image (seed) gives a different score; the same one the same score
+    assert compute_proxies(net, ["meco"], seed=6)["meco"] != got
+    assert compute_proxies(net, ["meco"], seed=5)["meco"] == got
+
+
+def test_shipped_meco_column_is_reproducible():
+    """The shipped MeCo column is what nb201_all_proxies computes (slot-seeded bank, 32x32)."""
+    from fgp_ext.data.formats import load
+    from fgp_ext.data.spaces import nb201_to_string
+
+    ds = load("nb201")
+    p = load_nb201_proxies(["meco"])["meco"]
+    rows = np.random.default_rng(1).choice(len(ds), 3, replace=False)
+    strs = [nb201_to_string(ds[int(i)].ops) for i in rows]
+    again = nb201_all_proxies(strs, ["meco"], seed=0)["meco"]
+    np.testing.assert_allclose(again, p[rows], rtol=1e-6)

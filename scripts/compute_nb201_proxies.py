@@ -4,7 +4,10 @@
 array per proxy, ``meta`` JSON with the settings and timings).
 
 Usage: python scripts/compute_nb201_proxies.py [--out PATH] [--threads 1] [--batch-size 16]
-       [--resolution 16] [--seed 0] [--report report.json]
+       [--resolution 16] [--seed 0] [--report report.json] [--only meco,...]
+
+``--only`` computes just the named proxies and merges them into the existing table at ``--out``
+(the other columns and their settings are kept; the meta records the added columns' settings).
 
 Also prints the rank correlation (Kendall tau-b, Spearman) of every proxy with CIFAR-10 test
 accuracy (200 epochs) over all cells, and with the published NASLib proxies when the shared data
@@ -32,6 +35,8 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="only the first N cells (trial)")
     ap.add_argument("--published", default=None, help="NASLib nb201_zc json to compare with")
     ap.add_argument("--report", default=None, help="write correlations/timings JSON here")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated proxies to compute and merge into the existing --out")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -44,21 +49,39 @@ def main(argv=None) -> int:
     if args.limit:
         ds = ds[: args.limit]
     strs = [nb201_to_string(g.ops) for g in ds]
+    names = list(PROXIES) if args.only is None else [n.strip() for n in args.only.split(",")]
+    out = Path(args.out)
+    kept: dict = {}
+    meta: dict = {}
+    if args.only is not None:
+        with np.load(out, allow_pickle=False) as z:
+            kept = {k: z[k] for k in z.files}
+        if not (np.array_equal(kept["index"], np.asarray(ds.index, dtype=np.int32))
+                and np.array_equal(kept["arch_str"], np.asarray(strs))):
+            raise SystemExit(f"{out} does not hold the same cells in the same order; "
+                             "recompute the whole table")
+        meta = json.loads(str(kept.pop("meta")))
     timings: dict = {}
     t0 = time.time()
-    vals = nb201_all_proxies(strs, PROXIES, batch_size=args.batch_size,
+    vals = nb201_all_proxies(strs, names, batch_size=args.batch_size,
                              resolution=args.resolution, seed=args.seed, progress=True,
                              timings=timings)
     wall = time.time() - t0
     print(f"computed {len(strs)} cells in {wall:.1f}s; timings {timings}", flush=True)
-    meta = {"batch_size": args.batch_size, "resolution": args.resolution, "seed": args.seed,
-            "threads": args.threads, "wall_seconds": wall, "timings": timings,
-            "torch": torch.__version__, "proxies": list(PROXIES)}
-    out = Path(args.out)
+    settings = {"batch_size": args.batch_size, "resolution": args.resolution, "seed": args.seed,
+                "threads": args.threads, "wall_seconds": wall, "timings": timings,
+                "torch": torch.__version__, "proxies": names}
+    if args.only is None:
+        meta = settings
+    else:
+        meta.setdefault("added", []).append(settings)
+        meta["proxies"] = list(dict.fromkeys(meta.get("proxies", []) + names))
     out.parent.mkdir(parents=True, exist_ok=True)
+    columns = {k: v for k, v in kept.items() if k not in ("index", "arch_str")}
+    columns.update({k: v.astype(np.float64) for k, v in vals.items()})
     np.savez_compressed(out, index=np.asarray(ds.index, dtype=np.int32),
                         arch_str=np.asarray(strs), meta=np.asarray(json.dumps(meta)),
-                        **{k: v.astype(np.float64) for k, v in vals.items()})
+                        **columns)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
 
     report = {"meta": meta, "accuracy": {}, "published": {}}
