@@ -199,7 +199,8 @@ def make_plots(summary: dict, out_dir: Path) -> list[Path]:
             ax.set_title(f"{m}: tau {r0['kendall_tau']:.3f}, P@1% {r0['p@1%']:.2f}")
             ax.set_xlabel("true rank (quantile)")
             ax.set_ylabel("predicted rank (quantile)")
-        fig.suptitle(f"{summary['encoder']} on {summary['dataset']} ({summary['target']}), run 0 test set")
+        # two lines: one panel (--no-baseline) is too narrow for the whole title on one
+        fig.suptitle(f"{summary['encoder']} on {summary['dataset']} ({summary['target']})\nrun 0 test set")
         fig.tight_layout()
         p = out_dir / "rank_scatter.png"
         fig.savefig(p, dpi=110)

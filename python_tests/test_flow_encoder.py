@@ -393,3 +393,24 @@ def test_flow_pass_saturating_gates_stay_finite_and_match_reference(dtype):
     torch.testing.assert_close(fused, plain, **tol)
     (g,) = torch.autograd.grad(fused.sum(), h)
     assert torch.isfinite(g).all()
+
+
+def test_nb201_successors_lie_in_one_forward_generation():
+    """The FlowerFormer docstring's claim: on NAS-Bench-201 the authors' reversed pass (a node keeps
+    only its successors of the earliest forward generation) equals ours (all successors), because
+    no node has successors in two generations; on NB101-like cells it does not hold."""
+    from fgp_ext import load
+
+    def spread_nodes(batch):
+        csr = batch.out_csr
+        rows = torch.repeat_interleave(torch.arange(batch.num_nodes), csr.indptr.diff())
+        succ_level = batch.level.index_select(0, csr.index)
+        lo = torch.full((batch.num_nodes,), 1 << 30, dtype=succ_level.dtype).scatter_reduce(
+            0, rows, succ_level, "amin")
+        return int((succ_level != lo.index_select(0, rows)).sum())
+
+    nb201 = load("nb201")
+    assert spread_nodes(collate([nb201[i] for i in range(len(nb201))])) == 0
+    # input -> a -> b -> output plus input -> output: the input's successors are in generations 1 and 3
+    g = ArchGraph([0, 1, 1, 2], [[0, 1, 2, 0], [1, 2, 3, 3]])
+    assert spread_nodes(collate([g])) == 1
