@@ -233,8 +233,9 @@ def _channel_correlation(feat: torch.Tensor) -> torch.Tensor:
     live = norm > 0
     f = torch.where(live[:, None], f / norm.clamp_min(torch.finfo(torch.float64).tiny)[:, None],
                     torch.zeros_like(f))
-    corr = (f @ f.t()).clamp_(-1.0, 1.0)
-    return corr
+    # non-finite activations (a diverging network) would make the eigensolver fail: such entries
+    # count as no correlation, as the published recipe's NaN/inf -> 0 does
+    return torch.nan_to_num((f @ f.t()).clamp_(-1.0, 1.0), nan=0.0)
 
 
 def _meco(model: nn.Module, input_shape, seed: int) -> float:

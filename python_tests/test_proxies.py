@@ -131,6 +131,13 @@ def test_meco_hand_worked(channels, expected):
     assert r["meco"] == pytest.approx(expected, abs=1e-6)
 
 
+def test_meco_survives_non_finite_activations():
+    feat = torch.tensor([[1.0, -1, 1, -1], [1, 1, -1, -1], [float("inf"), 1, 2, 3], [float("nan"), 0, 1, 2]])
+    r = compute_proxies(_FixedChannels(feat.reshape(4, 2, 2)), ["meco"], input_shape=(3, 2, 2))
+    # the two non-finite channels get zero rows: eigenvalues {1, 1, 0, 0}
+    assert r["meco"] == 0.0
+
+
 def test_meco_matches_plain_reference_and_leaves_the_network_alone():
     net = _net(A)
     before = {k: v.clone() for k, v in net.state_dict().items()}
