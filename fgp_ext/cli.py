@@ -445,8 +445,9 @@ def _add_split(p):
 
 AUX_HELP = ("auxiliary pre-training ranking target: a data column; for NB201 a shipped zero-cost proxy "
             "(params, flops, synflow, nwot, jacov, grad_norm, snip, meco); several joined by '+' "
-            "rank-vote (e.g. synflow+jacov+snip); 'auto' (default): meco on NB201, none elsewhere; "
-            "'none': reconstruction only")
+            "rank-vote (e.g. synflow+jacov+snip); several joined by ',' get one auxiliary output each "
+            "(e.g. meco,synflow); 'auto' (default): meco on NB201, none elsewhere; 'none': "
+            "reconstruction only")
 
 
 def _add_pretrain_losses(p) -> None:

@@ -137,7 +137,13 @@ def resolve_aux_target(name: str, dataset) -> np.ndarray:
     of the zero-cost proxies shipped for all 15,625 cells (:data:`fgp_ext.proxies.PROXIES`: params,
     flops, synflow, nwot, jacov, grad_norm, snip, meco; :data:`fgp_ext.proxies.DEFAULT_AUX_PROXY` is the
     best single one). ``"a+b+c"`` is the rank vote of several such targets: the mean of their ranks (the
-    "vote" of Abdelfattah et al., 2021, is ``synflow+jacov+snip``). ``ValueError`` for anything else."""
+    "vote" of Abdelfattah et al., 2021, is ``synflow+jacov+snip``). ``"a,b"`` gives the columns ``[B, 2]``:
+    one auxiliary output per target (:func:`pretrain`). ``ValueError`` for anything else."""
+    if "," in name and name not in dataset.target_names:
+        parts = [p.strip() for p in name.split(",")]
+        if len(parts) < 2 or not all(parts):
+            raise ValueError(f"malformed auxiliary target list {name!r}: expected names joined by ','")
+        return np.stack([np.asarray(resolve_aux_target(p, dataset), dtype=np.float64) for p in parts], axis=1)
     if "+" in name and name not in dataset.target_names:
         parts = [p.strip() for p in name.split("+")]
         if len(parts) < 2 or not all(parts):
@@ -191,7 +197,9 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
         aux_target: optional ``[B]`` cheap scalar (zero-cost proxy, params, FLOPs...); adds an
             auxiliary head (hidden 64, out 1) trained with :func:`ranking_loss`; the total loss is
             then ``0.5 * rec + 0.5 * aux``. NaN marks architectures without the scalar (e.g. extra
-            unlabelled cells): they are left out of the ranking loss only.
+            unlabelled cells): they are left out of the ranking loss only. ``[B, P]`` gives the
+            head P outputs, one ranking loss per column, averaged (several proxies side by side
+            rather than one rank vote).
         reconstruction: ``False`` drops the surrogate-reconstruction loss and trains on the auxiliary
             ranking loss alone (the "proxy only" ablation; needs ``aux_target``).
         standardize: z-score every surrogate dimension over the dataset before regression (the
@@ -216,17 +224,20 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
         t = (t - mean) / std
     aux = None
     if aux_target is not None:
-        aux = torch.as_tensor(np.asarray(aux_target, dtype=np.float64)).reshape(-1)
-        if aux.numel() != batch.num_graphs:
-            raise ValueError(f"aux_target has {aux.numel()} values for {batch.num_graphs} graphs")
+        aux = torch.as_tensor(np.asarray(aux_target, dtype=np.float64))
+        if aux.ndim == 1:
+            aux = aux[:, None]
+        if aux.ndim != 2 or aux.shape[0] != batch.num_graphs or aux.shape[1] < 1:
+            raise ValueError(f"aux_target must be [{batch.num_graphs}] or [{batch.num_graphs}, P], "
+                             f"got {list(aux.shape)}")
         aux_known = torch.isfinite(aux)
-        if int(aux_known.sum()) < 2:
-            raise ValueError("aux_target has fewer than 2 finite values: nothing to rank")
+        if int(aux_known.sum(0).min()) < 2:
+            raise ValueError("aux_target has fewer than 2 finite values (in some column): nothing to rank")
     idx_all = (torch.arange(batch.num_graphs) if indices is None
                else torch.as_tensor(np.asarray(indices), dtype=torch.int64))
     torch.manual_seed(seed)
     flow_head = MLPHead(encoder.out_dim, 128, t.shape[1])
-    aux_head = MLPHead(encoder.out_dim, 64, 1) if aux is not None else None
+    aux_head = MLPHead(encoder.out_dim, 64, aux.shape[1]) if aux is not None else None
     params = list(encoder.parameters()) + list(flow_head.parameters())
     if aux_head is not None:
         params += list(aux_head.parameters())
@@ -248,8 +259,10 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
             rec = (flow_head(z) - t[ids]).pow(2).sum(-1).mean()
             loss = rec
             if aux_head is not None:
-                known = aux_known[ids]  # architectures without the proxy (NaN) sit out the ranking loss
-                la = ranking_loss(aux_head(z).squeeze(-1)[known], aux[ids][known].to(z.dtype), margin=aux_margin)
+                # architectures without the proxy (NaN) sit out that column's ranking loss
+                scores, known, want = aux_head(z), aux_known[ids], aux[ids].to(z.dtype)
+                la = torch.stack([ranking_loss(scores[:, j][known[:, j]], want[:, j][known[:, j]], margin=aux_margin)
+                                  for j in range(want.shape[1])]).mean()
                 loss = 0.5 * rec + 0.5 * la if reconstruction else la
                 aux_sum += float(la.detach())
             opt.zero_grad(set_to_none=True)
@@ -486,8 +499,9 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
     else:
         aux_name = None if aux_target is None else "array"
     if aux_target is not None and extra:
-        aux_target = np.concatenate([np.asarray(aux_target, dtype=np.float64).reshape(-1),
-                                     np.full(len(extra), np.nan)])
+        a = np.asarray(aux_target, dtype=np.float64)
+        a = a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(-1)
+        aux_target = np.concatenate([a, np.full((len(extra),) + a.shape[1:], np.nan)])
     enc_cfg = {"hidden": hidden, "dropout": dropout}
     if encoder == "mlp":
         enc_cfg["max_nodes"] = int(pre_batch.node_ptr.diff().max())  # the extras may be larger

@@ -303,3 +303,45 @@ def test_mlp_encoder_sized_for_larger_unlabelled_cells():
                      epochs_finetune=1, hidden=8, unlabelled=type(ds)(big, ds.space), baseline=False, progress=False,
                      log=lambda *a: None)
     assert s["encoder_config"]["max_nodes"] == 7
+
+
+def test_several_auxiliary_targets_get_one_output_each():
+    """``a,b`` resolves to [B, 2] columns; pre-training gives the head one output per column, each
+    with its own ranking loss; a one-column [B, 1] target is exactly the [B] one."""
+    from fgp_ext import collate, load
+    from fgp_ext.encoders import build_encoder
+    from fgp_ext.train import pretrain, resolve_aux_target
+
+    ds = load("nb201")
+    both = resolve_aux_target("meco,synflow+snip", ds)
+    assert both.shape == (len(ds), 2)
+    np.testing.assert_array_equal(both[:, 0], resolve_aux_target("meco", ds))
+    np.testing.assert_array_equal(both[:, 1], resolve_aux_target("synflow+snip", ds))
+    with pytest.raises(ValueError, match="malformed auxiliary target list"):
+        resolve_aux_target("meco,", ds)
+
+    batch = collate(ds.graphs[:48])
+    aux = np.array(ds.targets("cifar10_val_12ep")[:48], dtype=np.float64)
+
+    def train(a, out_dim):
+        torch.manual_seed(0)
+        e = build_encoder("gin", ds.space.num_ops, hidden=8)
+        res = pretrain(e, batch, torch.zeros(48, 7), epochs=2, batch_size=16, aux_target=a, seed=1,
+                       progress=False)
+        assert res.aux_head[-1].out_features == out_dim
+        return torch.cat([p.detach().flatten() for p in e.parameters()]), res
+
+    one, _ = train(aux, 1)
+    col, _ = train(aux[:, None], 1)
+    assert torch.equal(one, col)
+    two, res = train(np.stack([aux, aux], 1), 2)
+    assert all(np.isfinite(h["aux"]) and h["aux"] > 0 for h in res.history)
+    # same head initialisation (same shapes, same seed): only the second column differs, and it counts
+    other, _ = train(np.stack([aux, -aux], 1), 2)
+    assert not torch.allclose(other, two, atol=1e-4)
+    with pytest.raises(ValueError, match=r"must be \[48\] or \[48, P\]"):
+        pretrain(build_encoder("gin", ds.space.num_ops, hidden=8), batch, torch.zeros(48, 7), epochs=1,
+                 aux_target=np.zeros((48, 2, 2)))
+    with pytest.raises(ValueError, match="fewer than 2 finite"):
+        pretrain(build_encoder("gin", ds.space.num_ops, hidden=8), batch, torch.zeros(48, 7), epochs=1,
+                 aux_target=np.stack([aux, np.full(48, np.nan)], 1))
