@@ -154,6 +154,22 @@ _FLOP_TYPES = (nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.AvgPool2d, nn.MaxPool2d,
                nn.AdaptiveAvgPool2d, nn.Linear)
 
 
+class _ModesRestored:
+    """Restores every submodule's train/eval flag on exit (``model.train(was)`` alone would reset
+    a deliberately frozen submodule, e.g. an eval-mode BatchNorm inside a training model)."""
+
+    def __init__(self, model: nn.Module):
+        self.flags = [(m, m.training) for m in model.modules()]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for m, flag in self.flags:
+            m.training = flag
+        return False
+
+
 def _attach_flop_hooks(model: nn.Module, acc: list) -> list:
     hook = _flop_hook(acc)
     return [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _FLOP_TYPES)]
@@ -163,17 +179,16 @@ def count_flops(model: nn.Module, input_shape: Sequence[int] = (3, 32, 32)) -> i
     """FLOPs per image (convention in the module docstring); runs one batch-1 forward pass."""
     acc = [0]
     hooks = _attach_flop_hooks(model, acc)
-    was = model.training
     try:
-        model.eval()
-        p = next(model.parameters(), None)
-        dtype = p.dtype if p is not None else torch.float32
-        with torch.no_grad():
-            model(torch.zeros((1, *input_shape), dtype=dtype))
+        with _ModesRestored(model):
+            model.eval()
+            p = next(model.parameters(), None)
+            dtype = p.dtype if p is not None else torch.float32
+            with torch.no_grad():
+                model(torch.zeros((1, *input_shape), dtype=dtype))
     finally:
         for h in hooks:
             h.remove()
-        model.train(was)
     return int(acc[0])
 
 
@@ -202,9 +217,8 @@ def _synflow(model: nn.Module, input_shape) -> float:
             buffers[n] = b.double()
         else:
             buffers[n] = b
-    was = model.training
-    model.eval()
-    try:
+    with _ModesRestored(model):
+        model.eval()
         y = functional_call(model, {**params, **buffers},
                             (torch.ones((1, *input_shape), dtype=torch.float64),))
         if isinstance(y, tuple):
@@ -219,8 +233,6 @@ def _synflow(model: nn.Module, input_shape) -> float:
         for w, g in zip(ws, grads):
             if g is not None:
                 tot += float((w.detach() * g).abs().sum())
-    finally:
-        model.train(was)
     return math.log(max(tot, 1.0))
 
 
@@ -241,17 +253,22 @@ def _channel_correlation(feat: torch.Tensor) -> torch.Tensor:
 def _meco(model: nn.Module, input_shape, seed: int) -> float:
     """MeCo: sum over module outputs of the smallest eigenvalue of the channel correlation matrix
     of the first (only) image. Runs through ``functional_call`` with copied buffers so train-mode
-    BatchNorm does not touch the module's running statistics."""
+    BatchNorm does not touch the module's running statistics; dropout is switched off (MeCo is
+    deterministic for a seed) and the global RNG is left as it was."""
     from torch.func import functional_call
 
+    p = next(model.parameters(), None)
     g = torch.Generator().manual_seed(int(seed) + _MECO_SEED_OFFSET)
     x = torch.randn((1, *input_shape), generator=g)
+    if p is not None:  # the network's dtype and device
+        x = x.to(dtype=p.dtype if p.is_floating_point() else x.dtype, device=p.device)
     mats: dict[int, list[torch.Tensor]] = {}
 
     def hook(m, inp, out):
-        o = out[0] if isinstance(out, (tuple, list)) else out
-        # channels x positions of the first image; vectors (logits, pooled features) have one
-        # position per channel, a correlation of nothing: skipped (their matrix would be 0)
+        o = out[0] if isinstance(out, (tuple, list)) and len(out) else out
+        # channels x positions of the first image. Skipped: vectors (logits, pooled features: one
+        # position per channel, no correlation to measure) and single-channel maps (a 1x1 matrix,
+        # eigenvalue 1 for every network, which the published code cannot evaluate either)
         if not torch.is_tensor(o) or o.dim() < 3 or o.shape[0] < 1:
             return
         f = o[0].detach().reshape(o.shape[1], -1)
@@ -261,13 +278,18 @@ def _meco(model: nn.Module, input_shape, seed: int) -> float:
 
     hooks = [m.register_forward_hook(hook) for m in model.modules()]
     buffers = {n: b.clone() for n, b in model.named_buffers()}
-    was = model.training
-    model.train()
     try:
-        with torch.no_grad():
-            functional_call(model, buffers, (x,), strict=False)
+        with _ModesRestored(model), torch.random.fork_rng(devices=[]), torch.no_grad():
+            model.train()
+            for m in model.modules():
+                if isinstance(m, nn.modules.dropout._DropoutNd):
+                    m.eval()
+            try:
+                functional_call(model, buffers, (x,), strict=False)
+            except (RuntimeError, ValueError, TypeError, IndexError) as e:
+                raise RuntimeError(f"MeCo: the forward pass of one image of shape {list(x.shape)} "
+                                   f"(train-mode BatchNorm, batch 1) failed: {e}") from e
     finally:
-        model.train(was)
         for h in hooks:
             h.remove()
     # one batched symmetric eigensolve per channel count instead of one call per module
@@ -357,7 +379,8 @@ def compute_proxies(model: nn.Module, names: Iterable[str] | None = None, *,
     ``seed``). ``input_shape``: one image's shape for the data-dependent proxies and SynFlow;
     ``flops_shape`` / ``meco_shape`` (default ``input_shape``) the ones FLOPs and MeCo use
     (MeCo depends on the channels-to-positions ratio, so give it the network's native input
-    size). MeCo's one image is drawn from ``seed``. The network's
+    size). MeCo's one image is always its own standard-normal draw from ``seed`` (``batch`` is not
+    used by it). The network's
     parameters are not modified (SynFlow uses ``functional_call`` on |w|); gradients are cleared
     afterwards. ``timings`` (a dict) accumulates seconds per pass (``"grad_pass"``,
     ``"synflow_pass"``, ``"meco_pass"``, ``"flops_pass"``). Returns ``{name: float}``.
@@ -374,7 +397,8 @@ def compute_proxies(model: nn.Module, names: Iterable[str] | None = None, *,
         if batch is None:
             batch = synthetic_batch(batch_size, input_shape, num_classes, seed)
         t0 = time.perf_counter()
-        res.update(_grad_proxies(model, batch[0], batch[1], gset))
+        with _ModesRestored(model):
+            res.update(_grad_proxies(model, batch[0], batch[1], gset))
         if timings is not None:
             timings["grad_pass"] = timings.get("grad_pass", 0.0) + time.perf_counter() - t0
     if "synflow" in want:

@@ -63,6 +63,9 @@ class Predictor(nn.Module):
 
     def __init__(self, encoder: Encoder, head: MLPHead | None = None):
         super().__init__()
+        if head is not None and head[-1].out_features != 1:
+            raise ValueError(f"a Predictor scores with one output; this head has {head[-1].out_features} "
+                             "(an auxiliary head of several targets: score with one column of it)")
         self.encoder = encoder
         self.head = head if head is not None else MLPHead(encoder.out_dim, 128, 1)
 
@@ -195,7 +198,8 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
         data: an ``ArchBatch`` (pre-collated, preferred), a ``Dataset`` or a list of graphs.
         surrogate_targets: ``[B, k]`` flow-surrogate vectors (:func:`fgp_ext.flow_surrogate`).
         aux_target: optional ``[B]`` cheap scalar (zero-cost proxy, params, FLOPs...); adds an
-            auxiliary head (hidden 64, out 1) trained with :func:`ranking_loss`; the total loss is
+            auxiliary head (hidden 64, out 1, or out P for ``[B, P]``) trained with
+            :func:`ranking_loss`; the total loss is
             then ``0.5 * rec + 0.5 * aux``. NaN marks architectures without the scalar (e.g. extra
             unlabelled cells): they are left out of the ranking loss only. ``[B, P]`` gives the
             head P outputs, one ranking loss per column, averaged (several proxies side by side
@@ -500,7 +504,8 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
         aux_name = None if aux_target is None else "array"
     if aux_target is not None and extra:
         a = np.asarray(aux_target, dtype=np.float64)
-        a = a.reshape(a.shape[0], -1) if a.ndim > 1 else a.reshape(-1)
+        if a.ndim not in (1, 2):
+            raise ValueError(f"aux_target must be [B] or [B, P], got shape {list(a.shape)}")
         aux_target = np.concatenate([a, np.full((len(extra),) + a.shape[1:], np.nan)])
     enc_cfg = {"hidden": hidden, "dropout": dropout}
     if encoder == "mlp":

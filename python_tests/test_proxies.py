@@ -182,3 +182,23 @@ def test_shipped_meco_column_is_reproducible():
     strs = [nb201_to_string(ds[int(i)].ops) for i in rows]
     again = nb201_all_proxies(strs, ["meco"], seed=0)["meco"]
     np.testing.assert_allclose(again, p[rows], rtol=1e-6)
+
+
+def test_meco_restores_modes_ignores_dropout_and_keeps_the_global_rng():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8),
+                              torch.nn.Dropout(0.5), torch.nn.Conv2d(8, 8, 3, padding=1))
+    net.train()
+    net[1].eval()  # a deliberately frozen BatchNorm inside a training model
+    state = torch.random.get_rng_state()
+    a = compute_proxies(net, ["meco", "synflow", "flops"], input_shape=(3, 8, 8))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert [m.training for m in net.modules()] == [True, True, False, True, True]
+    assert compute_proxies(net, ["meco"], input_shape=(3, 8, 8))["meco"] == a["meco"]  # dropout off
+
+
+def test_meco_follows_the_network_dtype_and_names_a_failing_forward():
+    net = _net(A).double()
+    assert math.isfinite(compute_proxies(net, ["meco"], input_shape=(3, 8, 8))["meco"])
+    flat = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 4), torch.nn.BatchNorm1d(4))
+    with pytest.raises(RuntimeError, match="MeCo: the forward pass of one image of shape"):
+        compute_proxies(flat, ["meco"], input_shape=(3, 2, 2))  # BatchNorm1d cannot train on one sample

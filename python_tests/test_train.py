@@ -339,9 +339,28 @@ def test_several_auxiliary_targets_get_one_output_each():
     # same head initialisation (same shapes, same seed): only the second column differs, and it counts
     other, _ = train(np.stack([aux, -aux], 1), 2)
     assert not torch.allclose(other, two, atol=1e-4)
+    from fgp_ext.train import Predictor
+    with pytest.raises(ValueError, match="one output"):
+        Predictor(build_encoder("gin", ds.space.num_ops, hidden=8), res.aux_head)
     with pytest.raises(ValueError, match=r"must be \[48\] or \[48, P\]"):
         pretrain(build_encoder("gin", ds.space.num_ops, hidden=8), batch, torch.zeros(48, 7), epochs=1,
                  aux_target=np.zeros((48, 2, 2)))
     with pytest.raises(ValueError, match="fewer than 2 finite"):
         pretrain(build_encoder("gin", ds.space.num_ops, hidden=8), batch, torch.zeros(48, 7), epochs=1,
                  aux_target=np.stack([aux, np.full(48, np.nan)], 1))
+
+
+def test_run_protocol_pads_several_aux_targets_for_unlabelled_cells():
+    from fgp_ext.data.spaces import sample_nb101
+    from fgp_ext.train import run_protocol
+
+    ds = sample_nb101(100, seed=2)
+    rng = np.random.default_rng(0)
+    labelled = type(ds)(ds.graphs[:80], ds.space, {"acc": rng.random(80)})
+    extra = type(ds)(ds.graphs[80:], ds.space)
+    kw = dict(runs=1, ratio=0.5, n_train=40, n_val=20, epochs_pretrain=1, epochs_finetune=1, hidden=8,
+              unlabelled=extra, progress=False, log=lambda *a: None)
+    s = run_protocol(labelled, "gin", "acc", aux_target=rng.random((80, 2)), **kw)
+    assert np.isfinite(s["mean"]["fgp"]["kendall_tau"])
+    with pytest.raises(ValueError, match=r"must be \[B\] or \[B, P\]"):
+        run_protocol(labelled, "gin", "acc", aux_target=rng.random((80, 2, 2)), **kw)

@@ -31,6 +31,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--resolution", type=int, default=16)
+    ap.add_argument("--meco-resolution", type=int, default=32, help="MeCo's one image (default 32)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="only the first N cells (trial)")
     ap.add_argument("--published", default=None, help="NASLib nb201_zc json to compare with")
@@ -64,11 +65,13 @@ def main(argv=None) -> int:
     timings: dict = {}
     t0 = time.time()
     vals = nb201_all_proxies(strs, names, batch_size=args.batch_size,
-                             resolution=args.resolution, seed=args.seed, progress=True,
+                             resolution=args.resolution, meco_resolution=args.meco_resolution,
+                             seed=args.seed, progress=True,
                              timings=timings)
     wall = time.time() - t0
     print(f"computed {len(strs)} cells in {wall:.1f}s; timings {timings}", flush=True)
-    settings = {"batch_size": args.batch_size, "resolution": args.resolution, "seed": args.seed,
+    settings = {"batch_size": args.batch_size, "resolution": args.resolution,
+                "meco_resolution": args.meco_resolution, "seed": args.seed,
                 "threads": args.threads, "wall_seconds": wall, "timings": timings,
                 "torch": torch.__version__, "proxies": names}
     if args.only is None:

@@ -42,6 +42,8 @@ def main(encoder: str, proxies: list[str]) -> None:
     sur = flow_surrogate(batch, k=int(sp["k"]), std=float(sp["std"]), alpha=float(sp.get("alpha", 0.5)),
                          seed=0, num_ops=ds.space.num_ops)
     for name in proxies:
+        if "," in name:
+            raise SystemExit(f"{name!r}: one proxy (or '+' vote) per run; the head is scored as one column")
         aux = synthetic_proxy(y, float(name[4:])) if name.startswith("syn:") else resolve_aux_target(name, ds)
         set_seed(21)
         enc = build_encoder(encoder, ds.space.num_ops, hidden=128, dropout=0.1)
