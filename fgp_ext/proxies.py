@@ -367,6 +367,15 @@ def _grad_proxies(model: nn.Module, x: torch.Tensor, y: torch.Tensor, names: set
     return out
 
 
+def _timed(timings: dict | None, key: str, fn, *args):
+    """``fn(*args)``, adding its wall time to ``timings[key]`` when ``timings`` is a dict."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    if timings is not None:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+    return out
+
+
 def compute_proxies(model: nn.Module, names: Iterable[str] | None = None, *,
                     batch: tuple[torch.Tensor, torch.Tensor] | None = None, batch_size: int = 32,
                     input_shape: Sequence[int] = (3, 32, 32), num_classes: int = 10,
@@ -396,26 +405,18 @@ def compute_proxies(model: nn.Module, names: Iterable[str] | None = None, *,
     if gset:
         if batch is None:
             batch = synthetic_batch(batch_size, input_shape, num_classes, seed)
-        t0 = time.perf_counter()
-        with _ModesRestored(model):
-            res.update(_grad_proxies(model, batch[0], batch[1], gset))
-        if timings is not None:
-            timings["grad_pass"] = timings.get("grad_pass", 0.0) + time.perf_counter() - t0
+
+        def grad_pass():
+            with _ModesRestored(model):
+                return _grad_proxies(model, batch[0], batch[1], gset)
+
+        res.update(_timed(timings, "grad_pass", grad_pass))
     if "synflow" in want:
-        t0 = time.perf_counter()
-        res["synflow"] = _synflow(model, input_shape)
-        if timings is not None:
-            timings["synflow_pass"] = timings.get("synflow_pass", 0.0) + time.perf_counter() - t0
+        res["synflow"] = _timed(timings, "synflow_pass", _synflow, model, input_shape)
     if "meco" in want:
-        t0 = time.perf_counter()
-        res["meco"] = _meco(model, meco_shape or input_shape, seed)
-        if timings is not None:
-            timings["meco_pass"] = timings.get("meco_pass", 0.0) + time.perf_counter() - t0
+        res["meco"] = _timed(timings, "meco_pass", _meco, model, meco_shape or input_shape, seed)
     if "flops" in want:
-        t0 = time.perf_counter()
-        res["flops"] = float(count_flops(model, flops_shape or input_shape))
-        if timings is not None:
-            timings["flops_pass"] = timings.get("flops_pass", 0.0) + time.perf_counter() - t0
+        res["flops"] = float(_timed(timings, "flops_pass", count_flops, model, flops_shape or input_shape))
     return {k: res[k] for k in want}
 
 

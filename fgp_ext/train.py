@@ -142,17 +142,18 @@ def resolve_aux_target(name: str, dataset) -> np.ndarray:
     best single one). ``"a+b+c"`` is the rank vote of several such targets: the mean of their ranks (the
     "vote" of Abdelfattah et al., 2021, is ``synflow+jacov+snip``). ``"a,b"`` gives the columns ``[B, 2]``:
     one auxiliary output per target (:func:`pretrain`). ``ValueError`` for anything else."""
+    def parts(sep: str, what: str) -> list[str]:
+        out = [p.strip() for p in name.split(sep)]
+        if len(out) < 2 or not all(out):
+            raise ValueError(f"malformed auxiliary target {what} {name!r}: expected names joined by '{sep}'")
+        return out
+
     if "," in name and name not in dataset.target_names:
-        parts = [p.strip() for p in name.split(",")]
-        if len(parts) < 2 or not all(parts):
-            raise ValueError(f"malformed auxiliary target list {name!r}: expected names joined by ','")
-        return np.stack([np.asarray(resolve_aux_target(p, dataset), dtype=np.float64) for p in parts], axis=1)
+        return np.stack([np.asarray(resolve_aux_target(p, dataset), dtype=np.float64)
+                         for p in parts(",", "list")], axis=1)
     if "+" in name and name not in dataset.target_names:
-        parts = [p.strip() for p in name.split("+")]
-        if len(parts) < 2 or not all(parts):
-            raise ValueError(f"malformed auxiliary target vote {name!r}: expected names joined by '+'")
         ranks = np.stack([_average_rank(np.asarray(resolve_aux_target(p, dataset), dtype=np.float64))
-                          for p in parts])
+                          for p in parts("+", "vote")])
         return ranks.mean(0)  # NaN wherever one of the parts is missing
     if name in dataset.target_names:
         return dataset.targets(name)

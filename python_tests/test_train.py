@@ -319,6 +319,8 @@ def test_several_auxiliary_targets_get_one_output_each():
     np.testing.assert_array_equal(both[:, 1], resolve_aux_target("synflow+snip", ds))
     with pytest.raises(ValueError, match="malformed auxiliary target list"):
         resolve_aux_target("meco,", ds)
+    with pytest.raises(ValueError, match="malformed auxiliary target vote"):
+        resolve_aux_target("meco+", ds)
 
     batch = collate(ds.graphs[:48])
     aux = np.array(ds.targets("cifar10_val_12ep")[:48], dtype=np.float64)

@@ -11,12 +11,10 @@ derived on purpose, a measurement). Results: results/fgp_nb201.md.
 Usage: .venv/bin/python scripts/proxy_fit_nb201.py gatedgcn syn:0.7 meco synflow+jacov+snip
 """
 import json
-import math
 import sys
 
-import numpy as np
 import torch
-from scipy.stats import norm, rankdata
+from proxy_strength_nb201 import synthetic_proxy  # this script's folder is on sys.path
 
 import fgp_ext
 from fgp_ext import collate
@@ -24,13 +22,6 @@ from fgp_ext.encoders import build_encoder
 from fgp_ext.metrics import kendall_tau
 from fgp_ext.surrogate import flow_surrogate
 from fgp_ext.train import Predictor, predict, pretrain, resolve_aux_target, set_seed
-
-
-def synthetic_proxy(y: np.ndarray, tau: float) -> np.ndarray:
-    """Normal scores of the accuracy ranks plus noise for Kendall ``tau`` (as proxy_strength_nb201.py)."""
-    z = norm.ppf(rankdata(y) / (len(y) + 1))
-    rho = math.sin(tau * math.pi / 2)
-    return z + math.sqrt(1 / rho**2 - 1) * np.random.default_rng(0).standard_normal(len(z))
 
 
 def main(encoder: str, proxies: list[str]) -> None:

@@ -20,15 +20,19 @@ import fgp_ext
 from fgp_ext.train import run_protocol
 
 
+def synthetic_proxy(y: np.ndarray, tau: float) -> np.ndarray:
+    """Normal scores of the ranks of ``y`` plus Gaussian noise (fixed seed) for Kendall ``tau``."""
+    z = norm.ppf(rankdata(y) / (len(y) + 1))
+    rho = math.sin(tau * math.pi / 2)
+    return z + math.sqrt(1 / rho**2 - 1) * np.random.default_rng(0).standard_normal(len(z))
+
+
 def main(targets):
     torch.set_num_threads(1)
     ds = fgp_ext.load("nb201")
     y = ds.targets("cifar10_test_200ep")
-    z = norm.ppf(rankdata(y) / (len(y) + 1))
     for tau_target in targets:
-        rho = math.sin(tau_target * math.pi / 2)
-        noise = math.sqrt(1 / rho**2 - 1)
-        aux = z + noise * np.random.default_rng(0).standard_normal(len(z))
+        aux = synthetic_proxy(y, tau_target)
         summary = run_protocol(ds, "gatedgcn", "cifar10_test_200ep", runs=3, epochs_pretrain=20, epochs_finetune=200,
                                aux_target=aux, baseline=False, progress=False, log=lambda *a: None)
         m = summary["mean"]["fgp"]
