@@ -263,8 +263,18 @@ def cmd_surrogate(args) -> int:
     return 0
 
 
+def _encoder_options(args) -> dict:
+    """Encoder-specific options given on the command line (refused for encoders without them)."""
+    opts = {}
+    if getattr(args, "reverse_successors", None) is not None:
+        if args.encoder != "flowerformer":
+            raise SystemExit("fgp: --reverse-successors applies to --encoder flowerformer only")
+        opts["reverse_successors"] = args.reverse_successors
+    return opts
+
+
 def _encoder_cfg(args, batch):
-    cfg = {"hidden": args.hidden, "dropout": args.dropout}
+    cfg = {"hidden": args.hidden, "dropout": args.dropout, **_encoder_options(args)}
     if args.encoder == "mlp":
         cfg["max_nodes"] = int(batch.node_ptr.diff().max())
     return cfg
@@ -379,7 +389,8 @@ def cmd_run(args) -> int:
         batch_size_pretrain=args.batch_size_pretrain, batch_size_finetune=args.batch_size_finetune, lr=args.lr,
         margin=args.margin, hidden=args.hidden, dropout=args.dropout, surrogate=sp, aux_target=aux,
         standardize=not args.no_standardize, baseline=not args.no_baseline, progress=_progress(args),
-        reconstruction=not args.no_reconstruction, unlabelled=_load_unlabelled(args, ds))
+        reconstruction=not args.no_reconstruction, unlabelled=_load_unlabelled(args, ds),
+        encoder_config=_encoder_options(args))
     summary["aux_target"] = _aux_name(args, ds)
     summary["wall_s"] = time.perf_counter() - t0
     summary["command"] = "fgp " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else None
@@ -434,6 +445,9 @@ def _add_encoder(p):
     p.add_argument("--encoder", default="gatedgcn", choices=["gatedgcn", "gin", "flowerformer", "mlp"])
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--reverse-successors", choices=["all", "earliest"], default=None,
+                   help="flowerformer only: the reversed pass aggregates all successors (default) or, "
+                        "as the original code, only those of the earliest forward generation")
 
 
 def _add_split(p):

@@ -209,23 +209,52 @@ class ArchBatch:
         """``int64 [2E]``: the row (node) of every :attr:`undirected_csr` entry (cached)."""
         return self._undirected()[1]
 
-    def schedule(self, reverse: bool = False) -> "LevelSchedule":
+    def schedule(self, reverse: bool = False, successors: str = "all") -> "LevelSchedule":
         """The level schedule (:func:`fgp_ext.ops.level_schedule`) of the batch (cached): nodes in
         topological generations with the predecessor CSR per level; with ``reverse=True`` the same
         for the reversed graph (generations counted from the sinks, successor CSR). Built in C++ once
-        per batch; flow-aware encoders (:class:`~fgp_ext.encoders.FlowerFormer`) propagate along it."""
+        per batch; flow-aware encoders (:class:`~fgp_ext.encoders.FlowerFormer`) propagate along it.
+
+        ``successors="earliest"`` (reverse only) keeps, for every node, only its successors of the
+        earliest forward generation (:meth:`earliest_successor_csr`): the reversed pass of the
+        original FlowerFormer code, which revisits the forward generations backwards and keeps a
+        node's last update."""
+        if successors not in ("all", "earliest"):
+            raise ValueError(f"successors must be 'all' or 'earliest', got {successors!r}")
+        if successors == "earliest" and not reverse:
+            raise ValueError("successors='earliest' applies to the reversed schedule (reverse=True) only")
         cache = self.__dict__.setdefault("_row_cache", {})
-        key = "schedule_rev" if reverse else "schedule"
+        key = ("schedule_rev" if successors == "all" else "schedule_rev_earliest") if reverse else "schedule"
         if key not in cache:
             from fgp_ext import ops
 
             if reverse:
-                csr = self.out_csr
+                csr = self.out_csr if successors == "all" else self.earliest_successor_csr()
                 level = ops.topo_levels(csr.indptr, csr.index, self.node_ptr)
             else:
                 csr, level = self.in_csr, self.level
             cache[key] = ops.level_schedule(csr.indptr, csr.index, level)
         return cache[key]
+
+    def earliest_successor_csr(self) -> "CSR":
+        """The successor CSR (by source, like ``out_csr``) keeping only each node's successors of
+        the smallest forward generation (``level``); entries keep their ``out_csr`` order and carry
+        no ``perm``. On NAS-Bench-201 cells it equals ``out_csr``; on NB101 / DARTS cells a node
+        often feeds several generations (e.g. the input straight into the output)."""
+        import torch
+
+        from fgp_ext.ops import CSR
+
+        csr = self.out_csr
+        rows = self.out_rows
+        succ_level = self.level.index_select(0, csr.index)
+        lowest = torch.full((self.num_nodes,), torch.iinfo(succ_level.dtype).max, dtype=succ_level.dtype,
+                            device=succ_level.device).scatter_reduce(0, rows, succ_level, "amin")
+        keep = succ_level == lowest.index_select(0, rows)
+        indptr = torch.zeros_like(csr.indptr)
+        torch.cumsum(torch.zeros(self.num_nodes, dtype=torch.int64, device=rows.device).index_add_(
+            0, rows, keep.to(torch.int64)), 0, out=indptr[1:])
+        return CSR(indptr, csr.index[keep])
 
     @property
     def flow_pairs(self) -> "CSR":

@@ -383,9 +383,18 @@ class MaskedFlowBackend:
     Same weights, same function as :class:`fgp_ext.encoders.flowerformer.LevelBackend`; it is the
     reference of the tests and the "masked" peer of the benchmarks
     (``model.node_embeddings(batch, backend=MaskedFlowBackend(batch))``).
+
+    ``reverse_successors="earliest"`` runs the reversed pass as the original code does, not through
+    a pruned graph: sinks first (zero message), then the *forward* generations from the last to the
+    first, each step updating the predecessors of that generation from their successors in it; a
+    node fed into several generations is updated several times, from the same input state, and
+    keeps its last update.
     """
 
-    def __init__(self, batch):
+    def __init__(self, batch, reverse_successors: str = "all"):
+        if reverse_successors not in ("all", "earliest"):
+            raise ValueError(f"reverse_successors must be 'all' or 'earliest', got {reverse_successors!r}")
+        self.reverse_successors = reverse_successors
         n, dev = batch.num_nodes, batch.op.device
         src, dst = batch.in_csr.index, csr_row_ids(batch.in_csr.indptr, batch.in_csr.index.numel())
         self.num_nodes = n
@@ -399,6 +408,17 @@ class MaskedFlowBackend:
 
         # forward pass: messages src -> dst; backward pass: dst -> src, generations from the sinks
         self.passes = {False: (src, dst, *masks(level, dst)), True: (dst, src, *masks(rev_level, src))}
+        if reverse_successors == "earliest":
+            # the original's reversed pass: a sink step, then forward generations depth-1 .. 1
+            fwd_edge, _ = masks(level, dst)
+            steps = torch.arange(fwd_edge.shape[0] - 1, 0, -1, device=dev)
+            edge_mask = torch.cat([torch.zeros(1, src.numel(), dtype=torch.bool, device=dev),
+                                   fwd_edge.index_select(0, steps)])
+            node_mask = torch.zeros(edge_mask.shape[0], n, dtype=torch.bool, device=dev)
+            node_mask[0] = batch.out_csr.indptr.diff() == 0
+            hit = edge_mask.nonzero()  # (step, edge): the edge's source is updated at that step
+            node_mask[hit[:, 0], src.index_select(0, hit[:, 1])] = True
+            self.passes[True] = (dst, src, edge_mask, node_mask)
         # dense padded layout for the attention
         graph = batch.graph
         pos = torch.arange(n, device=dev) - batch.node_ptr.index_select(0, graph)
@@ -416,9 +436,10 @@ class MaskedFlowBackend:
     def flow(self, step, h, reverse: bool):
         src, dst, edge_mask, node_mask = self.passes[bool(reverse)]
         n = self.num_nodes
+        h_in = h  # the pass's input states: the GRU input and the attention query of every update
         for lv in range(edge_mask.shape[0]):
             em = edge_mask[lv]
-            logit = (step.att_dst(h).index_select(0, dst) + step.att_src(h).index_select(0, src)).squeeze(-1)
+            logit = (step.att_dst(h_in).index_select(0, dst) + step.att_src(h).index_select(0, src)).squeeze(-1)
             logit = torch.where(em, logit, torch.zeros_like(logit))
             row_max = logit.new_full((n,), float("-inf")).scatter_reduce(
                 0, dst, logit.masked_fill(~em, float("-inf")), "amax")
@@ -431,7 +452,7 @@ class MaskedFlowBackend:
             # the rows are written back into the whole-batch state
             rows = torch.nonzero(node_mask[lv]).reshape(-1)
             # (GRU input: the node's state; hidden state: the message, zero in the first generation)
-            h = h.index_put((rows,), step.gru(h.index_select(0, rows), msg.index_select(0, rows)))
+            h = h.index_put((rows,), step.gru(h_in.index_select(0, rows), msg.index_select(0, rows)))
         return h
 
     def attend(self, q, k, v):

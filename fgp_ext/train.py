@@ -455,7 +455,8 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
                  batch_size_finetune: int = 16, lr: float = 1e-3, margin: float = 0.5,
                  hidden: int = 128, dropout: float = 0.1, surrogate: dict | None = None,
                  surrogate_targets=None, aux_target=None, standardize: bool = True, reconstruction: bool = True,
-                 baseline: bool = True, progress: bool | None = None, unlabelled=None, log=print) -> dict:
+                 baseline: bool = True, progress: bool | None = None, unlabelled=None,
+                 encoder_config: dict | None = None, log=print) -> dict:
     """The whole protocol on one dataset: FGP (pre-train on all architectures, then fine-tune) vs a
     supervised-only baseline (same encoder, same fine-tuning budget), over ``runs`` (seed,
     permutation) pairs of :func:`protocol_runs`. Pre-training depends on the seed only, so it runs
@@ -466,6 +467,10 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
     only; they never enter a split. An auxiliary proxy target, when used, covers the labelled
     dataset only (the extras sit out the ranking loss). A given ``surrogate_targets`` must then cover
     the dataset followed by the extras.
+
+    ``encoder_config``: further constructor arguments of the encoder (e.g.
+    ``{"reverse_successors": "earliest"}`` for FlowerFormer); ``hidden`` and ``dropout`` come
+    from their own arguments.
 
     Returns a JSON-serialisable summary (``runs``: per-run metrics; ``mean``/``std`` per method;
     timings) plus, under ``"_artifacts"``, the first run's predictions and training curves.
@@ -508,7 +513,7 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
         if a.ndim not in (1, 2):
             raise ValueError(f"aux_target must be [B] or [B, P], got shape {list(a.shape)}")
         aux_target = np.concatenate([a, np.full((len(extra),) + a.shape[1:], np.nan)])
-    enc_cfg = {"hidden": hidden, "dropout": dropout}
+    enc_cfg = {**(encoder_config or {}), "hidden": hidden, "dropout": dropout}
     if encoder == "mlp":
         enc_cfg["max_nodes"] = int(pre_batch.node_ptr.diff().max())  # the extras may be larger
     pretrained: dict[int, tuple[dict, PretrainResult]] = {}

@@ -118,3 +118,15 @@ def test_run_with_unlabelled_nb101_samples(tmp_path, capsys):
         main(["run", "--limit", "100", "--unlabelled", "sample:10", "--runs", "1", "--no-plots"])
     with pytest.raises(SystemExit, match="needs an integer N"):
         main(["run", "--data", str(f), "--unlabelled", "sample:many", "--runs", "1", "--no-plots"])
+
+
+def test_reverse_successors_reaches_the_flowerformer(tmp_path):
+    from fgp_ext.train import load_checkpoint
+
+    pre = tmp_path / "pre.pt"
+    assert main(["pretrain", "--encoder", "flowerformer", "--hidden", "8", "--epochs", "1", "--limit", "60",
+                 "--reverse-successors", "earliest", "--no-progress", "--out", str(pre)]) == 0
+    assert load_checkpoint(pre).encoder.reverse_successors == "earliest"
+    with pytest.raises(SystemExit, match="flowerformer only"):
+        main(["pretrain", "--encoder", "gatedgcn", "--limit", "60", "--reverse-successors", "earliest",
+              "--out", str(pre)])

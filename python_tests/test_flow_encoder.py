@@ -414,3 +414,78 @@ def test_nb201_successors_lie_in_one_forward_generation():
     # input -> a -> b -> output plus input -> output: the input's successors are in generations 1 and 3
     g = ArchGraph([0, 1, 1, 2], [[0, 1, 2, 0], [1, 2, 3, 3]])
     assert spread_nodes(collate([g])) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The original code's reversed pass: successors of the earliest forward generation only
+# ---------------------------------------------------------------------------------------------
+@SETTINGS
+@given(dag_batches())
+def test_earliest_successor_csr_matches_plain_python(graphs):
+    b = batch_tensors(graphs)
+    level = b.level.tolist()
+    indptr, index = b.out_csr.indptr.tolist(), b.out_csr.index.tolist()
+    expected_ptr, expected_index = [0], []
+    for u in range(b.num_nodes):
+        succ = index[indptr[u]:indptr[u + 1]]
+        lowest = min((level[v] for v in succ), default=None)
+        expected_index += [v for v in succ if level[v] == lowest]
+        expected_ptr.append(len(expected_index))
+    pruned = b.earliest_successor_csr()
+    assert pruned.indptr.tolist() == expected_ptr
+    assert pruned.index.tolist() == expected_index
+
+
+@settings(max_examples=10, deadline=None)
+@given(dag_batches(max_graphs=5, max_nodes=9))
+def test_earliest_reverse_pass_equals_the_originals_loop(graphs):
+    """Level schedule on the pruned successor CSR == the masked loop over forward generations in
+    reverse with last-update-wins (values and gradients), fused and generic."""
+    b = batch_tensors(graphs)
+    torch.manual_seed(1)
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
+        model = FlowerFormer(num_ops=5, hidden=8, layers=2, heads=2, reverse_successors="earliest").to(dtype).eval()
+        level = model.node_embeddings(b)
+        masked = model.node_embeddings(b, backend=ref.MaskedFlowBackend(b, reverse_successors="earliest"))
+        generic = model.node_embeddings(b, backend=LevelBackend(b, fused=False, reverse_successors="earliest"))
+        torch.testing.assert_close(level, masked, rtol=tol, atol=tol)
+        torch.testing.assert_close(generic, masked, rtol=tol, atol=tol)
+        params = list(model.parameters())
+        g1 = torch.autograd.grad(level.pow(2).sum(), params, allow_unused=True)
+        g2 = torch.autograd.grad(masked.pow(2).sum(), params, allow_unused=True)
+        for p, a, e in zip(params, g1, g2):
+            a = torch.zeros_like(p) if a is None else a
+            e = torch.zeros_like(p) if e is None else e
+            torch.testing.assert_close(a, e, rtol=tol, atol=tol * 10)
+
+
+def test_earliest_and_all_successors_differ_exactly_where_a_node_feeds_two_generations():
+    torch.manual_seed(0)
+    weights = FlowerFormer(num_ops=3, hidden=8, layers=1, heads=2).eval().state_dict()
+    models = {}
+    for mode in ("all", "earliest"):
+        models[mode] = FlowerFormer(num_ops=3, hidden=8, layers=1, heads=2, reverse_successors=mode).eval()
+        models[mode].load_state_dict(weights)
+    # a chain 0 -> 1 -> 2 -> 3 with a skip 0 -> 3: node 0 feeds generations 1 and 3
+    skip = collate([ArchGraph([0, 1, 1, 2], [[0, 1, 2, 0], [1, 2, 3, 3]])])
+    assert not torch.allclose(models["all"](skip), models["earliest"](skip))
+    # a diamond: every node's successors lie in one generation, so the two passes agree
+    diamond = collate([ArchGraph([0, 1, 1, 2], [[0, 0, 1, 2], [1, 2, 3, 3]])])
+    torch.testing.assert_close(models["all"](diamond), models["earliest"](diamond), rtol=0, atol=0)
+    assert torch.equal(diamond.earliest_successor_csr().index, diamond.out_csr.index)
+    assert build_encoder("flowerformer", **models["earliest"].config).reverse_successors == "earliest"
+
+
+def test_reverse_successors_bad_values_and_mismatched_backend():
+    b = collate([ArchGraph([0, 1], [[0], [1]])])
+    with pytest.raises(ValueError, match="reverse_successors"):
+        FlowerFormer(num_ops=3, hidden=8, heads=2, reverse_successors="latest")
+    with pytest.raises(ValueError, match="reverse_successors"):
+        ref.MaskedFlowBackend(b, reverse_successors="first")
+    with pytest.raises(ValueError, match="reverse=True"):
+        b.schedule(successors="earliest")
+    with pytest.raises(ValueError, match="'all' or 'earliest'"):
+        b.schedule(reverse=True, successors="some")
+    model = FlowerFormer(num_ops=3, hidden=8, layers=1, heads=2, reverse_successors="earliest")
+    with pytest.raises(ValueError, match="backend aggregates"):
+        model.node_embeddings(b, backend=ref.MaskedFlowBackend(b))

@@ -366,3 +366,20 @@ def test_run_protocol_pads_several_aux_targets_for_unlabelled_cells():
     assert np.isfinite(s["mean"]["fgp"]["kendall_tau"])
     with pytest.raises(ValueError, match=r"must be \[B\] or \[B, P\]"):
         run_protocol(labelled, "gin", "acc", aux_target=rng.random((80, 2, 2)), **kw)
+
+
+def test_run_protocol_passes_encoder_config():
+    from fgp_ext.data.spaces import sample_nb101
+    from fgp_ext.train import run_protocol
+
+    ds = sample_nb101(120, seed=3)
+    rng = np.random.default_rng(0)
+    labelled = type(ds)(ds.graphs, ds.space, {"acc": rng.random(len(ds))})
+    s = run_protocol(labelled, "flowerformer", "acc", runs=1, ratio=0.5, n_train=40, n_val=20, epochs_pretrain=1,
+                     epochs_finetune=1, hidden=8, baseline=False, progress=False, log=lambda *a: None,
+                     encoder_config={"reverse_successors": "earliest", "hidden": 999})
+    assert s["encoder_config"] == {"reverse_successors": "earliest", "hidden": 8, "dropout": 0.1}
+    with pytest.raises(ValueError, match="reverse_successors"):
+        run_protocol(labelled, "flowerformer", "acc", runs=1, ratio=0.5, n_train=40, n_val=20, epochs_pretrain=1,
+                     epochs_finetune=1, hidden=8, baseline=False, progress=False, log=lambda *a: None,
+                     encoder_config={"reverse_successors": "last"})

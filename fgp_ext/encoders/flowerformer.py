@@ -18,8 +18,10 @@ Graph embedding: mean of the node states (the shared :class:`Encoder` interface)
 Differences from the authors' implementation (read for understanding; none of its code is used):
 their backward pass revisits the forward generations in reverse, updating a node once per
 generation of its successors, so its final state only aggregates the successors of the *earliest*
-such generation; and edges carry a learned edge-type embedding. Here the reversed pass uses the
-generations of the reversed graph (each node updated once, from all its successors), and edges
+such generation; and edges carry a learned edge-type embedding. Here the reversed pass uses, by
+default, the generations of the reversed graph (each node updated once, from all its successors);
+``reverse_successors="earliest"`` gives theirs (the successor CSR pruned to the earliest forward
+generation, :meth:`fgp_ext.graph.ArchBatch.earliest_successor_csr`, then the same kernels). Edges
 carry nothing (the op-on-node spaces have a single edge type, so the embedding would be a learned
 constant). On NAS-Bench-201 the two reversed passes are the same function: no node of the 15,625
 cells has successors in two generations (on the NB101 / NB301 data files, 367 of 500 and 725 of
@@ -45,6 +47,15 @@ from torch import nn
 from fgp_ext import ops
 from fgp_ext.encoders.base import Dropout, Encoder
 from fgp_ext.levels import Level, LevelPlan, propagate
+
+
+REVERSE_SUCCESSORS = ("all", "earliest")
+
+
+def _check_reverse_successors(value: str) -> str:
+    if value not in REVERSE_SUCCESSORS:
+        raise ValueError(f"reverse_successors must be one of {REVERSE_SUCCESSORS}, got {value!r}")
+    return value
 
 
 class FlowStep(nn.Module):
@@ -76,20 +87,23 @@ class LevelBackend:
     """How a :class:`FlowerFormer` runs its passes and attention on one batch: level schedule and
     fused ops (built once per batch and cached on it). ``fused=False`` runs the passes through the
     generic :func:`fgp_ext.levels.propagate` (one Python step per generation) instead of the fused
-    :func:`fgp_ext.ops.flow_pass`."""
+    :func:`fgp_ext.ops.flow_pass`. ``reverse_successors``: which successors the reversed pass
+    aggregates (see :class:`FlowerFormer`)."""
 
-    def __init__(self, batch, fused: bool = True):
+    def __init__(self, batch, fused: bool = True, reverse_successors: str = "all"):
         self.fused = bool(fused)
+        self.reverse_successors = _check_reverse_successors(reverse_successors)
         self.forward_plan = LevelPlan(batch.schedule())
-        self.backward_plan = LevelPlan(batch.schedule(reverse=True))
+        self.backward_plan = LevelPlan(batch.schedule(reverse=True, successors=self.reverse_successors))
         self._batch = batch  # its flow pairs are built (and cached) on the first attend() only
 
     @classmethod
-    def of(cls, batch) -> "LevelBackend":
+    def of(cls, batch, reverse_successors: str = "all") -> "LevelBackend":
         cache = batch.__dict__.setdefault("_row_cache", {})
-        if "level_backend" not in cache:
-            cache["level_backend"] = cls(batch)
-        return cache["level_backend"]
+        key = ("level_backend", _check_reverse_successors(reverse_successors))
+        if key not in cache:
+            cache[key] = cls(batch, reverse_successors=reverse_successors)
+        return cache[key]
 
     def flow(self, step: FlowStep, h: torch.Tensor, reverse: bool) -> torch.Tensor:
         plan = self.backward_plan if reverse else self.forward_plan
@@ -143,13 +157,19 @@ class FlowerFormer(Encoder):
         dropout: dropout after each block (not inside the flow passes, which are recomputed).
         attention: ``False`` drops the global attention block (flow passes + feed-forward only),
             e.g. for DAGs too large for the quadratic flow-pair relation.
+        reverse_successors: what a node aggregates in the reversed pass: ``"all"`` its successors
+            (generations of the reversed graph), or ``"earliest"`` only its successors of the
+            earliest forward generation, as the original code computes it (it revisits the forward
+            generations backwards and keeps a node's last update). The two differ only on DAGs where
+            a node feeds several forward generations (NB101, DARTS cells; never on NB201).
     """
 
     name = "flowerformer"
 
     def __init__(self, num_ops: int, hidden: int = 128, layers: int = 3, heads: int = 4, dropout: float = 0.1,
-                 attention: bool = True):
+                 attention: bool = True, reverse_successors: str = "all"):
         super().__init__(num_ops, hidden, dropout)
+        self.reverse_successors = _check_reverse_successors(reverse_successors)
         if int(layers) < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
         if int(heads) < 1 or self.hidden % int(heads):
@@ -164,14 +184,20 @@ class FlowerFormer(Encoder):
 
     @property
     def config(self) -> dict:
-        return {**super().config, "layers": self.layers, "heads": self.heads, "attention": self.attention}
+        return {**super().config, "layers": self.layers, "heads": self.heads, "attention": self.attention,
+                "reverse_successors": self.reverse_successors}
 
     def node_embeddings(self, batch, backend=None) -> torch.Tensor:
         """``[N, hidden]`` node states. ``backend`` defaults to the level schedule
         (:class:`LevelBackend`); :class:`fgp_ext.reference.MaskedFlowBackend` computes the same
-        function with per-generation masks (the reference and benchmark peer)."""
+        function with per-generation masks (the reference and benchmark peer). A backend built for
+        the other ``reverse_successors`` is refused."""
         self._check(batch)
-        backend = LevelBackend.of(batch) if backend is None else backend
+        backend = LevelBackend.of(batch, self.reverse_successors) if backend is None else backend
+        theirs = getattr(backend, "reverse_successors", "all")
+        if theirs != self.reverse_successors:
+            raise ValueError(f"backend aggregates reverse_successors={theirs!r}, the model "
+                             f"{self.reverse_successors!r}")
         h = self.embed(batch.op)
         for block in self.blocks:
             h = block(h, backend)
