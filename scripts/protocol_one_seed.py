@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""The NB201 protocol runs of one pre-training seed (its 3 permutations), FGP only, so that long
+pre-trainings of the 3 seeds can run as parallel processes (pre-training depends on the seed only).
+
+Usage: python scripts/protocol_one_seed.py SEED [--encoder flowerformer] [--epochs-pretrain 200]
+       [--epochs-finetune 200] [--aux-target meco] [--threads 1]
+Prints one JSON line: the seed and each run's permutation, Kendall tau and P@1%.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("seed", type=int)
+    ap.add_argument("--encoder", default="flowerformer")
+    ap.add_argument("--target", default="cifar10_test_200ep")
+    ap.add_argument("--epochs-pretrain", type=int, default=200)
+    ap.add_argument("--epochs-finetune", type=int, default=200)
+    ap.add_argument("--aux-target", default="meco")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    import fgp_ext
+    import fgp_ext.train as train
+
+    pairs = [p for p in train.protocol_runs(9) if p[0] == args.seed]
+    if not pairs:
+        raise SystemExit(f"seed {args.seed} is not a protocol seed {train.PROTOCOL_SEEDS}")
+    train.protocol_runs = lambda runs=9, seeds=None: pairs  # run_protocol then runs this seed's pairs only
+    summary = train.run_protocol(fgp_ext.load("nb201"), args.encoder, args.target, runs=len(pairs),
+                                 epochs_pretrain=args.epochs_pretrain, epochs_finetune=args.epochs_finetune,
+                                 aux_target=args.aux_target, baseline=False, progress=True)
+    print(json.dumps({"seed": args.seed, "runs": [
+        {"perm": r["perm_seed"], "tau": r["fgp"]["kendall_tau"], "p1": r["fgp"]["p@1%"]}
+        for r in summary["runs"]]}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
