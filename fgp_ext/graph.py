@@ -18,6 +18,17 @@ if TYPE_CHECKING:  # pragma: no cover
     from fgp_ext.ops import CSR, LevelSchedule
 
 
+REVERSE_SUCCESSORS = ("all", "earliest")
+
+
+def check_reverse_successors(value: str, name: str = "reverse_successors") -> str:
+    """``value`` if it names a reversed-pass mode of :data:`REVERSE_SUCCESSORS`, else ``ValueError``
+    (``name``: the argument's name in the message)."""
+    if value not in REVERSE_SUCCESSORS:
+        raise ValueError(f"{name} must be 'all' or 'earliest', got {value!r}")
+    return value
+
+
 @dataclass(frozen=True, eq=False)
 class ArchGraph:
     """One architecture: ``ops[i]`` is the vocabulary id of node ``i``; ``edges`` is ``int64 [2, E]``
@@ -219,8 +230,7 @@ class ArchBatch:
         earliest forward generation (:meth:`earliest_successor_csr`): the reversed pass of the
         original FlowerFormer code, which revisits the forward generations backwards and keeps a
         node's last update."""
-        if successors not in ("all", "earliest"):
-            raise ValueError(f"successors must be 'all' or 'earliest', got {successors!r}")
+        check_reverse_successors(successors, "successors")
         if successors == "earliest" and not reverse:
             raise ValueError("successors='earliest' applies to the reversed schedule (reverse=True) only")
         cache = self.__dict__.setdefault("_row_cache", {})

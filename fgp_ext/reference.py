@@ -392,9 +392,9 @@ class MaskedFlowBackend:
     """
 
     def __init__(self, batch, reverse_successors: str = "all"):
-        if reverse_successors not in ("all", "earliest"):
-            raise ValueError(f"reverse_successors must be 'all' or 'earliest', got {reverse_successors!r}")
-        self.reverse_successors = reverse_successors
+        from fgp_ext.graph import check_reverse_successors
+
+        self.reverse_successors = check_reverse_successors(reverse_successors)
         n, dev = batch.num_nodes, batch.op.device
         src, dst = batch.in_csr.index, csr_row_ids(batch.in_csr.indptr, batch.in_csr.index.numel())
         self.num_nodes = n

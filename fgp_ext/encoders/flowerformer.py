@@ -46,16 +46,8 @@ from torch import nn
 
 from fgp_ext import ops
 from fgp_ext.encoders.base import Dropout, Encoder
+from fgp_ext.graph import check_reverse_successors
 from fgp_ext.levels import Level, LevelPlan, propagate
-
-
-REVERSE_SUCCESSORS = ("all", "earliest")
-
-
-def _check_reverse_successors(value: str) -> str:
-    if value not in REVERSE_SUCCESSORS:
-        raise ValueError(f"reverse_successors must be one of {REVERSE_SUCCESSORS}, got {value!r}")
-    return value
 
 
 class FlowStep(nn.Module):
@@ -92,7 +84,7 @@ class LevelBackend:
 
     def __init__(self, batch, fused: bool = True, reverse_successors: str = "all"):
         self.fused = bool(fused)
-        self.reverse_successors = _check_reverse_successors(reverse_successors)
+        self.reverse_successors = check_reverse_successors(reverse_successors)
         self.forward_plan = LevelPlan(batch.schedule())
         self.backward_plan = LevelPlan(batch.schedule(reverse=True, successors=self.reverse_successors))
         self._batch = batch  # its flow pairs are built (and cached) on the first attend() only
@@ -100,7 +92,7 @@ class LevelBackend:
     @classmethod
     def of(cls, batch, reverse_successors: str = "all") -> "LevelBackend":
         cache = batch.__dict__.setdefault("_row_cache", {})
-        key = ("level_backend", _check_reverse_successors(reverse_successors))
+        key = ("level_backend", check_reverse_successors(reverse_successors))
         if key not in cache:
             cache[key] = cls(batch, reverse_successors=reverse_successors)
         return cache[key]
@@ -169,7 +161,7 @@ class FlowerFormer(Encoder):
     def __init__(self, num_ops: int, hidden: int = 128, layers: int = 3, heads: int = 4, dropout: float = 0.1,
                  attention: bool = True, reverse_successors: str = "all"):
         super().__init__(num_ops, hidden, dropout)
-        self.reverse_successors = _check_reverse_successors(reverse_successors)
+        self.reverse_successors = check_reverse_successors(reverse_successors)
         if int(layers) < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
         if int(heads) < 1 or self.hidden % int(heads):
