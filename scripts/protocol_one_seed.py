@@ -3,7 +3,8 @@
 pre-trainings of the 3 seeds can run as parallel processes (pre-training depends on the seed only).
 
 Usage: python scripts/protocol_one_seed.py SEED [--encoder flowerformer] [--epochs-pretrain 200]
-       [--epochs-finetune 200] [--aux-target meco] [--threads 1]
+       [--epochs-finetune 200] [--aux-target meco] [--hidden 128] [--layers 9 --heads 4]
+       [--batch-size-pretrain 256] [--threads 1]
 Prints one JSON line: the seed and each run's permutation, Kendall tau and P@1%.
 """
 from __future__ import annotations
@@ -22,6 +23,10 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs-pretrain", type=int, default=200)
     ap.add_argument("--epochs-finetune", type=int, default=200)
     ap.add_argument("--aux-target", default="meco")
+    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--layers", type=int, default=None, help="encoder layers (default: the encoder's)")
+    ap.add_argument("--heads", type=int, default=None, help="attention heads (FlowerFormer)")
+    ap.add_argument("--batch-size-pretrain", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -29,14 +34,17 @@ def main(argv=None) -> int:
     import fgp_ext
     import fgp_ext.train as train
 
+    encoder_config = {k: v for k, v in (("layers", args.layers), ("heads", args.heads)) if v is not None}
     pairs = [p for p in train.protocol_runs(9) if p[0] == args.seed]
     if not pairs:
         raise SystemExit(f"seed {args.seed} is not a protocol seed {train.PROTOCOL_SEEDS}")
     train.protocol_runs = lambda runs=9, seeds=None: pairs  # run_protocol then runs this seed's pairs only
     summary = train.run_protocol(fgp_ext.load("nb201"), args.encoder, args.target, runs=len(pairs),
                                  epochs_pretrain=args.epochs_pretrain, epochs_finetune=args.epochs_finetune,
-                                 aux_target=args.aux_target, baseline=False, progress=True)
-    print(json.dumps({"seed": args.seed, "runs": [
+                                 aux_target=args.aux_target, baseline=False, progress=True,
+                                 hidden=args.hidden, batch_size_pretrain=args.batch_size_pretrain,
+                                 encoder_config=encoder_config)
+    print(json.dumps({"seed": args.seed, "pretrain_s_per_epoch": summary.get("pretrain_s_per_epoch"), "runs": [
         {"perm": r["perm_seed"], "tau": r["fgp"]["kendall_tau"], "p1": r["fgp"]["p@1%"]}
         for r in summary["runs"]]}), flush=True)
     return 0
