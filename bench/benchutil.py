@@ -5,7 +5,7 @@ Run (never collected by ``pytest python_tests``)::
     /work/venv/bin/python -m pytest bench --benchmark-only -q
 
 Every benchmark records its role with :func:`record` (``ours``, ``builtin`` for a stock-PyTorch
-peer, ``thirdparty`` for torch_scatter, ``reference`` for fgp_ext.reference), its pytest-benchmark
+peer, ``thirdparty`` for torch_scatter or scipy, ``reference`` for fgp_ext.reference), its pytest-benchmark
 group, and an optional per-unit scale. At the end of the session a table per group prints each
 contender's median and the ratio ``peer median / our median`` (> 1 means we are faster), plus a
 one-line headline per group: ours vs the fastest built-in peer.
@@ -195,7 +195,7 @@ def summary_tables() -> tuple[list[str], list[str]]:
             md.append(f"| {r['contender']}{note} | {r['role']} | {_fmt_time(r['median'])} | {_fmt_time(r['min'])} | {per} "
                       f"| {ratio:.2f}x |")
         md.append("")
-        for role, label in (("builtin", "fastest built-in"), ("thirdparty", "torch_scatter"),
+        for role, label in (("builtin", "fastest built-in"), ("thirdparty", "third-party"),
                             ("reference", "reference")):
             peers = [r for r in rows if r["role"] == role]
             if not peers:

@@ -4,7 +4,6 @@ import gzip
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -221,10 +220,7 @@ def test_dataset_collects_targets_from_graphs():
 
 def test_embedded_nb201():
     F._embedded_arrays.cache_clear()
-    t0 = time.perf_counter()
-    ds = F.load("nb201")
-    elapsed = time.perf_counter() - t0
-    assert elapsed < 1.0, f"loading the embedded NB201 took {elapsed:.2f}s"
+    ds = F.load("nb201")  # its load time is measured in bench/test_bench_data.py, not asserted here
     assert len(ds) == 15625 and isinstance(ds.space, S.NB201Space)
     np.testing.assert_array_equal(ds.index, np.arange(15625))
     acc = ds.targets("cifar10_test_200ep")

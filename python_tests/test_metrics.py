@@ -1,6 +1,5 @@
 """Ranking metrics (fgp_ext/metrics.py) against scipy and hand-worked examples."""
 import math
-import time
 import warnings
 
 import numpy as np
@@ -60,14 +59,13 @@ def test_against_scipy_random_with_ties(n, levels):
         assert same(M.kendall_tau(c, b), scipy_tau(c, b))
 
 
-def test_large_input_fast_and_exact():
+def test_large_input_exact():
+    """16,000 tied scores: the O(n log n) path agrees with scipy (its speed: bench/test_bench_data.py)."""
     rng = np.random.default_rng(3)
     n = 16_000
     t = rng.normal(size=n).round(2)            # ties in both
     p = (t + rng.normal(size=n)).round(2)
-    t0 = time.perf_counter()
     out = M.evaluate_ranking(p, t)
-    assert time.perf_counter() - t0 < 1.0
     assert same(out["kendall_tau"], scipy_tau(p, t))
     assert same(out["spearman"], scipy_rho(p, t), 1e-10)
 
