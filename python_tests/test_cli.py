@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -33,7 +34,7 @@ def test_run_end_to_end(tmp_path, capsys):
     for m in ("fgp", "supervised"):
         assert -1.0 <= summary["mean"][m]["kendall_tau"] <= 1.0
         assert "p@1%" in summary["mean"][m]
-    assert summary["pretrain_s_per_epoch"] > 0 and summary["finetune_s_per_epoch"] > 0
+    assert all(math.isfinite(summary[k]) and summary[k] >= 0 for k in ("pretrain_s_per_epoch", "finetune_s_per_epoch"))
     for png in ("rank_scatter.png", "training_curves.png"):
         data = (out / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
@@ -64,14 +65,15 @@ def test_errors(tmp_path, capsys):
     assert main(["evaluate", "--checkpoint", str(foreign), "--limit", "100"]) == 2
     assert "not an fgp_ext checkpoint" in capsys.readouterr().err
     assert main(["surrogate", "--data", str(tmp_path / "nope.jsonl")]) == 2
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exc:
         main(["run", "--encoder", "transformer"])
-    with pytest.raises(SystemExit):
+    assert exc.value.code == 2 and "invalid choice: 'transformer'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="unknown target 'no_such_column'"):
         main(["run", "--target", "no_such_column", "--limit", "100"])
 
 
 def test_python_dash_m_help():
-    r = subprocess.run([sys.executable, "-m", "fgp_ext", "--help"], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-m", "fgp_ext", "--help"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0
     for cmd in ("surrogate", "pretrain", "finetune", "evaluate", "run"):
         assert cmd in r.stdout

@@ -7,7 +7,7 @@ import torch
 
 import fgp_ext
 from fgp_ext import ArchGraph, collate
-from fgp_ext.encoders import ENCODERS, GIN, GatedGCN, MLPEncoder, build_encoder, segment_mean
+from fgp_ext.encoders import ENCODERS, GIN, GatedGCN, MLPEncoder, build_encoder
 
 from conftest import random_dag
 
@@ -45,7 +45,8 @@ def test_shapes(name):
     assert z.shape == (batch.num_graphs, enc.out_dim)
     assert torch.isfinite(z).all()
     # forward is the segment mean of the node embeddings
-    torch.testing.assert_close(z, segment_mean(h, batch.node_ptr))
+    ptr = batch.node_ptr.tolist()
+    torch.testing.assert_close(z, torch.stack([h[a:b].mean(0) for a, b in zip(ptr[:-1], ptr[1:])]))
 
 
 def test_out_dims():
@@ -69,8 +70,7 @@ def test_graph_order_invariance(name):
 def test_node_relabelling_invariance(name):
     """Renumbering the nodes of a graph does not change its pooled embedding."""
     g = random_graphs(3, count=1, max_nodes=8)[0]
-    while g.num_edges == 0:
-        g = random_graphs(int(np.random.default_rng(g.num_nodes).integers(1 << 30)), count=1)[0]
+    assert g.num_edges > 0 and g.num_nodes > 2       # seed 3 gives a graph with edges to relabel
     perm = np.random.default_rng(1).permutation(g.num_nodes)   # old id -> new id
     ops = np.empty_like(g.ops)
     ops[perm] = g.ops

@@ -56,8 +56,17 @@ def test_meta_tensors_give_shapes(name):
 
 
 def test_cuda_fallback_flag_matches_build():
-    # Without compiled CUDA kernels the CUDA key must be served by the Python fallbacks.
-    assert isinstance(ops.CUDA_KERNELS, bool)
+    """Every fgp op has a CUDA kernel: the compiled one when the module was built with CUDA, else
+    the plain-PyTorch fallback registered from Python (never "no kernel for CUDA")."""
+    if torch.version.cuda is None:
+        assert ops.CUDA_KERNELS is False            # a CPU torch cannot have built CUDA kernels
+    names = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("fgp::"))
+    assert len(names) >= 10, names
+    for name in names:
+        cuda = [line for line in torch._C._dispatch_dump(name).splitlines() if line.startswith("CUDA:")]
+        assert len(cuda) == 1, f"{name} has no CUDA kernel"
+        from_python = "torch/library.py" in cuda[0]
+        assert from_python != ops.CUDA_KERNELS, (name, cuda[0])
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device: the CUDA path is verified by compilation only")
     x = torch.randn(4, 3, device="cuda")
