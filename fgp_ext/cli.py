@@ -378,6 +378,8 @@ def cmd_run(args) -> int:
 
         batch = fgp_ext.collate(ds.graphs)
         aux = _aux(args, ds, batch)
+    if args.finetune_aux_head and (aux is None or np.asarray(aux).ndim != 1):
+        raise SystemExit("fgp: --finetune-aux-head needs a one-column --aux-target (e.g. meco or synflow)")
     sp = _surrogate_params(args, ds)
     print(f"fgp run: {args.encoder} on {ds.space.name} ({len(ds)} architectures, target {target}), "
           f"{args.runs} run(s), ratio {args.ratio}, pre-train {args.epochs_pretrain} / fine-tune "
@@ -390,7 +392,7 @@ def cmd_run(args) -> int:
         margin=args.margin, hidden=args.hidden, dropout=args.dropout, surrogate=sp, aux_target=aux,
         standardize=not args.no_standardize, baseline=not args.no_baseline, progress=_progress(args),
         reconstruction=not args.no_reconstruction, unlabelled=_load_unlabelled(args, ds),
-        encoder_config=_encoder_options(args))
+        encoder_config=_encoder_options(args), finetune_aux_head=args.finetune_aux_head)
     summary["aux_target"] = _aux_name(args, ds)
     summary["wall_s"] = time.perf_counter() - t0
     summary["command"] = "fgp " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else None
@@ -537,6 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra architectures for pre-training only: a file of the same space, or sample:N "
                         "(N random NAS-Bench-101 cells; NB101 data only)")
     p.add_argument("--no-baseline", action="store_true", help="skip the supervised-only baseline")
+    p.add_argument("--finetune-aux-head", action="store_true",
+                   help="also fine-tune from the same pre-training with the pre-trained auxiliary (proxy) head "
+                        "as the score head (method fgp_aux_head); needs a one-column --aux-target")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--out", default=None, help="output directory (default fgp_results/<encoder>)")
     p.set_defaults(func=cmd_run)

@@ -449,6 +449,10 @@ def protocol_runs(runs: int = 9, seeds=PROTOCOL_SEEDS) -> list[tuple[int, int]]:
     return pairs[: int(runs)]
 
 
+def _protocol_methods(baseline: bool, finetune_aux_head: bool) -> list[str]:
+    return ["fgp"] + (["fgp_aux_head"] if finetune_aux_head else []) + (["supervised"] if baseline else [])
+
+
 def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, *, runs: int = 3,
                  ratio: float = 0.01, n_train: int | None = None, n_val: int = 40,
                  epochs_pretrain: int = 200, epochs_finetune: int = 200, batch_size_pretrain: int = 256,
@@ -456,7 +460,7 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
                  hidden: int = 128, dropout: float = 0.1, surrogate: dict | None = None,
                  surrogate_targets=None, aux_target=None, standardize: bool = True, reconstruction: bool = True,
                  baseline: bool = True, progress: bool | None = None, unlabelled=None,
-                 encoder_config: dict | None = None, log=print) -> dict:
+                 encoder_config: dict | None = None, finetune_aux_head: bool = False, log=print) -> dict:
     """The whole protocol on one dataset: FGP (pre-train on all architectures, then fine-tune) vs a
     supervised-only baseline (same encoder, same fine-tuning budget), over ``runs`` (seed,
     permutation) pairs of :func:`protocol_runs`. Pre-training depends on the seed only, so it runs
@@ -471,6 +475,11 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
     ``encoder_config``: further constructor arguments of the encoder (e.g.
     ``{"reverse_successors": "earliest"}`` for FlowerFormer); ``hidden`` and ``dropout`` come
     from their own arguments.
+
+    ``finetune_aux_head``: also fine-tune, from the same pre-training, with the pre-trained
+    auxiliary head as the score head instead of a fresh one (method ``"fgp_aux_head"``; needs a
+    one-column ``aux_target``). The auxiliary head already ranks by the proxy, so fine-tuning starts
+    from the proxy's ranking rather than from a random one.
 
     Returns a JSON-serialisable summary (``runs``: per-run metrics; ``mean``/``std`` per method;
     timings) plus, under ``"_artifacts"``, the first run's predictions and training curves.
@@ -513,6 +522,8 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
         if a.ndim not in (1, 2):
             raise ValueError(f"aux_target must be [B] or [B, P], got shape {list(a.shape)}")
         aux_target = np.concatenate([a, np.full((len(extra),) + a.shape[1:], np.nan)])
+    if finetune_aux_head and (aux_target is None or np.asarray(aux_target).ndim != 1):
+        raise ValueError("finetune_aux_head needs a one-column aux_target (the head scores with one output)")
     enc_cfg = {**(encoder_config or {}), "hidden": hidden, "dropout": dropout}
     if encoder == "mlp":
         enc_cfg["max_nodes"] = int(pre_batch.node_ptr.diff().max())  # the extras may be larger
@@ -523,11 +534,11 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
         split = split_indices(n, n_train, ratio, perm_seed, n_val)
         row = {"run": r, "seed": seed, "perm_seed": perm_seed, "n_labelled": int(split["train"].size),
                "n_test": int(split["test"].size)}
-        methods = ["fgp"] + (["supervised"] if baseline else [])
+        methods = _protocol_methods(baseline, finetune_aux_head)
         for method in methods:
             set_seed(seed)
             enc = build_encoder(encoder, space.num_ops, **enc_cfg)
-            if method == "fgp":
+            if method.startswith("fgp"):
                 if seed not in pretrained:
                     log(f"[run {r}] pre-training {encoder} (seed {seed}, {epochs_pretrain} epochs)")
                     pre = pretrain(enc, pre_batch, surrogate_targets, epochs=epochs_pretrain,
@@ -536,6 +547,8 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
                                    reconstruction=reconstruction)
                     pretrained[seed] = (copy.deepcopy(enc.state_dict()), pre)
                 enc.load_state_dict(pretrained[seed][0])
+                if method == "fgp_aux_head":
+                    enc = Predictor(enc, copy.deepcopy(pretrained[seed][1].aux_head))
             set_seed(seed)
             ft = finetune(enc, batch, y, split["train"], split["val"], epochs=epochs_finetune,
                           batch_size=batch_size_finetune, lr=lr, margin=margin, seed=seed, progress=progress)
@@ -544,7 +557,7 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
             m = evaluate_ranking(pred, y[split["test"]])
             m.update(best_epoch=ft.best_epoch, best_val_tau=ft.best_val_tau,
                      finetune_s_per_epoch=ft.time_per_epoch, eval_s=time.perf_counter() - t_eval)
-            if method == "fgp":
+            if method.startswith("fgp"):
                 m["pretrain_s_per_epoch"] = pretrained[seed][1].time_per_epoch
             row[method] = m
             log(f"[run {r}] seed {seed} perm {perm_seed} {method:>10}: tau {m['kendall_tau']:.4f} "
@@ -560,10 +573,10 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
         "epochs_pretrain": epochs_pretrain, "epochs_finetune": epochs_finetune,
         "batch_size_pretrain": batch_size_pretrain, "batch_size_finetune": batch_size_finetune, "lr": lr,
         "margin": margin, "surrogate": sp, "standardize_surrogate": standardize, "aux_target": aux_name,
-        "reconstruction": reconstruction, "num_unlabelled": len(extra),
+        "reconstruction": reconstruction, "num_unlabelled": len(extra), "finetune_aux_head": bool(finetune_aux_head),
         "threads": torch.get_num_threads(), "collate_s": collate_s, "surrogate_s": sur_s,
     }
-    for method in ["fgp"] + (["supervised"] if baseline else []):
+    for method in _protocol_methods(baseline, finetune_aux_head):
         keys = ["kendall_tau", "spearman", "p@1%", "p@5%", "p@10%", "p@50%", "p@100%"]
         vals = {k: [row[method][k] for row in per_run] for k in keys}
         summary.setdefault("mean", {})[method] = {k: float(np.mean(v)) for k, v in vals.items()}

@@ -70,6 +70,10 @@ def test_errors(tmp_path, capsys):
     assert exc.value.code == 2 and "invalid choice: 'transformer'" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="unknown target 'no_such_column'"):
         main(["run", "--target", "no_such_column", "--limit", "100"])
+    with pytest.raises(SystemExit, match="--finetune-aux-head needs a one-column --aux-target"):
+        main(["run", "--limit", "100", "--aux-target", "none", "--finetune-aux-head"])
+    with pytest.raises(SystemExit, match="--finetune-aux-head needs a one-column --aux-target"):
+        main(["run", "--limit", "100", "--aux-target", "meco,synflow", "--finetune-aux-head"])
 
 
 def test_python_dash_m_help():

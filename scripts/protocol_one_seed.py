@@ -4,7 +4,7 @@ pre-trainings of the 3 seeds can run as parallel processes (pre-training depends
 
 Usage: python scripts/protocol_one_seed.py SEED [--encoder flowerformer] [--epochs-pretrain 200]
        [--epochs-finetune 200] [--aux-target meco] [--hidden 128] [--layers 9 --heads 4]
-       [--batch-size-pretrain 256] [--threads 1]
+       [--batch-size-pretrain 256] [--finetune-aux-head] [--threads 1]
 Prints one JSON line: the seed and each run's permutation, Kendall tau and P@1%.
 """
 from __future__ import annotations
@@ -27,6 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", type=int, default=None, help="encoder layers (default: the encoder's)")
     ap.add_argument("--heads", type=int, default=None, help="attention heads (FlowerFormer)")
     ap.add_argument("--batch-size-pretrain", type=int, default=256)
+    ap.add_argument("--finetune-aux-head", action="store_true",
+                    help="also fine-tune with the pre-trained auxiliary head as the score head (method fgp_aux_head)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -43,9 +45,11 @@ def main(argv=None) -> int:
                                  epochs_pretrain=args.epochs_pretrain, epochs_finetune=args.epochs_finetune,
                                  aux_target=args.aux_target, baseline=False, progress=True,
                                  hidden=args.hidden, batch_size_pretrain=args.batch_size_pretrain,
-                                 encoder_config=encoder_config)
+                                 encoder_config=encoder_config, finetune_aux_head=args.finetune_aux_head)
+    methods = [m for m in ("fgp", "fgp_aux_head") if m in summary["mean"]]
     print(json.dumps({"seed": args.seed, "pretrain_s_per_epoch": summary.get("pretrain_s_per_epoch"), "runs": [
-        {"perm": r["perm_seed"], "tau": r["fgp"]["kendall_tau"], "p1": r["fgp"]["p@1%"]}
+        {"perm": r["perm_seed"], **{f"{k}{'' if m == 'fgp' else '_' + m}": r[m][key]
+                                    for m in methods for k, key in (("tau", "kendall_tau"), ("p1", "p@1%"))}}
         for r in summary["runs"]]}), flush=True)
     return 0
 
