@@ -307,6 +307,17 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def _add_finetune_optimizer(p, prefix: str = "") -> None:
+    """Fine-tuning weight decay and learning-rate schedule (``prefix`` "finetune-" for ``fgp run``)."""
+    p.add_argument(f"--{prefix}weight-decay", type=float, default=0.0, help="fine-tuning AdamW weight decay (0)")
+    p.add_argument(f"--{prefix}schedule", choices=["constant", "cosine"], default="constant",
+                   help="fine-tuning lr schedule, stepped per epoch (constant)")
+    p.add_argument(f"--{prefix}warmup", type=int, default=0, help="linear warm-up epochs of the fine-tuning lr (0)")
+    p.add_argument(f"--{prefix}schedule-epochs", type=int, default=None,
+                   help="length of the cosine schedule in epochs (default: the fine-tuning epochs; "
+                        "FlowerFormer's NB201 recipe: 600 with 500 epochs)")
+
+
 def cmd_finetune(args) -> int:
     import fgp_ext
     from fgp_ext.encoders import build_encoder
@@ -325,7 +336,9 @@ def cmd_finetune(args) -> int:
     split, n_train = _split(args, ds)
     y = ds.targets(target)
     res = finetune(enc, batch, y, split["train"], split["val"], epochs=args.epochs, batch_size=args.batch_size,
-                   lr=args.lr, margin=args.margin, seed=args.seed, progress=_progress(args))
+                   lr=args.lr, weight_decay=args.weight_decay, margin=args.margin, seed=args.seed,
+                   progress=_progress(args), lr_schedule=args.schedule, warmup_epochs=args.warmup,
+                   schedule_epochs=args.schedule_epochs)
     print(f"fine-tuned on {split['train'].size} labelled architectures ({target}); best validation tau "
           f"{res.best_val_tau:.4f} at epoch {res.best_epoch}; {res.time_per_epoch:.3f} s/epoch")
     m = evaluate(res.model, batch, y, split["test"])
@@ -392,7 +405,10 @@ def cmd_run(args) -> int:
         margin=args.margin, hidden=args.hidden, dropout=args.dropout, surrogate=sp, aux_target=aux,
         standardize=not args.no_standardize, baseline=not args.no_baseline, progress=_progress(args),
         reconstruction=not args.no_reconstruction, unlabelled=_load_unlabelled(args, ds),
-        encoder_config=_encoder_options(args), finetune_aux_head=args.finetune_aux_head)
+        encoder_config=_encoder_options(args), finetune_aux_head=args.finetune_aux_head,
+        finetune_lr=args.finetune_lr, finetune_weight_decay=args.finetune_weight_decay,
+        finetune_schedule=args.finetune_schedule, finetune_warmup=args.finetune_warmup,
+        finetune_schedule_epochs=args.finetune_schedule_epochs, pretrained_dir=args.pretrained_dir)
     summary["aux_target"] = _aux_name(args, ds)
     summary["wall_s"] = time.perf_counter() - t0
     summary["command"] = "fgp " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else None
@@ -507,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--margin", type=float, default=0.5)
+    _add_finetune_optimizer(p)
     p.add_argument("--seed", type=int, default=21)
     p.add_argument("--perm-seed", type=int, default=21, help="split permutation (21 = identity)")
     p.add_argument("--out", required=True, help="checkpoint to write")
@@ -532,7 +549,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs-finetune", type=int, default=100, help="fine-tuning epochs (default 100; paper 500)")
     p.add_argument("--batch-size-pretrain", type=int, default=256)
     p.add_argument("--batch-size-finetune", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3, help="pre-training lr, and fine-tuning lr unless --finetune-lr")
+    p.add_argument("--finetune-lr", type=float, default=None, help="fine-tuning lr (default: --lr)")
+    _add_finetune_optimizer(p, "finetune-")
     p.add_argument("--margin", type=float, default=0.5)
     _add_pretrain_losses(p)
     p.add_argument("--unlabelled", default=None,
@@ -542,6 +561,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-aux-head", action="store_true",
                    help="also fine-tune from the same pre-training with the pre-trained auxiliary (proxy) head "
                         "as the score head (method fgp_aux_head); needs a one-column --aux-target")
+    p.add_argument("--pretrained-dir", default=None,
+                   help="cache of pre-trained encoders, one file per seed: reused when every pre-training "
+                        "setting matches (an error otherwise), written when missing")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--out", default=None, help="output directory (default fgp_results/<encoder>)")
     p.set_defaults(func=cmd_run)

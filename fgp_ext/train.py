@@ -15,6 +15,7 @@ Public API:
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import random
 import sys
@@ -35,7 +36,8 @@ __all__ = [
     "MLPHead", "Predictor", "ranking_loss", "set_seed", "as_batch", "pretrain", "finetune", "predict",
     "evaluate", "permutation", "split_indices", "protocol_runs", "default_n_train", "run_protocol",
     "save_checkpoint", "load_checkpoint", "Checkpoint", "CheckpointError", "PretrainResult",
-    "FinetuneResult", "PROTOCOL_SEEDS", "CHECKPOINT_FORMAT", "resolve_aux_target",
+    "FinetuneResult", "PROTOCOL_SEEDS", "CHECKPOINT_FORMAT", "resolve_aux_target", "lr_factor",
+    "LR_SCHEDULES",
 ]
 
 #: The paper's seeds (FGP.md §4); seed 21 means the identity permutation.
@@ -313,6 +315,36 @@ def evaluate(model: nn.Module, data, targets, indices=None) -> dict[str, float]:
     return out
 
 
+#: Learning-rate schedules of :func:`finetune` (stepped once per epoch).
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(epoch: int, schedule: str = "constant", warmup_epochs: int = 0,
+              schedule_epochs: int | None = None) -> float:
+    """Multiplier of the base learning rate in epoch ``epoch`` (0-based) of fine-tuning.
+
+    ``"constant"``: 1 after the warm-up. ``"cosine"``: half a cosine from 1 after the warm-up down
+    to 0 at ``schedule_epochs`` (it stays 0 after that). Warm-up: linear, ``epoch / warmup_epochs``
+    (floored at 1e-6 so that the first epoch still moves) for the first ``warmup_epochs`` epochs.
+    FlowerFormer's fine-tuning (its NB201 config) uses cosine with 30 warm-up epochs and a
+    600-epoch schedule while training 500 epochs, so the rate never reaches 0 there.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr schedule {schedule!r}; expected one of {LR_SCHEDULES}")
+    epoch, warmup = int(epoch), int(warmup_epochs)
+    if epoch < 0 or warmup < 0:
+        raise ValueError(f"epoch ({epoch}) and warmup_epochs ({warmup}) must be >= 0")
+    if schedule == "cosine" and (schedule_epochs is None or int(schedule_epochs) <= warmup):
+        raise ValueError(f"the cosine schedule needs schedule_epochs > warmup_epochs ({warmup}), "
+                         f"got {schedule_epochs}")
+    if epoch < warmup:
+        return max(1e-6, epoch / warmup)
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (epoch - warmup) / (int(schedule_epochs) - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 @dataclass
 class FinetuneResult:
     """What :func:`finetune` returns; ``model`` holds the best-validation weights."""
@@ -330,7 +362,8 @@ class FinetuneResult:
 def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=None, epochs: int = 200,
              batch_size: int = 16, lr: float = 1e-3, weight_decay: float = 0.0, margin: float = 0.5,
              max_pairs: int | None = None, clip: float = 1.0, seed: int = 0,
-             progress: bool | None = None, head_hidden: int = 128) -> FinetuneResult:
+             progress: bool | None = None, head_hidden: int = 128, lr_schedule: str = "constant",
+             warmup_epochs: int = 0, schedule_epochs: int | None = None) -> FinetuneResult:
     """Fine-tune ``encoder`` (+ a fresh score head, or a :class:`Predictor` as given) with the
     pairwise hinge :func:`ranking_loss` on the labelled graphs ``train_idx``.
 
@@ -338,7 +371,14 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
     ``batch_size``; gradients are clipped to norm ``clip``; AdamW. After every epoch the Kendall tau
     on ``val_idx`` is measured and the best weights (first best on ties) are kept and restored at
     the end. Without ``val_idx`` the last epoch is kept.
+
+    ``lr_schedule`` / ``warmup_epochs`` / ``schedule_epochs``: the learning rate of epoch ``e`` is
+    ``lr * lr_factor(e, lr_schedule, warmup_epochs, schedule_epochs)`` (:func:`lr_factor`;
+    ``schedule_epochs`` defaults to ``epochs``); each history row records it as ``"lr"``.
     """
+    if schedule_epochs is None:
+        schedule_epochs = int(epochs)
+    lr_factor(0, lr_schedule, warmup_epochs, schedule_epochs)   # refuse a bad schedule before any work
     batch = as_batch(data)
     y = torch.as_tensor(np.asarray(targets, dtype=np.float64)).reshape(-1)
     if y.numel() != batch.num_graphs:
@@ -363,6 +403,9 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
     bar = _tqdm(range(int(epochs)), show, desc="finetune", unit="epoch", leave=False)
     for epoch in bar:
         t0 = time.perf_counter()
+        epoch_lr = lr * lr_factor(epoch, lr_schedule, warmup_epochs, schedule_epochs)
+        for group in opt.param_groups:
+            group["lr"] = epoch_lr
         model.train()
         order = tr[torch.randperm(tr.numel(), generator=gen)]
         tot, steps = 0.0, 0
@@ -380,7 +423,7 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
             tot += float(loss.detach())
             steps += 1
         train_s = time.perf_counter() - t0
-        rec = {"epoch": epoch + 1, "loss": tot / max(steps, 1), "seconds": train_s}
+        rec = {"epoch": epoch + 1, "loss": tot / max(steps, 1), "lr": epoch_lr, "seconds": train_s}
         if y_val is not None:
             vt = kendall_tau(predict(model, batch, val_idx), y_val)
             vt = -math.inf if math.isnan(vt) else vt
@@ -460,7 +503,10 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
                  hidden: int = 128, dropout: float = 0.1, surrogate: dict | None = None,
                  surrogate_targets=None, aux_target=None, standardize: bool = True, reconstruction: bool = True,
                  baseline: bool = True, progress: bool | None = None, unlabelled=None,
-                 encoder_config: dict | None = None, finetune_aux_head: bool = False, log=print) -> dict:
+                 encoder_config: dict | None = None, finetune_aux_head: bool = False,
+                 finetune_lr: float | None = None, finetune_weight_decay: float = 0.0,
+                 finetune_schedule: str = "constant", finetune_warmup: int = 0,
+                 finetune_schedule_epochs: int | None = None, pretrained_dir=None, log=print) -> dict:
     """The whole protocol on one dataset: FGP (pre-train on all architectures, then fine-tune) vs a
     supervised-only baseline (same encoder, same fine-tuning budget), over ``runs`` (seed,
     permutation) pairs of :func:`protocol_runs`. Pre-training depends on the seed only, so it runs
@@ -480,6 +526,18 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
     auxiliary head as the score head instead of a fresh one (method ``"fgp_aux_head"``; needs a
     one-column ``aux_target``). The auxiliary head already ranks by the proxy, so fine-tuning starts
     from the proxy's ranking rather than from a random one.
+
+    ``finetune_lr`` (default ``lr``), ``finetune_weight_decay``, ``finetune_schedule``,
+    ``finetune_warmup``, ``finetune_schedule_epochs``: the fine-tuning optimiser of every method
+    (see :func:`finetune`; FlowerFormer's own NB201 recipe is lr 8e-4, weight decay 6e-5, cosine
+    with 30 warm-up epochs over 600, batch 128, 500 epochs).
+
+    ``pretrained_dir``: a folder caching one pre-trained encoder per seed
+    (``<encoder>_seed<seed>.pt``, our checkpoint format, with its heads and pre-training history).
+    A cached file is reused only if everything that shaped it matches (encoder and its config,
+    pre-training epochs, batch, lr, surrogate settings, auxiliary target, and a fingerprint of the
+    surrogate and proxy values); a file from other settings is an error, never silently reused
+    or overwritten. Fine-tuning ablations can then share one pre-training.
 
     Returns a JSON-serialisable summary (``runs``: per-run metrics; ``mean``/``std`` per method;
     timings) plus, under ``"_artifacts"``, the first run's predictions and training curves.
@@ -524,6 +582,9 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
         aux_target = np.concatenate([a, np.full((len(extra),) + a.shape[1:], np.nan)])
     if finetune_aux_head and (aux_target is None or np.asarray(aux_target).ndim != 1):
         raise ValueError("finetune_aux_head needs a one-column aux_target (the head scores with one output)")
+    ft_lr = lr if finetune_lr is None else float(finetune_lr)
+    ft_sched_epochs = epochs_finetune if finetune_schedule_epochs is None else int(finetune_schedule_epochs)
+    lr_factor(0, finetune_schedule, finetune_warmup, ft_sched_epochs)   # a bad schedule fails now, not after pre-training
     enc_cfg = {**(encoder_config or {}), "hidden": hidden, "dropout": dropout}
     if encoder == "mlp":
         enc_cfg["max_nodes"] = int(pre_batch.node_ptr.diff().max())  # the extras may be larger
@@ -540,18 +601,33 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
             enc = build_encoder(encoder, space.num_ops, **enc_cfg)
             if method.startswith("fgp"):
                 if seed not in pretrained:
-                    log(f"[run {r}] pre-training {encoder} (seed {seed}, {epochs_pretrain} epochs)")
-                    pre = pretrain(enc, pre_batch, surrogate_targets, epochs=epochs_pretrain,
-                                   batch_size=batch_size_pretrain, lr=lr, aux_target=aux_target,
-                                   standardize=standardize, seed=seed, progress=progress,
-                                   reconstruction=reconstruction)
+                    cache_meta = None
+                    if pretrained_dir is not None:
+                        cache_meta = _pretrain_cache_meta(encoder, space.num_ops, enc_cfg, seed, epochs_pretrain,
+                                                          batch_size_pretrain, lr, sp, standardize, reconstruction,
+                                                          aux_name, surrogate_targets, aux_target)
+                    cache_path = (None if pretrained_dir is None
+                                  else Path(pretrained_dir) / f"{encoder}_seed{seed}.pt")
+                    pre = None if cache_path is None else _load_pretrained(cache_path, enc, cache_meta)
+                    if pre is None:
+                        log(f"[run {r}] pre-training {encoder} (seed {seed}, {epochs_pretrain} epochs)")
+                        pre = pretrain(enc, pre_batch, surrogate_targets, epochs=epochs_pretrain,
+                                       batch_size=batch_size_pretrain, lr=lr, aux_target=aux_target,
+                                       standardize=standardize, seed=seed, progress=progress,
+                                       reconstruction=reconstruction)
+                        if cache_path is not None:
+                            _save_pretrained(cache_path, pre, cache_meta)
+                    else:
+                        log(f"[run {r}] pre-trained {encoder} (seed {seed}) loaded from {cache_path}")
                     pretrained[seed] = (copy.deepcopy(enc.state_dict()), pre)
                 enc.load_state_dict(pretrained[seed][0])
                 if method == "fgp_aux_head":
                     enc = Predictor(enc, copy.deepcopy(pretrained[seed][1].aux_head))
             set_seed(seed)
             ft = finetune(enc, batch, y, split["train"], split["val"], epochs=epochs_finetune,
-                          batch_size=batch_size_finetune, lr=lr, margin=margin, seed=seed, progress=progress)
+                          batch_size=batch_size_finetune, lr=ft_lr, weight_decay=finetune_weight_decay,
+                          margin=margin, seed=seed, progress=progress, lr_schedule=finetune_schedule,
+                          warmup_epochs=finetune_warmup, schedule_epochs=ft_sched_epochs)
             t_eval = time.perf_counter()
             pred = predict(ft.model, batch, split["test"])
             m = evaluate_ranking(pred, y[split["test"]])
@@ -574,6 +650,10 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
         "batch_size_pretrain": batch_size_pretrain, "batch_size_finetune": batch_size_finetune, "lr": lr,
         "margin": margin, "surrogate": sp, "standardize_surrogate": standardize, "aux_target": aux_name,
         "reconstruction": reconstruction, "num_unlabelled": len(extra), "finetune_aux_head": bool(finetune_aux_head),
+        "finetune_lr": ft_lr, "finetune_weight_decay": float(finetune_weight_decay),
+        "finetune_schedule": finetune_schedule, "finetune_warmup": int(finetune_warmup),
+        "finetune_schedule_epochs": ft_sched_epochs,
+        "pretrained_dir": None if pretrained_dir is None else str(pretrained_dir),
         "threads": torch.get_num_threads(), "collate_s": collate_s, "surrogate_s": sur_s,
     }
     for method in _protocol_methods(baseline, finetune_aux_head):
@@ -585,6 +665,55 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
     summary["finetune_s_per_epoch"] = float(np.mean([row["fgp"]["finetune_s_per_epoch"] for row in per_run]))
     summary["_artifacts"] = artifacts
     return summary
+
+
+def _fingerprint(*arrays) -> str:
+    """sha256 over the shapes and float64 bytes of ``arrays`` (None counts as absent)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"none;")
+            continue
+        a = np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+        h.update(repr(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _pretrain_cache_meta(encoder, num_ops, enc_cfg, seed, epochs, batch_size, lr, surrogate, standardize,
+                         reconstruction, aux_name, surrogate_targets, aux_target) -> dict:
+    """Everything a cached pre-training depends on, JSON-like, for :func:`_load_pretrained` to compare."""
+    return {"kind": "fgp_pretraining", "encoder": encoder, "num_ops": int(num_ops),
+            "encoder_config": {k: v for k, v in sorted(enc_cfg.items())}, "seed": int(seed),
+            "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
+            "surrogate": {k: v for k, v in sorted(surrogate.items())}, "standardize": bool(standardize),
+            "reconstruction": bool(reconstruction), "aux_target": aux_name,
+            "data_fingerprint": _fingerprint(surrogate_targets, aux_target)}
+
+
+def _save_pretrained(path: Path, pre: PretrainResult, meta: dict) -> None:
+    full = {**meta, "history": pre.history,
+            "target_mean": None if pre.target_mean is None else pre.target_mean.tolist(),
+            "target_std": None if pre.target_std is None else pre.target_std.tolist()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_checkpoint(tmp, pre.encoder, {"flow": pre.flow_head, "aux": pre.aux_head}, full)
+    tmp.replace(path)      # a killed run never leaves a half-written cache file behind
+
+
+def _load_pretrained(path: Path, encoder: Encoder, meta: dict) -> PretrainResult | None:
+    """The cached pre-training at ``path`` loaded into ``encoder``, or None if there is no file.
+    A file made with other settings raises ``ValueError`` naming what differs."""
+    if not path.is_file():
+        return None
+    ck = load_checkpoint(path)
+    diff = sorted(k for k in meta if ck.meta.get(k) != meta[k])
+    if diff:
+        raise ValueError(f"{str(path)!r} holds a pre-training made with other settings ({', '.join(diff)} "
+                         f"differ); use another pretrained_dir or delete the file")
+    encoder.load_state_dict(ck.encoder.state_dict())
+    tensor = (lambda v: None if v is None else torch.tensor(v, dtype=torch.float32))
+    return PretrainResult(encoder, ck.heads["flow"], ck.heads.get("aux"), list(ck.meta.get("history", [])),
+                          tensor(ck.meta.get("target_mean")), tensor(ck.meta.get("target_std")))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -40,6 +40,31 @@ def test_run_end_to_end(tmp_path, capsys):
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_run_finetune_schedule_and_pretrained_cache(tmp_path, capsys):
+    """The fine-tuning optimiser flags reach the summary; --pretrained-dir is written by the first
+    run, reused by the next (same numbers, no pre-training) and refused for other pre-training."""
+    common = ["run", "--encoder", "gin", "--limit", "200", "--ratio", "0.2", "--hidden", "8", "--runs", "1",
+              "--epochs-pretrain", "1", "--epochs-finetune", "4", "--no-progress", "--no-plots",
+              "--no-baseline", "--pretrained-dir", str(tmp_path / "pre")]
+    sched = ["--finetune-lr", "5e-4", "--finetune-weight-decay", "6e-5", "--finetune-schedule", "cosine",
+             "--finetune-warmup", "1", "--finetune-schedule-epochs", "6"]
+    assert main([*common, *sched, "--out", str(tmp_path / "a")]) == 0
+    first = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert (first["finetune_lr"], first["finetune_weight_decay"], first["finetune_schedule"],
+            first["finetune_warmup"], first["finetune_schedule_epochs"]) == (5e-4, 6e-5, "cosine", 1, 6)
+    assert first["lr"] == 1e-3 and (tmp_path / "pre" / "gin_seed21.pt").is_file()
+    assert "pre-training gin" in capsys.readouterr().out
+    assert main([*common, *sched, "--out", str(tmp_path / "b")]) == 0
+    assert "pre-training gin" not in capsys.readouterr().out
+    second = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert second["runs"][0]["fgp"]["kendall_tau"] == first["runs"][0]["fgp"]["kendall_tau"]
+    assert main([*common, "--hidden", "12", "--out", str(tmp_path / "c")]) == 2
+    assert "other settings (encoder_config" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*common, "--finetune-schedule", "step"])
+    assert "invalid choice: 'step'" in capsys.readouterr().err
+
+
 def test_stages_chain(tmp_path, capsys):
     sur = tmp_path / "sur.npy"
     assert main(["surrogate", "--limit", "200", "--out", str(sur)]) == 0
@@ -50,7 +75,7 @@ def test_stages_chain(tmp_path, capsys):
                  "--out", str(pre), *common]) == 0
     ft = tmp_path / "ft.pt"
     assert main(["finetune", "--checkpoint", str(pre), "--ratio", "0.2", "--epochs", "2", "--out", str(ft),
-                 *common]) == 0
+                 "--schedule", "cosine", "--warmup", "1", "--weight-decay", "1e-5", *common]) == 0
     js = tmp_path / "m.json"
     assert main(["evaluate", "--checkpoint", str(ft), "--ratio", "0.2", "--json", str(js), *common]) == 0
     m = json.loads(js.read_text())

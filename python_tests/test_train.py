@@ -416,3 +416,119 @@ def test_run_protocol_passes_encoder_config():
         run_protocol(labelled, "flowerformer", "acc", runs=1, ratio=0.5, n_train=40, n_val=20, epochs_pretrain=1,
                      epochs_finetune=1, hidden=8, baseline=False, progress=False, log=lambda *a: None,
                      encoder_config={"reverse_successors": "last"})
+
+
+# --------------------------------------------------------------------------------------------
+# fine-tuning lr schedule and the pre-training cache of run_protocol
+# --------------------------------------------------------------------------------------------
+def test_lr_factor_warmup_cosine_and_errors():
+    from fgp_ext.train import lr_factor
+
+    assert [lr_factor(e) for e in (0, 7, 499)] == [1.0, 1.0, 1.0]
+    # linear warm-up, floored so that epoch 0 still moves
+    assert lr_factor(0, "cosine", 30, 600) == 1e-6
+    assert lr_factor(15, "cosine", 30, 600) == pytest.approx(0.5)
+    assert lr_factor(10, "constant", 20) == pytest.approx(0.5)
+    assert lr_factor(20, "constant", 20) == 1.0
+    # half a cosine from 1 (end of warm-up) through 0.5 (midway) to 0 (schedule end), then 0
+    assert lr_factor(30, "cosine", 30, 600) == pytest.approx(1.0)
+    assert lr_factor(315, "cosine", 30, 600) == pytest.approx(0.5)
+    assert lr_factor(600, "cosine", 30, 600) == pytest.approx(0.0, abs=1e-12)
+    assert lr_factor(700, "cosine", 30, 600) == pytest.approx(0.0, abs=1e-12)
+    # FlowerFormer's recipe stops at 500 of 600: the rate is still above 0 there
+    assert lr_factor(499, "cosine", 30, 600) == pytest.approx(0.5 * (1 + math.cos(math.pi * 469 / 570)))
+    assert lr_factor(499, "cosine", 30, 600) > 0.06
+    factors = [lr_factor(e, "cosine", 5, 50) for e in range(60)]
+    assert all(a <= b for a, b in zip(factors[:5], factors[1:6]))        # rising in the warm-up
+    assert all(a >= b for a, b in zip(factors[5:], factors[6:]))         # falling after it
+    with pytest.raises(ValueError, match="unknown lr schedule"):
+        lr_factor(0, "linear")
+    with pytest.raises(ValueError, match="schedule_epochs > warmup_epochs"):
+        lr_factor(40, "cosine", 30, 30)
+    with pytest.raises(ValueError, match=">= 0"):
+        lr_factor(-1)
+
+
+def test_finetune_follows_the_lr_schedule(nb201):
+    """The optimiser's rate in every epoch is ``lr * lr_factor(epoch)`` (recorded in the history),
+    a cosine run differs from a constant one, and a bad schedule is refused before any training."""
+    from fgp_ext.train import lr_factor
+
+    ds, batch = nb201
+    y = ds.targets("cifar10_test_200ep")
+    idx = np.arange(40)
+    runs = {}
+    for sched in ("constant", "cosine"):
+        set_seed(5)
+        enc = build_encoder("gin", 7, hidden=16)
+        ft = finetune(enc, batch, y, idx[:24], idx[24:], epochs=6, lr=2e-3, seed=5, progress=False,
+                      lr_schedule=sched, warmup_epochs=2, schedule_epochs=8)
+        assert [h["lr"] for h in ft.history] == pytest.approx([2e-3 * lr_factor(e, sched, 2, 8) for e in range(6)])
+        runs[sched] = predict(ft.model, batch, idx)
+    assert not np.array_equal(runs["constant"], runs["cosine"])
+    enc = build_encoder("gin", 7, hidden=16)
+    with pytest.raises(ValueError, match="schedule_epochs"):
+        finetune(enc, batch, y, idx[:24], idx[24:], epochs=6, progress=False, lr_schedule="cosine", warmup_epochs=6)
+
+
+def _small_labelled(n=120, seed=3):
+    from fgp_ext.data.spaces import sample_nb101
+
+    ds = sample_nb101(n, seed=seed)
+    acc = np.array([float((g.ops == 3).sum()) + 0.5 * g.num_nodes for g in ds.graphs])
+    acc += np.random.RandomState(0).rand(len(acc)) * 0.1
+    return type(ds)(ds.graphs, ds.space, {"acc": acc}), acc
+
+
+def test_run_protocol_caches_pretraining_per_seed(tmp_path):
+    """``pretrained_dir`` writes one file per seed, a second call loads it instead of pre-training
+    and gives the same numbers as the first (and as a run without the cache); other fine-tuning
+    settings reuse it; other pre-training settings or data are refused, never silently reused."""
+    from fgp_ext.train import run_protocol
+
+    labelled, acc = _small_labelled()
+    logs = []
+    kw = dict(runs=2, ratio=0.5, n_train=50, n_val=20, epochs_pretrain=3, epochs_finetune=3, hidden=16,
+              baseline=False, progress=False, aux_target=acc, finetune_aux_head=True)
+    cache = tmp_path / "pre"
+    first = run_protocol(labelled, "gin", "acc", pretrained_dir=cache, log=logs.append, **kw)
+    assert sorted(p.name for p in cache.iterdir()) == ["gin_seed2021.pt", "gin_seed21.pt"]
+    assert sum("pre-training gin" in line for line in logs) == 2
+    logs.clear()
+    second = run_protocol(labelled, "gin", "acc", pretrained_dir=cache, log=logs.append, **kw)
+    assert not any("pre-training gin" in line for line in logs)
+    assert sum("loaded from" in line for line in logs) == 2
+    uncached = run_protocol(labelled, "gin", "acc", log=lambda *a: None, **kw)
+    for other in (second, uncached):
+        for r0, r1 in zip(first["runs"], other["runs"]):
+            for method in ("fgp", "fgp_aux_head"):
+                assert r0[method]["kendall_tau"] == r1[method]["kendall_tau"]
+                assert r0[method]["p@10%"] == r1[method]["p@10%"]
+    assert second["pretrain_s_per_epoch"] == first["pretrain_s_per_epoch"]    # the history comes along
+    # fine-tuning settings are not part of the key
+    logs.clear()
+    ft = run_protocol(labelled, "gin", "acc", pretrained_dir=cache, log=logs.append, finetune_lr=3e-4,
+                      finetune_schedule="cosine", finetune_warmup=1, **kw)
+    assert not any("pre-training gin" in line for line in logs)
+    assert ft["finetune_lr"] == 3e-4 and ft["finetune_schedule"] == "cosine" and ft["finetune_schedule_epochs"] == 3
+    # pre-training settings and data are
+    for change, what in ((dict(epochs_pretrain=4), "epochs"), (dict(hidden=8), "encoder_config"),
+                         (dict(aux_target=acc + 1.0), "data_fingerprint"), (dict(lr=3e-3), "lr")):
+        with pytest.raises(ValueError, match=f"other settings.*{what}"):
+            run_protocol(labelled, "gin", "acc", pretrained_dir=cache, log=lambda *a: None, **{**kw, **change})
+    assert sorted(p.name for p in cache.iterdir()) == ["gin_seed2021.pt", "gin_seed21.pt"]   # nothing overwritten
+    # a corrupt cache file is our checkpoint error, not a crash deep in torch
+    (cache / "gin_seed21.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        run_protocol(labelled, "gin", "acc", pretrained_dir=cache, log=lambda *a: None, **kw)
+
+
+def test_run_protocol_refuses_a_bad_finetune_schedule_before_pretraining(tmp_path):
+    from fgp_ext.train import run_protocol
+
+    labelled, acc = _small_labelled(80)
+    with pytest.raises(ValueError, match="unknown lr schedule"):
+        run_protocol(labelled, "gin", "acc", runs=1, ratio=0.5, n_train=30, n_val=10, epochs_pretrain=1,
+                     epochs_finetune=1, hidden=8, progress=False, finetune_schedule="step",
+                     pretrained_dir=tmp_path / "pre", log=lambda *a: None)
+    assert not (tmp_path / "pre").exists()

@@ -5,6 +5,9 @@ pre-trainings of the 3 seeds can run as parallel processes (pre-training depends
 Usage: python scripts/protocol_one_seed.py SEED [--encoder flowerformer] [--epochs-pretrain 200]
        [--epochs-finetune 200] [--aux-target meco] [--hidden 128] [--layers 9 --heads 4]
        [--batch-size-pretrain 256] [--finetune-aux-head] [--threads 1]
+       [--batch-size-finetune 16] [--finetune-lr LR] [--finetune-weight-decay WD]
+       [--finetune-schedule cosine --finetune-warmup 30 --finetune-schedule-epochs 600]
+       [--pretrained-dir DIR]
 Prints one JSON line: the seed and each run's permutation, Kendall tau and P@1%.
 """
 from __future__ import annotations
@@ -29,6 +32,13 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size-pretrain", type=int, default=256)
     ap.add_argument("--finetune-aux-head", action="store_true",
                     help="also fine-tune with the pre-trained auxiliary head as the score head (method fgp_aux_head)")
+    ap.add_argument("--batch-size-finetune", type=int, default=16)
+    ap.add_argument("--finetune-lr", type=float, default=None, help="default: the pre-training lr, 1e-3")
+    ap.add_argument("--finetune-weight-decay", type=float, default=0.0)
+    ap.add_argument("--finetune-schedule", choices=["constant", "cosine"], default="constant")
+    ap.add_argument("--finetune-warmup", type=int, default=0)
+    ap.add_argument("--finetune-schedule-epochs", type=int, default=None)
+    ap.add_argument("--pretrained-dir", default=None, help="cache of pre-trained encoders (see fgp run)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -45,7 +55,12 @@ def main(argv=None) -> int:
                                  epochs_pretrain=args.epochs_pretrain, epochs_finetune=args.epochs_finetune,
                                  aux_target=args.aux_target, baseline=False, progress=True,
                                  hidden=args.hidden, batch_size_pretrain=args.batch_size_pretrain,
-                                 encoder_config=encoder_config, finetune_aux_head=args.finetune_aux_head)
+                                 encoder_config=encoder_config, finetune_aux_head=args.finetune_aux_head,
+                                 batch_size_finetune=args.batch_size_finetune, finetune_lr=args.finetune_lr,
+                                 finetune_weight_decay=args.finetune_weight_decay,
+                                 finetune_schedule=args.finetune_schedule, finetune_warmup=args.finetune_warmup,
+                                 finetune_schedule_epochs=args.finetune_schedule_epochs,
+                                 pretrained_dir=args.pretrained_dir)
     methods = [m for m in ("fgp", "fgp_aux_head") if m in summary["mean"]]
     print(json.dumps({"seed": args.seed, "pretrain_s_per_epoch": summary.get("pretrain_s_per_epoch"), "runs": [
         {"perm": r["perm_seed"], **{f"{k}{'' if m == 'fgp' else '_' + m}": r[m][key]
