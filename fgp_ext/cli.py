@@ -270,6 +270,10 @@ def _encoder_options(args) -> dict:
         if args.encoder != "flowerformer":
             raise SystemExit("fgp: --reverse-successors applies to --encoder flowerformer only")
         opts["reverse_successors"] = args.reverse_successors
+    if getattr(args, "directed", False):
+        if args.encoder != "gatedgcn":
+            raise SystemExit("fgp: --directed applies to --encoder gatedgcn only")
+        opts["undirected"] = False
     return opts
 
 
@@ -466,6 +470,9 @@ def _add_encoder(p):
     p.add_argument("--reverse-successors", choices=["all", "earliest"], default=None,
                    help="flowerformer only: the reversed pass aggregates all successors (default) or, "
                         "as the original code, only those of the earliest forward generation")
+    p.add_argument("--directed", action="store_true",
+                   help="gatedgcn only: pass messages along the edges only, not both ways (FGP.md makes "
+                        "the graphs undirected; the authors' published gatedgcn runs do not)")
 
 
 def _add_split(p):

@@ -60,6 +60,12 @@ def test_run_finetune_schedule_and_pretrained_cache(tmp_path, capsys):
     assert second["runs"][0]["fgp"]["kendall_tau"] == first["runs"][0]["fgp"]["kendall_tau"]
     assert main([*common, "--hidden", "12", "--out", str(tmp_path / "c")]) == 2
     assert "other settings (encoder_config" in capsys.readouterr().err
+    gated = [a if a != "gin" else "gatedgcn" for a in common]
+    assert main([*gated, "--directed", "--epochs-finetune", "1", "--out", str(tmp_path / "d")]) == 0
+    assert json.loads((tmp_path / "d" / "summary.json").read_text())["encoder_config"]["undirected"] is False
+    capsys.readouterr()
+    assert main([*gated, "--epochs-finetune", "1", "--out", str(tmp_path / "e")]) == 2   # undirected: other cache key
+    assert "gatedgcn_seed21.pt' holds a pre-training made with other settings (encoder_config" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*common, "--finetune-schedule", "step"])
     assert "invalid choice: 'step'" in capsys.readouterr().err
@@ -93,6 +99,8 @@ def test_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["run", "--encoder", "transformer"])
     assert exc.value.code == 2 and "invalid choice: 'transformer'" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="--directed applies to --encoder gatedgcn only"):
+        main(["run", "--encoder", "gin", "--directed", "--limit", "100"])
     with pytest.raises(SystemExit, match="unknown target 'no_such_column'"):
         main(["run", "--target", "no_such_column", "--limit", "100"])
     with pytest.raises(SystemExit, match="--finetune-aux-head needs a one-column --aux-target"):

@@ -102,6 +102,38 @@ def test_gatedgcn_uses_both_directions():
     assert not torch.allclose(h[0], h[2])
 
 
+def test_directed_gatedgcn_reads_predecessors_only():
+    """``undirected=False``: a source node never hears from its successors, a sink does hear from
+    its predecessors, and the layer equals a plain-PyTorch loop over the in-edges."""
+    e = np.array([[0], [1]])
+    a = collate([ArchGraph([0, 1], e), ArchGraph([0, 2], e)])
+    enc = make("gatedgcn", undirected=False)
+    assert enc.config["undirected"] is False
+    with torch.no_grad():
+        h = enc.node_embeddings(a)
+    torch.testing.assert_close(h[0], h[2])             # same source op, different successor
+    b = collate([ArchGraph([0, 1], e), ArchGraph([3, 1], e)])
+    with torch.no_grad():
+        hb = enc.node_embeddings(b)
+    assert not torch.allclose(hb[1], hb[3])            # same sink op, different predecessor
+    # one layer against a per-edge reference
+    batch = collate(random_graphs(6))
+    layer = enc.convs[0]
+    x = torch.randn(batch.num_nodes, 16, dtype=torch.float64)
+    layer = layer.double()
+    with torch.no_grad():
+        uh, ah, vh, bh = layer.proj(x).split(16, dim=-1)
+        ref = uh.clone()
+        src, dst = batch.in_csr.index.tolist(), batch.in_rows.tolist()
+        for v in range(batch.num_nodes):
+            us = [u for u, d in zip(src, dst) if d == v]
+            if us:
+                g = torch.sigmoid(ah[v] + bh[us])
+                ref[v] += (g * vh[us]).sum(0) / (g.sum(0) + 1e-6)
+        torch.testing.assert_close(layer(x, batch), ref)
+    assert not torch.allclose(make("gatedgcn")(batch), make("gatedgcn", undirected=False)(batch))
+
+
 def test_errors():
     with pytest.raises(ValueError, match="unknown encoder"):
         build_encoder("transformer", 5)

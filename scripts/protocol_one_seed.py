@@ -30,6 +30,7 @@ def main(argv=None) -> int:
     ap.add_argument("--layers", type=int, default=None, help="encoder layers (default: the encoder's)")
     ap.add_argument("--heads", type=int, default=None, help="attention heads (FlowerFormer)")
     ap.add_argument("--batch-size-pretrain", type=int, default=256)
+    ap.add_argument("--directed", action="store_true", help="gatedgcn: messages along the edges only")
     ap.add_argument("--finetune-aux-head", action="store_true",
                     help="also fine-tune with the pre-trained auxiliary head as the score head (method fgp_aux_head)")
     ap.add_argument("--batch-size-finetune", type=int, default=16)
@@ -47,6 +48,8 @@ def main(argv=None) -> int:
     import fgp_ext.train as train
 
     encoder_config = {k: v for k, v in (("layers", args.layers), ("heads", args.heads)) if v is not None}
+    if args.directed:
+        encoder_config["undirected"] = False
     pairs = [p for p in train.protocol_runs(9) if p[0] == args.seed]
     if not pairs:
         raise SystemExit(f"seed {args.seed} is not a protocol seed {train.PROTOCOL_SEEDS}")
