@@ -194,7 +194,8 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
              lr: float = 1e-3, weight_decay: float = 1e-6, aux_target=None, aux_margin: float = 0.5,
              standardize: bool = True, seed: int = 0, progress: bool | None = None,
              reconstruction: bool = True,
-             indices=None) -> PretrainResult:
+             indices=None, resume_path=None, resume_meta: dict | None = None,
+             on_epoch=None) -> PretrainResult:
     """FGP pre-training of ``encoder`` (in place) on every architecture of ``data`` (no labels).
 
     Args:
@@ -213,6 +214,14 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
             published NB201 surrogate has per-dimension spreads around 0.01, which makes the raw
             squared error tiny); constant dimensions become 0. ``False`` = the raw surrogate.
         indices: optional subset of graphs to pre-train on (default: all).
+        resume_path: a file that makes a long pre-training survive being killed. After every epoch
+            the whole training state (encoder, heads, optimiser, the shuffling generator, torch's
+            RNG for dropout, the history) is written there atomically; a call that finds the file
+            continues after its last epoch and gives bit-identical results to a run that was never
+            interrupted. The file is removed when the pre-training completes.
+        resume_meta: JSON-like settings stored with that state; a file written with other settings
+            (or for another number of epochs) raises ``ValueError`` instead of being resumed.
+        on_epoch: optional callable, given each epoch's history row after its state is saved.
 
     Loss: mean over graphs of the squared L2 error of the flow head (Linear-ReLU-Linear, hidden
     128, out k). AdamW(lr, weight_decay). Shuffling uses a generator seeded with ``seed``.
@@ -251,8 +260,15 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(int(seed))
     result = PretrainResult(encoder, flow_head, aux_head, [], mean, std)
+    modules = {"encoder": encoder, "flow_head": flow_head, "aux_head": aux_head}
+    meta = {**(resume_meta or {}), "epochs": int(epochs)}
+    start = 0
+    if resume_path is not None:
+        resume_path = Path(resume_path)
+        if resume_path.is_file():
+            start = _load_pretrain_state(resume_path, meta, modules, opt, gen, result.history)
     show = _progress(progress)
-    bar = _tqdm(range(int(epochs)), show, desc="pretrain", unit="epoch")
+    bar = _tqdm(range(start, int(epochs)), show, desc="pretrain", unit="epoch", initial=start, total=int(epochs))
     encoder.train(), flow_head.train()
     for epoch in bar:
         t0 = time.perf_counter()
@@ -282,10 +298,51 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
                  "aux": aux_sum / max(steps, 1) if aux_head is not None else None,
                  "seconds": time.perf_counter() - t0}
         result.history.append(rec_e)
+        if resume_path is not None and epoch + 1 < int(epochs):
+            _save_pretrain_state(resume_path, meta, epoch + 1, modules, opt, gen, result.history)
         if show:
             bar.set_postfix(rec=f"{rec_e['rec']:.4f}")
+        if on_epoch is not None:
+            on_epoch(rec_e)
+    if resume_path is not None and resume_path.is_file():
+        resume_path.unlink()
     encoder.eval(), flow_head.eval()
     return result
+
+
+def _save_pretrain_state(path: Path, meta: dict, epochs_done: int, modules: dict, opt, gen, history) -> None:
+    state = {"format": CHECKPOINT_FORMAT + ".pretrain_state", "version": CHECKPOINT_VERSION, "meta": meta,
+             "epochs_done": int(epochs_done), "history": history, "optimizer": opt.state_dict(),
+             "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+             "modules": {k: m.state_dict() for k, m in modules.items() if m is not None}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_pretrain_state(path: Path, meta: dict, modules: dict, opt, gen, history: list) -> int:
+    """Restore a state written by :func:`_save_pretrain_state`; returns the epochs already done."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means "not ours"
+        raise CheckpointError(f"{str(path)!r} is not an fgp_ext pre-training state ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT + ".pretrain_state":
+        raise CheckpointError(f"{str(path)!r} is not an fgp_ext pre-training state")
+    saved = state.get("meta", {})
+    diff = sorted(k for k in set(meta) | set(saved) if saved.get(k) != meta.get(k))
+    if diff:
+        raise ValueError(f"{str(path)!r} holds a pre-training state made with other settings "
+                         f"({', '.join(diff)} differ); delete it to start over")
+    if set(state["modules"]) != {k for k, m in modules.items() if m is not None}:
+        raise ValueError(f"{str(path)!r} has other heads than this pre-training (auxiliary target differs)")
+    for k, sd in state["modules"].items():
+        modules[k].load_state_dict(sd)
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    history.extend(state["history"])
+    return int(state["epochs_done"])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -537,7 +594,9 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
     A cached file is reused only if everything that shaped it matches (encoder and its config,
     pre-training epochs, batch, lr, surrogate settings, auxiliary target, and a fingerprint of the
     surrogate and proxy values); a file from other settings is an error, never silently reused
-    or overwritten. Fine-tuning ablations can then share one pre-training.
+    or overwritten. Fine-tuning ablations can then share one pre-training. A pre-training in
+    progress keeps its state in ``<encoder>_seed<seed>.partial.pt`` after every epoch, so a killed
+    run started again with the same arguments continues where it stopped (same numbers).
 
     Returns a JSON-serialisable summary (``runs``: per-run metrics; ``mean``/``std`` per method;
     timings) plus, under ``"_artifacts"``, the first run's predictions and training curves.
@@ -614,7 +673,10 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
                         pre = pretrain(enc, pre_batch, surrogate_targets, epochs=epochs_pretrain,
                                        batch_size=batch_size_pretrain, lr=lr, aux_target=aux_target,
                                        standardize=standardize, seed=seed, progress=progress,
-                                       reconstruction=reconstruction)
+                                       reconstruction=reconstruction,
+                                       resume_path=None if cache_path is None else
+                                       cache_path.with_name(cache_path.stem + ".partial.pt"),
+                                       resume_meta=cache_meta)
                         if cache_path is not None:
                             _save_pretrained(cache_path, pre, cache_meta)
                     else:

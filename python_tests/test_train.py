@@ -532,3 +532,79 @@ def test_run_protocol_refuses_a_bad_finetune_schedule_before_pretraining(tmp_pat
                      epochs_finetune=1, hidden=8, progress=False, finetune_schedule="step",
                      pretrained_dir=tmp_path / "pre", log=lambda *a: None)
     assert not (tmp_path / "pre").exists()
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_pretrain_resumes_after_a_kill_with_identical_results(tmp_path):
+    """A pre-training killed after epoch 2 of 4 and started again from its state file ends with
+    exactly the weights, heads and history of an uninterrupted run (shuffling, dropout and AdamW
+    state all restored); the state file is gone afterwards; other settings are refused."""
+    labelled, acc = _small_labelled(90)
+    batch = fgp_ext.collate(labelled.graphs)
+    sur = fgp_ext.flow_surrogate(batch, k=4, std=1.0, num_ops=labelled.space.num_ops)
+
+    def run(**kw):
+        set_seed(7)
+        enc = build_encoder("gin", labelled.space.num_ops, hidden=8, dropout=0.3)
+        pre = pretrain(enc, batch, sur, epochs=4, batch_size=32, aux_target=acc, seed=7, progress=False, **kw)
+        return enc, pre
+
+    enc_a, pre_a = run()
+    state = tmp_path / "gin_seed7.partial.pt"
+
+    def kill_after_two(row):
+        if row["epoch"] == 2:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        run(resume_path=state, resume_meta={"run": "a"}, on_epoch=kill_after_two)
+    assert state.is_file()
+    seen = []
+    enc_b, pre_b = run(resume_path=state, resume_meta={"run": "a"}, on_epoch=seen.append)
+    assert [r["epoch"] for r in seen] == [3, 4]                       # only the missing epochs ran
+    assert not state.exists()
+    for (name, pa), pb in zip(enc_a.state_dict().items(), enc_b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    for ha, hb in ((pre_a.flow_head, pre_b.flow_head), (pre_a.aux_head, pre_b.aux_head)):
+        for pa, pb in zip(ha.state_dict().values(), hb.state_dict().values()):
+            assert torch.equal(pa, pb)
+    assert [r["loss"] for r in pre_a.history] == [r["loss"] for r in pre_b.history]
+    # a state from other settings, or not a state at all, is refused
+    with pytest.raises(_Killed):
+        run(resume_path=state, resume_meta={"run": "a"}, on_epoch=kill_after_two)
+    with pytest.raises(ValueError, match=r"other settings \(run differ"):
+        run(resume_path=state, resume_meta={"run": "b"})
+    state.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="pre-training state"):
+        run(resume_path=state, resume_meta={"run": "a"})
+
+
+def test_run_protocol_continues_a_killed_pretraining(tmp_path, monkeypatch):
+    """Through ``pretrained_dir``: a run killed during pre-training leaves ``*.partial.pt``; the same
+    call again completes it and matches a never-interrupted run."""
+    import fgp_ext.train as train
+
+    labelled, acc = _small_labelled(90)
+    kw = dict(runs=1, ratio=0.5, n_train=40, n_val=20, epochs_pretrain=3, epochs_finetune=2, hidden=8,
+              baseline=False, progress=False, aux_target=acc, log=lambda *a: None)
+    clean = train.run_protocol(labelled, "gin", "acc", **kw)
+    real = train.pretrain
+
+    def killed_pretrain(*a, **k):
+        def stop(row):
+            if row["epoch"] == 2:
+                raise _Killed
+        return real(*a, **k, on_epoch=stop)
+
+    monkeypatch.setattr(train, "pretrain", killed_pretrain)
+    with pytest.raises(_Killed):
+        train.run_protocol(labelled, "gin", "acc", pretrained_dir=tmp_path, **kw)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gin_seed21.partial.pt"]
+    monkeypatch.setattr(train, "pretrain", real)
+    resumed = train.run_protocol(labelled, "gin", "acc", pretrained_dir=tmp_path, **kw)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gin_seed21.pt"]
+    assert resumed["runs"][0]["fgp"]["kendall_tau"] == clean["runs"][0]["fgp"]["kendall_tau"]
+    assert resumed["runs"][0]["fgp"]["p@10%"] == clean["runs"][0]["fgp"]["p@10%"]
