@@ -31,6 +31,8 @@ def main(argv=None) -> int:
     ap.add_argument("--heads", type=int, default=None, help="attention heads (FlowerFormer)")
     ap.add_argument("--batch-size-pretrain", type=int, default=256)
     ap.add_argument("--directed", action="store_true", help="gatedgcn: messages along the edges only")
+    ap.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=False,
+                    help="z-score the surrogate dimensions (default: raw, as fgp run)")
     ap.add_argument("--finetune-aux-head", action="store_true",
                     help="also fine-tune with the pre-trained auxiliary head as the score head (method fgp_aux_head)")
     ap.add_argument("--batch-size-finetune", type=int, default=16)
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
                                  finetune_weight_decay=args.finetune_weight_decay,
                                  finetune_schedule=args.finetune_schedule, finetune_warmup=args.finetune_warmup,
                                  finetune_schedule_epochs=args.finetune_schedule_epochs,
-                                 pretrained_dir=args.pretrained_dir)
+                                 pretrained_dir=args.pretrained_dir, standardize=args.standardize)
     methods = [m for m in ("fgp", "fgp_aux_head") if m in summary["mean"]]
     print(json.dumps({"seed": args.seed, "pretrain_s_per_epoch": summary.get("pretrain_s_per_epoch"), "runs": [
         {"perm": r["perm_seed"], **{f"{k}{'' if m == 'fgp' else '_' + m}": r[m][key]
