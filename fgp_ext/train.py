@@ -318,10 +318,7 @@ def _save_pretrain_state(path: Path, meta: dict, epochs_done: int, modules: dict
              "epochs_done": int(epochs_done), "history": history, "optimizer": opt.state_dict(),
              "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
              "modules": {k: m.state_dict() for k, m in modules.items() if m is not None}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    _atomic_torch_save(state, path)
 
 
 def _load_pretrain_state(path: Path, meta: dict, modules: dict, opt, gen, history: list) -> int:
@@ -760,9 +757,7 @@ def _save_pretrained(path: Path, pre: PretrainResult, meta: dict) -> None:
     full = {**meta, "history": pre.history,
             "target_mean": None if pre.target_mean is None else pre.target_mean.tolist(),
             "target_std": None if pre.target_std is None else pre.target_std.tolist()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_checkpoint(tmp, pre.encoder, {"flow": pre.flow_head, "aux": pre.aux_head}, full)
-    tmp.replace(path)      # a killed run never leaves a half-written cache file behind
+    save_checkpoint(path, pre.encoder, {"flow": pre.flow_head, "aux": pre.aux_head}, full)
 
 
 def _load_pretrained(path: Path, encoder: Encoder, meta: dict) -> PretrainResult | None:
@@ -802,17 +797,26 @@ class Checkpoint:
         return Predictor(self.encoder, self.heads.get("score"))
 
 
-def save_checkpoint(path, encoder: Encoder, heads: dict[str, MLPHead] | None = None, meta: dict | None = None) -> Path:
-    """Write ``encoder`` + ``heads`` + ``meta`` (JSON-like) to ``path`` with our format marker."""
-    path = Path(path)
+def _atomic_torch_save(obj, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``: a run
+    killed while writing never leaves a half-written file where a checkpoint or cache is read."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def save_checkpoint(path, encoder: Encoder, heads: dict[str, MLPHead] | None = None, meta: dict | None = None) -> Path:
+    """Write ``encoder`` + ``heads`` + ``meta`` (JSON-like) to ``path`` with our format marker
+    (atomically: written beside it, then renamed)."""
+    path = Path(path)
     blob = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
         "encoder": {"name": encoder.name, "config": encoder.config, "state": encoder.state_dict()},
         "heads": {k: {"config": h.config, "state": h.state_dict()} for k, h in (heads or {}).items() if h is not None},
         "meta": meta or {},
     }
-    torch.save(blob, path)
+    _atomic_torch_save(blob, path)
     return path
 
 
