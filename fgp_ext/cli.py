@@ -406,10 +406,10 @@ def cmd_run(args) -> int:
         ds, args.encoder, target, runs=args.runs, ratio=args.ratio, n_train=args.n_train, n_val=args.n_val,
         epochs_pretrain=args.epochs_pretrain, epochs_finetune=args.epochs_finetune,
         batch_size_pretrain=args.batch_size_pretrain, batch_size_finetune=args.batch_size_finetune, lr=args.lr,
-        margin=args.margin, hidden=args.hidden, dropout=args.dropout, surrogate=sp,
-        # by name, so that --pretrained-dir caches record 'meco' (not 'array') and are shared with
+        margin=args.margin, hidden=args.hidden, dropout=args.dropout, surrogate=sp, aux_target=aux,
+        # named, so that --pretrained-dir caches record 'meco' (not 'array') and are shared with
         # run_protocol(aux_target='meco') callers such as scripts/protocol_one_seed.py
-        aux_target=None if aux is None else _aux_name(args, ds),
+        aux_name=_aux_name(args, ds),
         standardize=args.standardize, baseline=not args.no_baseline, progress=_progress(args),
         reconstruction=not args.no_reconstruction, unlabelled=_load_unlabelled(args, ds),
         encoder_config=_encoder_options(args), finetune_aux_head=args.finetune_aux_head,

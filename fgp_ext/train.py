@@ -558,7 +558,8 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
                  epochs_pretrain: int = 200, epochs_finetune: int = 200, batch_size_pretrain: int = 256,
                  batch_size_finetune: int = 16, lr: float = 1e-3, margin: float = 0.5,
                  hidden: int = 128, dropout: float = 0.1, surrogate: dict | None = None,
-                 surrogate_targets=None, aux_target=None, standardize: bool = False, reconstruction: bool = True,
+                 surrogate_targets=None, aux_target=None, aux_name: str | None = None,
+                 standardize: bool = False, reconstruction: bool = True,
                  baseline: bool = True, progress: bool | None = None, unlabelled=None,
                  encoder_config: dict | None = None, finetune_aux_head: bool = False,
                  finetune_lr: float | None = None, finetune_weight_decay: float = 0.0,
@@ -578,6 +579,11 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
     ``encoder_config``: further constructor arguments of the encoder (e.g.
     ``{"reverse_successors": "earliest"}`` for FlowerFormer); ``hidden`` and ``dropout`` come
     from their own arguments.
+
+    ``aux_name``: the name recorded for an array ``aux_target`` in the summary and in
+    ``pretrained_dir`` caches (default ``"array"``), e.g. the proxy it was resolved from, so that a
+    cache made with ``aux_target="meco"`` is reused by a caller that resolved ``"meco"`` itself. A
+    string ``aux_target`` is its own name.
 
     ``finetune_aux_head``: also fine-tune, from the same pre-training, with the pre-trained
     auxiliary head as the score head instead of a fresh one (method ``"fgp_aux_head"``; needs a
@@ -630,10 +636,14 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
                                            alpha=float(sp["alpha"]), seed=int(sp["seed"]), num_ops=space.num_ops)
     sur_s = time.perf_counter() - t_sur
     if isinstance(aux_target, str):
+        if aux_name is not None and aux_name != aux_target:
+            raise ValueError(f"aux_name {aux_name!r} names another target than aux_target {aux_target!r}")
         aux_name = aux_target
         aux_target = resolve_aux_target(aux_target, dataset)
+    elif aux_target is None:
+        aux_name = None
     else:
-        aux_name = None if aux_target is None else "array"
+        aux_name = "array" if aux_name is None else str(aux_name)
     if aux_target is not None and extra:
         a = np.asarray(aux_target, dtype=np.float64)
         if a.ndim not in (1, 2):

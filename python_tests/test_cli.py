@@ -59,8 +59,9 @@ def test_run_finetune_schedule_and_pretrained_cache(tmp_path, capsys):
     second = json.loads((tmp_path / "b" / "summary.json").read_text())
     assert second["runs"][0]["fgp"]["kendall_tau"] == first["runs"][0]["fgp"]["kendall_tau"]
     # the cache names its proxy ('auto' is MeCo on NB201), so the explicit name reuses it too
-    meta = torch.load(tmp_path / "pre" / "gin_seed21.pt", weights_only=False)["meta"]
-    assert meta["aux_target"] == "meco"
+    from fgp_ext.train import load_checkpoint
+
+    assert load_checkpoint(tmp_path / "pre" / "gin_seed21.pt").meta["aux_target"] == "meco"
     assert main([*common, *sched, "--aux-target", "meco", "--out", str(tmp_path / "b2")]) == 0
     assert "pre-training gin" not in capsys.readouterr().out
     assert main([*common, "--hidden", "12", "--out", str(tmp_path / "c")]) == 2

@@ -523,6 +523,28 @@ def test_run_protocol_caches_pretraining_per_seed(tmp_path):
         run_protocol(labelled, "gin", "acc", pretrained_dir=cache, log=lambda *a: None, **kw)
 
 
+def test_run_protocol_aux_name_labels_an_array_target(tmp_path):
+    """An array ``aux_target`` is recorded as ``aux_name`` (default "array"), so a cache made from
+    the resolved column is shared with a caller that names the column; a name that contradicts a
+    string target is refused."""
+    from fgp_ext.train import run_protocol
+
+    labelled, acc = _small_labelled(80)
+    kw = dict(runs=1, ratio=0.5, n_train=30, n_val=10, epochs_pretrain=1, epochs_finetune=1, hidden=8,
+              baseline=False, progress=False, pretrained_dir=tmp_path / "pre")
+    named = run_protocol(labelled, "gin", "acc", aux_target=acc, aux_name="acc", log=lambda *a: None, **kw)
+    assert named["aux_target"] == "acc"
+    assert load_checkpoint(tmp_path / "pre" / "gin_seed21.pt").meta["aux_target"] == "acc"
+    logs = []
+    by_name = run_protocol(labelled, "gin", "acc", aux_target="acc", log=logs.append, **kw)
+    assert any("loaded from" in line for line in logs) and not any("pre-training gin" in line for line in logs)
+    assert by_name["runs"][0]["fgp"]["kendall_tau"] == named["runs"][0]["fgp"]["kendall_tau"]
+    with pytest.raises(ValueError, match="other settings.*aux_target"):    # unnamed: "array", another key
+        run_protocol(labelled, "gin", "acc", aux_target=acc, log=lambda *a: None, **kw)
+    with pytest.raises(ValueError, match="aux_name 'meco' names another target than aux_target 'acc'"):
+        run_protocol(labelled, "gin", "acc", aux_target="acc", aux_name="meco", log=lambda *a: None, **kw)
+
+
 def test_run_protocol_refuses_a_bad_finetune_schedule_before_pretraining(tmp_path):
     from fgp_ext.train import run_protocol
 

@@ -13,9 +13,9 @@ import argparse
 
 import numpy as np
 import torch
-from scipy.stats import kendalltau
 
 from fgp_ext.data.formats import load_nb201
+from fgp_ext.metrics import kendall_tau
 from fgp_ext.train import Predictor, load_checkpoint, predict, resolve_aux_target
 
 
@@ -30,7 +30,7 @@ def main() -> None:
     ds = load_nb201()
     acc = np.asarray(ds.targets(args.target), dtype=np.float64)
     proxy = np.asarray(resolve_aux_target(args.proxy, ds), dtype=np.float64)
-    print(f"{args.proxy} vs accuracy: Kendall {kendalltau(proxy, acc)[0]:.4f}")
+    print(f"{args.proxy} vs accuracy: Kendall {kendall_tau(proxy, acc):.4f}")
     for path in args.checkpoints:
         ck = load_checkpoint(path)
         if "aux" not in ck.heads:
@@ -39,7 +39,7 @@ def main() -> None:
         with torch.no_grad():
             score = predict(model, ds)
         print(f"{path}: {ck.meta.get('epochs', '?')} epochs, aux head vs accuracy "
-              f"{kendalltau(score, acc)[0]:.4f}, vs {args.proxy} {kendalltau(score, proxy)[0]:.4f}", flush=True)
+              f"{kendall_tau(score, acc):.4f}, vs {args.proxy} {kendall_tau(score, proxy):.4f}", flush=True)
 
 
 if __name__ == "__main__":
