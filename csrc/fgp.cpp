@@ -51,10 +51,12 @@ TORCH_LIBRARY(fgp, m) {
   m.def("flow_pass_train(Tensor[] args) -> Tensor[]");
   m.def("flow_pass_backward(Tensor grad, Tensor[] saved, Tensor[] args) -> Tensor[]");
   // Sparse dot-product attention over a CSR of (query, key) pairs (flow-aware global attention).
+  // p > 0: dropout on the attention weights, its mask a hash of (seed, e * H + h) (see dot_attention.h).
   m.def("dot_attention(Tensor q, Tensor k, Tensor v, Tensor index, Tensor indptr, float scale, "
-        "Tensor? t_indptr=None, Tensor? t_index=None, Tensor? t_perm=None) -> Tensor");
+        "Tensor? t_indptr=None, Tensor? t_index=None, Tensor? t_perm=None, float p=0., int seed=0) -> Tensor");
   m.def("dot_attention_backward(Tensor grad, Tensor q, Tensor k, Tensor v, Tensor index, Tensor indptr, Tensor out, "
-        "float scale, Tensor t_indptr, Tensor t_index, Tensor t_perm) -> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
+        "float scale, Tensor t_indptr, Tensor t_index, Tensor t_perm, float p=0., int seed=0) "
+        "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
   m.def("gather_attention_backward(Tensor grad, Tensor x, Tensor logit, Tensor index, Tensor indptr, "
         "Tensor out, Tensor t_indptr, Tensor t_index, Tensor t_perm) -> (Tensor grad_x, Tensor grad_logit)");
   // GatedGCN's edge-gated, normalised aggregation; t_indptr/t_index (the transposed CSR without
@@ -97,11 +99,12 @@ at::Tensor flow_pass_output(const at::Tensor& h0, const at::Tensor& level_ptr, c
 }
 
 template <at::Tensor (*Kernel)(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,
-                               const at::Tensor&, double)>
+                               const at::Tensor&, double, double, int64_t)>
 at::Tensor dot_attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& index,
                                  const at::Tensor& indptr, double scale, const std::optional<at::Tensor>&,
-                                 const std::optional<at::Tensor>&, const std::optional<at::Tensor>&) {
-  return Kernel(q, k, v, index, indptr, scale);
+                                 const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, double p,
+                                 int64_t seed) {
+  return Kernel(q, k, v, index, indptr, scale, p, seed);
 }
 
 template <at::Tensor (*Kernel)(const at::Tensor&, const at::Tensor&, const at::Tensor&, const at::Tensor&,

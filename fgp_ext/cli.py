@@ -274,6 +274,14 @@ def _encoder_options(args) -> dict:
         if args.encoder != "gatedgcn":
             raise SystemExit("fgp: --directed applies to --encoder gatedgcn only")
         opts["undirected"] = False
+    if getattr(args, "layers", None) is not None:
+        opts["layers"] = args.layers
+    for name in ("heads", "layout", "norm", "flow_relu", "attention_dropout"):
+        value = getattr(args, name, None)
+        if value is not None:
+            if args.encoder != "flowerformer":
+                raise SystemExit(f"fgp: --{name.replace('_', '-')} applies to --encoder flowerformer only")
+            opts[name] = value
     return opts
 
 
@@ -476,6 +484,17 @@ def _add_encoder(p):
     p.add_argument("--directed", action="store_true",
                    help="gatedgcn only: pass messages along the edges only, not both ways (FGP.md makes "
                         "the graphs undirected; the authors' published gatedgcn runs do not)")
+    p.add_argument("--layers", type=int, default=None, help="encoder layers (default: the encoder's, 3)")
+    f = p.add_argument_group("flowerformer only (the original's NB201 model: --hidden 64 --layers 9 --heads 8 "
+                             "--dropout 0 --layout parallel --norm batch --flow-relu --attention-dropout 0.5)")
+    f.add_argument("--heads", type=int, default=None, help="attention heads (default 4)")
+    f.add_argument("--layout", choices=["sequential", "parallel"], default=None,
+                   help="attention after the flow block (default) or beside it, on the layer input, as the original")
+    f.add_argument("--norm", choices=["layer", "batch"], default=None, help="layer norm (default) or batch norm")
+    f.add_argument("--flow-relu", action="store_true", default=None,
+                   help="a ReLU on the flow passes' output, as the original")
+    f.add_argument("--attention-dropout", type=float, default=None,
+                   help="dropout on the attention weights (default 0; the original 0.5)")
 
 
 def _add_split(p):

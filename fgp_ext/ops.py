@@ -228,8 +228,8 @@ def gather_attention(
     return out.squeeze(1) if single else out
 
 
-def dot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pairs: CSR, scale: float | None = None
-                  ) -> torch.Tensor:
+def dot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pairs: CSR, scale: float | None = None,
+                  dropout: float = 0.0, seed: int | None = None) -> torch.Tensor:
     """Sparse multi-head dot-product attention over allowed (query, key) pairs, fused.
 
     ``out[r, h] = sum_{e in row r} softmax_e(scale * <q[r, h], k[index[e], h]>) * v[index[e], h]``
@@ -238,12 +238,23 @@ def dot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pairs: CSR,
     the relation is symmetric (as :attr:`fgp_ext.graph.ArchBatch.flow_pairs`), else the transpose
     is built for the backward. ``scale`` defaults to ``1 / sqrt(D)``. Rows without pairs give zeros.
     Neither the gathered queries/keys nor the scores are materialised; differentiable in q, k, v.
+
+    ``dropout`` in ``[0, 1)`` drops attention weights after the softmax (kept ones scaled by
+    ``1 / (1 - dropout)``), inside the same kernel: the mask is :func:`dropout`'s counter-based hash
+    of ``seed`` and the weight's position ``e * H + h`` in the ``[E, H]`` weights, so it is the same
+    on every device, recomputed in the backward and never stored. ``seed`` defaults to a draw from
+    torch's generator, as :func:`dropout`. Callers pass ``dropout`` in training only.
     """
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"attention dropout must be in [0, 1), got {dropout}")
+    if float(dropout) > 0.0 and seed is None:
+        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
     t = (None, None, None)
     if pairs.perm is not None:
         t = (pairs.indptr, pairs.index, pairs.perm)
-    return _ops.dot_attention(q, k, v, pairs.index, pairs.indptr, scale, *t)
+    return _ops.dot_attention(q, k, v, pairs.index, pairs.indptr, scale, *t, float(dropout),
+                              0 if seed is None else int(seed))
 
 
 def gated_aggregate(gate_dst: torch.Tensor, gate_src: torch.Tensor, value: torch.Tensor, csr: CSR,
@@ -418,9 +429,9 @@ torch.library.register_autograd("fgp::dropout", _dropout_backward, setup_context
 
 
 def _dot_attention_setup(ctx, inputs, output):
-    q, k, v, index, indptr, scale, t_indptr, t_index, t_perm = inputs
+    q, k, v, index, indptr, scale, t_indptr, t_index, t_perm, p, seed = inputs
     ctx.save_for_backward(q, k, v, index, indptr, output, t_indptr, t_index, t_perm)
-    ctx.scale = scale
+    ctx.scale, ctx.p, ctx.seed = scale, p, seed
 
 
 def _dot_attention_backward(ctx, grad):
@@ -428,8 +439,8 @@ def _dot_attention_backward(ctx, grad):
     if t_indptr is None or t_index is None or t_perm is None:
         t_indptr, t_index, t_perm = _ops.csr_transpose(index, indptr, k.shape[0])
     dq, dk, dv = _ops.dot_attention_backward(grad.contiguous(), q, k, v, index, indptr, out, ctx.scale, t_indptr,
-                                             t_index, t_perm)
-    return dq, dk, dv, None, None, None, None, None, None
+                                             t_index, t_perm, ctx.p, ctx.seed)  # the same mask, from the seed
+    return dq, dk, dv, None, None, None, None, None, None, None, None
 
 
 torch.library.register_autograd("fgp::dot_attention", _dot_attention_backward, setup_context=_dot_attention_setup)
@@ -521,13 +532,14 @@ def _flow_pass_backward_fake(grad, saved, args):
 
 
 @torch.library.register_fake("fgp::dot_attention")
-def _dot_attention_fake(q, k, v, index, indptr, scale, t_indptr=None, t_index=None, t_perm=None):
+def _dot_attention_fake(q, k, v, index, indptr, scale, t_indptr=None, t_index=None, t_perm=None, p=0.0, seed=0):
     torch._check(q.dim() == 3, lambda: "q must be [M, H, D]")
     return torch.empty_like(q)
 
 
 @torch.library.register_fake("fgp::dot_attention_backward")
-def _dot_attention_backward_fake(grad, q, k, v, index, indptr, out, scale, t_indptr, t_index, t_perm):
+def _dot_attention_backward_fake(grad, q, k, v, index, indptr, out, scale, t_indptr, t_index, t_perm, p=0.0,
+                                 seed=0):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
@@ -601,8 +613,8 @@ if not CUDA_KERNELS:
     )
     torch.library.register_kernel(
         "fgp::dot_attention", "cuda",
-        lambda q, k, v, index, indptr, scale, t_indptr=None, t_index=None, t_perm=None: _ref.dot_attention(
-            q, k, v, index, indptr, scale),
+        lambda q, k, v, index, indptr, scale, t_indptr=None, t_index=None, t_perm=None, p=0.0, seed=0:
+        _ref.dot_attention(q, k, v, index, indptr, scale, p, seed),
     )
     torch.library.register_kernel("fgp::dot_attention_backward", "cuda", _ref.dot_attention_backward)
     torch.library.register_kernel(

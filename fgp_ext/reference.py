@@ -289,18 +289,26 @@ def gather_attention(x, logit, index, indptr):
     return segment_sum_csr(alpha.unsqueeze(-1) * x.index_select(0, index), indptr)
 
 
-def dot_attention(q, k, v, index, indptr, scale):
-    """``out[r, h] = sum_e softmax_e(scale <q[r, h], k[index[e], h]>) v[index[e], h]``, plainly."""
+def dot_attention(q, k, v, index, indptr, scale, p=0.0, seed=0):
+    """``out[r, h] = sum_e softmax_e(scale <q[r, h], k[index[e], h]>) v[index[e], h]``, plainly;
+    ``p > 0`` applies :func:`dropout` (``seed``) to the ``[E, H]`` softmax weights first."""
+    if not 0.0 <= float(p) < 1.0:
+        raise ValueError(f"attention dropout must be in [0, 1), got {p}")
     rows = csr_row_ids(indptr, index.numel())
     logit = (q.index_select(0, rows) * k.index_select(0, index)).sum(-1) * scale
-    return gather_attention(v, logit, index, indptr)
+    if float(p) == 0.0:
+        return gather_attention(v, logit, index, indptr)
+    _check_indptr(indptr, index.numel())
+    weight = dropout(segment_softmax(logit, indptr), p, seed)
+    return segment_sum_csr(weight.unsqueeze(-1) * v.index_select(0, index), indptr)
 
 
-def dot_attention_backward(grad, q, k, v, index, indptr, out, scale, t_indptr=None, t_index=None, t_perm=None):
+def dot_attention_backward(grad, q, k, v, index, indptr, out, scale, t_indptr=None, t_index=None, t_perm=None,
+                           p=0.0, seed=0):
     """``(dq, dk, dv)`` of :func:`dot_attention` by autograd through the reference."""
     with torch.enable_grad():
         leaves = [t.detach().requires_grad_(True) for t in (q, k, v)]
-        return tuple(torch.autograd.grad(dot_attention(*leaves, index, indptr, scale), leaves, grad))
+        return tuple(torch.autograd.grad(dot_attention(*leaves, index, indptr, scale, p, seed), leaves, grad))
 
 
 def gather_attention_backward(grad, x, logit, index, indptr, out=None, t_indptr=None, t_index=None, t_perm=None):
@@ -455,7 +463,10 @@ class MaskedFlowBackend:
             h = h.index_put((rows,), step.gru(h_in.index_select(0, rows), msg.index_select(0, rows)))
         return h
 
-    def attend(self, q, k, v):
+    def attend(self, q, k, v, dropout: float = 0.0):
+        """Dense padded attention over the flow-related pairs; ``dropout`` drops attention weights
+        (its mask is drawn over the padded ``[B, H, n, n]`` layout, so it is not the level
+        backend's mask for the same seed, only the same distribution)."""
         b, nmax = self.shape
         heads, d = q.shape[1], q.shape[2]
 
@@ -464,7 +475,11 @@ class MaskedFlowBackend:
 
         scores = torch.einsum("bihd,bjhd->bhij", pad(q), pad(k)) / math.sqrt(d)
         scores = scores.masked_fill(~self.mask[:, None], float("-inf"))
-        out = torch.einsum("bhij,bjhd->bihd", torch.softmax(scores, dim=-1), pad(v))
+        weight = torch.softmax(scores, dim=-1)
+        if dropout > 0.0:
+            from fgp_ext.ops import dropout as drop
+            weight = drop(weight, dropout)
+        out = torch.einsum("bhij,bjhd->bihd", weight, pad(v))
         return out.reshape(b * nmax, heads, d).index_select(0, self.slot)
 
 

@@ -175,3 +175,21 @@ def test_reverse_successors_reaches_the_flowerformer(tmp_path):
     with pytest.raises(SystemExit, match="flowerformer only"):
         main(["pretrain", "--encoder", "gatedgcn", "--limit", "60", "--reverse-successors", "earliest",
               "--out", str(pre)])
+
+
+def test_flowerformer_layer_options_reach_the_encoder(tmp_path):
+    from fgp_ext.train import load_checkpoint
+
+    pre = tmp_path / "pre.pt"
+    assert main(["pretrain", "--encoder", "flowerformer", "--hidden", "8", "--layers", "2", "--heads", "2",
+                 "--layout", "parallel", "--norm", "batch", "--flow-relu", "--attention-dropout", "0.5",
+                 "--epochs", "1", "--limit", "60", "--no-progress", "--out", str(pre)]) == 0
+    enc = load_checkpoint(pre).encoder
+    assert (enc.layers, enc.heads, enc.layout, enc.norm, enc.flow_relu, enc.attention_dropout) == (
+        2, 2, "parallel", "batch", True, 0.5)
+    assert main(["pretrain", "--encoder", "gin", "--hidden", "8", "--layers", "2", "--epochs", "1", "--limit", "60",
+                 "--no-progress", "--out", str(pre)]) == 0
+    assert load_checkpoint(pre).encoder.config["layers"] == 2
+    for flag in (["--layout", "parallel"], ["--norm", "batch"], ["--flow-relu"], ["--heads", "2"]):
+        with pytest.raises(SystemExit, match="flowerformer only"):
+            main(["pretrain", "--encoder", "gatedgcn", "--limit", "60", *flag, "--out", str(pre)])

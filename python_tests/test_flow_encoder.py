@@ -354,6 +354,124 @@ def test_flowerformer_equals_masked_implementation(graphs):
             torch.testing.assert_close(a, e, rtol=tol, atol=tol * 10)
 
 
+VARIANTS = [dict(layout="parallel"), dict(norm="batch"), dict(flow_relu=True),
+            dict(layout="parallel", norm="batch", flow_relu=True, attention_dropout=0.5)]
+
+
+@settings(max_examples=8, deadline=None)
+@given(dag_batches(max_graphs=5, max_nodes=9))
+@pytest.mark.parametrize("variant", VARIANTS, ids=["parallel", "batchnorm", "flow_relu", "original"])
+def test_flowerformer_variants_equal_masked_implementation(variant, graphs):
+    """Every layer variant computes the same function on the level schedule as on the masked
+    implementation, in eval mode and (batch statistics, no attention dropout) in train mode."""
+    b = batch_tensors(graphs)
+    torch.manual_seed(0)
+    model = FlowerFormer(num_ops=5, hidden=8, layers=2, heads=2, dropout=0.0, **variant).double()
+    modes = [False] if (variant.get("attention_dropout") or b.num_nodes < 2) else [False, True]
+    for training in modes:  # batch norm in training needs two nodes
+        model.train(training)
+        level = model.node_embeddings(b)
+        masked = model.node_embeddings(b, backend=ref.MaskedFlowBackend(b))
+        torch.testing.assert_close(level, masked, rtol=1e-10, atol=1e-10)
+        params = list(model.parameters())
+        g1 = torch.autograd.grad(level.pow(2).sum(), params, allow_unused=True)
+        g2 = torch.autograd.grad(masked.pow(2).sum(), params, allow_unused=True)
+        for p, a, e in zip(params, g1, g2):
+            a = torch.zeros_like(p) if a is None else a
+            e = torch.zeros_like(p) if e is None else e
+            torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-9)
+
+
+def test_parallel_layout_attends_to_the_layer_input():
+    """``layout="parallel"``: ``norm(h + flow(h)) + norm(h + attention(h))`` then the feed-forward
+    block; ``"sequential"`` attends to the flow block's output. Checked against the layer's parts."""
+    b = batch_tensors([([0, 1, 2, 3], [(0, 1), (0, 2), (1, 3), (2, 3)], [0]), ([1, 2], [(0, 1)], [0])])
+    torch.manual_seed(3)
+    seq = FlowerFormer(num_ops=5, hidden=8, layers=1, heads=2, dropout=0.0).double().eval()
+    par = FlowerFormer(num_ops=5, hidden=8, layers=1, heads=2, dropout=0.0, layout="parallel").double().eval()
+    par.load_state_dict(seq.state_dict())
+    layer, backend = seq.blocks[0], LevelBackend(b)
+    h = seq.embed(b.op)
+
+    def attention(x):
+        q, k, v = layer.qkv(x).view(x.shape[0], 3, 2, 4).unbind(1)
+        return layer.norm_attention(x + layer.proj(backend.attend(q, k, v).reshape(x.shape[0], 8)))
+
+    flow = backend.flow(layer.backward_step, backend.flow(layer.forward_step, h, reverse=False), reverse=True)
+    local = layer.norm_flow(h + flow)
+    for model, mixed in ((seq, attention(local)), (par, local + attention(h))):
+        want = layer.norm_ffn(mixed + layer.ffn(mixed))
+        torch.testing.assert_close(model.node_embeddings(b), want, rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(seq.node_embeddings(b), par.node_embeddings(b))
+
+
+def test_dot_attention_dropout_matches_reference_gradcheck_and_opcheck():
+    """Attention dropout inside the fused op: the reference's mask (``reference.dropout`` on the
+    ``[E, H]`` weights, same seed), values and gradients; gradcheck and opcheck with ``p > 0``."""
+    graphs = [([0] * 6, [(i, j) for i in range(6) for j in range(i + 1, 6)], [0])] * 3 + [
+        ([1, 2], [(0, 1)], [0]), ([1], [], [0])]
+    b = batch_tensors(graphs)
+    pairs = b.flow_pairs
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(b.num_nodes, 2, 3, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    for p in (0.0, 0.4):
+        got = ops.dot_attention(q, k, v, pairs, dropout=p, seed=123)
+        want = ref.dot_attention(q, k, v, pairs.index, pairs.indptr, 3 ** -0.5, p, 123)
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        for a, e in zip(torch.autograd.grad(got.pow(2).sum(), (q, k, v)),
+                        torch.autograd.grad(want.pow(2).sum(), (q, k, v))):
+            torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+        assert torch.autograd.gradcheck(lambda *t: ops.dot_attention(*t, pairs, dropout=p, seed=7), (q, k, v))
+        assert torch.autograd.gradcheck(  # the backward's own transpose
+            lambda *t: ops.dot_attention(*t, ops.CSR(pairs.indptr, pairs.index), 0.7, dropout=p, seed=7), (q, k, v))
+    assert not torch.equal(ops.dot_attention(q, k, v, pairs, dropout=0.4, seed=1),
+                           ops.dot_attention(q, k, v, pairs, dropout=0.4, seed=2))
+    torch.library.opcheck(torch.ops.fgp.dot_attention, tuple(t.detach().float() for t in (q, k, v)) + (
+        pairs.index, pairs.indptr, 0.5, None, None, None, 0.3, 11))
+    with pytest.raises(ValueError, match="attention dropout"):
+        ops.dot_attention(q, k, v, pairs, dropout=1.0)
+    with pytest.raises(RuntimeError, match="attention dropout"):
+        torch.ops.fgp.dot_attention(q, k, v, pairs.index, pairs.indptr, 0.5, None, None, None, -0.1, 0)
+
+
+def test_attention_dropout_drops_weights_unbiasedly_and_repeats():
+    """With ``dropout = p`` every attention weight is either 0 or scaled by ``1 / (1 - p)``, about
+    ``p`` of them are 0, and the same torch seed gives the same output."""
+    graphs = [([0] * 9, [(i, j) for i in range(9) for j in range(i + 1, 9)], [0])] * 40  # 40 cliques: 81 pairs each
+    b = batch_tensors(graphs)
+    pairs, n = b.flow_pairs, b.num_nodes
+    torch.manual_seed(0)
+    q, k = torch.randn(n, 2, 9), torch.randn(n, 2, 9)
+    # one-hot values read the weights out: out[r, h, c] = weight of key c (within its clique)
+    pos = torch.arange(n) - b.node_ptr[b.graph]
+    onehot = torch.nn.functional.one_hot(pos, 9).float()[:, None, :].expand(n, 2, 9).contiguous()
+    plain = ops.dot_attention(q, k, onehot, pairs)
+    p = 0.3
+    torch.manual_seed(5)
+    dropped = ops.dot_attention(q, k, onehot, pairs, dropout=p)
+    zero = dropped == 0
+    torch.testing.assert_close(dropped[~zero], plain[~zero] / (1 - p), rtol=1e-6, atol=1e-7)
+    frac = zero.double().mean().item()   # 6,480 weights: binomial sd 0.006
+    assert abs(frac - p) < 0.03, frac
+    torch.manual_seed(5)
+    assert torch.equal(ops.dot_attention(q, k, onehot, pairs, dropout=p), dropped)
+
+
+def test_flowerformer_variant_options_are_checked_and_round_trip():
+    with pytest.raises(ValueError, match="layout"):
+        FlowerFormer(num_ops=5, hidden=8, heads=2, layout="stacked")
+    with pytest.raises(ValueError, match="norm"):
+        FlowerFormer(num_ops=5, hidden=8, heads=2, norm="group")
+    with pytest.raises(ValueError, match="attention_dropout"):
+        FlowerFormer(num_ops=5, hidden=8, heads=2, attention_dropout=1.0)
+    model = FlowerFormer(num_ops=5, hidden=8, heads=2, layout="parallel", norm="batch", flow_relu=True,
+                         attention_dropout=0.5)
+    again = build_encoder("flowerformer", **model.config)
+    assert again.config == model.config
+    assert isinstance(again.blocks[0].norm_flow, torch.nn.BatchNorm1d)
+    assert isinstance(FlowerFormer(num_ops=5, hidden=8, heads=2).blocks[0].norm_flow, torch.nn.LayerNorm)
+
+
 def test_flowerformer_generic_backend_and_interface():
     b = batch_tensors([([0, 1, 2, 3], [(0, 1), (0, 2), (1, 3), (2, 3)], [0]), ([1], [], [0])])
     torch.manual_seed(0)

@@ -4,6 +4,7 @@ pre-trainings of the 3 seeds can run as parallel processes (pre-training depends
 
 Usage: python scripts/protocol_one_seed.py SEED [--encoder flowerformer] [--epochs-pretrain 200]
        [--epochs-finetune 200] [--aux-target meco] [--hidden 128] [--layers 9 --heads 4]
+       [--encoder-config '{"layout": "parallel", "norm": "batch", "flow_relu": true}'] [--dropout 0.1]
        [--batch-size-pretrain 256] [--finetune-aux-head] [--threads 1]
        [--batch-size-finetune 16] [--finetune-lr LR] [--finetune-weight-decay WD]
        [--finetune-schedule cosine --finetune-warmup 30 --finetune-schedule-epochs 600]
@@ -27,8 +28,11 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs-finetune", type=int, default=200)
     ap.add_argument("--aux-target", default="meco")
     ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--dropout", type=float, default=0.1)
     ap.add_argument("--layers", type=int, default=None, help="encoder layers (default: the encoder's)")
     ap.add_argument("--heads", type=int, default=None, help="attention heads (FlowerFormer)")
+    ap.add_argument("--encoder-config", default="{}",
+                    help='further encoder arguments as JSON, e.g. \'{"layout": "parallel", "norm": "batch"}\'')
     ap.add_argument("--batch-size-pretrain", type=int, default=256)
     ap.add_argument("--directed", action="store_true", help="gatedgcn: messages along the edges only")
     ap.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=False,
@@ -49,7 +53,8 @@ def main(argv=None) -> int:
     import fgp_ext
     import fgp_ext.train as train
 
-    encoder_config = {k: v for k, v in (("layers", args.layers), ("heads", args.heads)) if v is not None}
+    encoder_config = {**json.loads(args.encoder_config),
+                      **{k: v for k, v in (("layers", args.layers), ("heads", args.heads)) if v is not None}}
     if args.directed:
         encoder_config["undirected"] = False
     pairs = [p for p in train.protocol_runs(9) if p[0] == args.seed]
@@ -59,7 +64,7 @@ def main(argv=None) -> int:
     summary = train.run_protocol(fgp_ext.load("nb201"), args.encoder, args.target, runs=len(pairs),
                                  epochs_pretrain=args.epochs_pretrain, epochs_finetune=args.epochs_finetune,
                                  aux_target=args.aux_target, baseline=False, progress=True,
-                                 hidden=args.hidden, batch_size_pretrain=args.batch_size_pretrain,
+                                 hidden=args.hidden, dropout=args.dropout, batch_size_pretrain=args.batch_size_pretrain,
                                  encoder_config=encoder_config, finetune_aux_head=args.finetune_aux_head,
                                  batch_size_finetune=args.batch_size_finetune, finetune_lr=args.finetune_lr,
                                  finetune_weight_decay=args.finetune_weight_decay,

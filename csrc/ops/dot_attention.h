@@ -5,15 +5,41 @@
 // flow-related pairs of flow-aware attention -- fused: neither the gathered [E, H, D] queries/keys
 // nor the [E, H] scores are materialised. Empty rows give zeros. The backward recomputes the scores
 // and scatters to keys and values through the transposed CSR (no atomics).
+// Optional attention dropout (p in [0, 1), seed): weight [e, h] is kept with probability 1 - p by
+// dropout.h's counter-based hash of element e * H + h and scaled by 1 / (1 - p), so the mask is
+// that of fgp::dropout on the [E, H] weights, recomputed in the backward and never stored. The
+// softmax gradient keeps its usual form: sum_e weight_e * keep_e <g, v_e> is still <g, out>.
 #pragma once
 
 #include <limits>
 
 #include "ops/common.h"
+#include "ops/dropout.h"
 #include "ops/edge_dot.h"
 #include "ops/fast_math.h"
 
 namespace fgp {
+
+// Attention dropout of one call: threshold 0 means no dropout (every weight kept, scale 1).
+template <typename T>
+struct AttentionDropout {
+  uint64_t key;
+  uint32_t threshold;
+  T scale;  // 1 / (1 - p)
+};
+
+template <typename T>
+inline AttentionDropout<T> attention_dropout(double p, int64_t seed) {
+  if (p <= 0.0) return {0, 0, T(1)};
+  return {dropout_key(seed), dropout_threshold(p), static_cast<T>(1.0 / (1.0 - p))};
+}
+
+// The factor of weight [e, h]: 0 or 1 / (1 - p).
+template <typename T>
+FGP_HOST_DEVICE inline T attention_keep(const AttentionDropout<T>& drop, int64_t e, int64_t h, int64_t H) {
+  if (drop.threshold == 0) return T(1);
+  return dropout_element(T(1), drop.key, e * H + h, drop.threshold, drop.scale);
+}
 
 template <typename T>
 FGP_HOST_DEVICE inline T attention_score(const T* q, const T* k, int64_t D, T scale) {
@@ -56,7 +82,7 @@ FGP_HOST_DEVICE inline T dot_attention_weight(const T* qr, const T* kc, int64_t 
 template <typename T>
 FGP_HOST_DEVICE inline void dot_attention_row_head(const T* q, const T* k, const T* v, const int64_t* index,
                                                    int64_t a, int64_t b, int64_t r, int64_t h, int64_t H, int64_t D,
-                                                   T scale, T* out, T* w) {
+                                                   T scale, T* out, T* w, AttentionDropout<T> drop) {
   T* o = out + (r * H + h) * D;
   for (int64_t d = 0; d < D; ++d) o[d] = T(0);
   if (a == b) return;
@@ -65,7 +91,8 @@ FGP_HOST_DEVICE inline void dot_attention_row_head(const T* q, const T* k, const
   const T* qr = q + (r * H + h) * D;
   for (int64_t e = a; e < b; ++e) {
     const int64_t c = index[e];
-    const T wt = dot_attention_weight(qr, k + (c * H + h) * D, D, scale, m, inv, w, e - a);
+    const T wt = dot_attention_weight(qr, k + (c * H + h) * D, D, scale, m, inv, w, e - a) *
+                 attention_keep(drop, e, h, H);
     const T* vc = v + (c * H + h) * D;
     for (int64_t d = 0; d < D; ++d) o[d] = o[d] + wt * vc[d];
   }
@@ -76,7 +103,8 @@ template <typename T>
 FGP_HOST_DEVICE inline void dot_attention_row_head_backward(const T* g, const T* q, const T* k, const T* v,
                                                             const T* out, const int64_t* index, int64_t a, int64_t b,
                                                             int64_t r, int64_t h, int64_t H, int64_t D, T scale,
-                                                            T* alpha, T* dscore, T* dq, T* w) {
+                                                            T* alpha, T* dscore, T* dq, T* w,
+                                                            AttentionDropout<T> drop) {
   T* dqr = dq + (r * H + h) * D;
   for (int64_t d = 0; d < D; ++d) dqr[d] = T(0);
   if (a == b) return;
@@ -89,8 +117,10 @@ FGP_HOST_DEVICE inline void dot_attention_row_head_backward(const T* g, const T*
     const int64_t c = index[e];
     const T* kc = k + (c * H + h) * D;
     const T wt = dot_attention_weight(qr, kc, D, scale, m, inv, w, e - a);
-    const T ds = wt * (row_dot(gr, v + (c * H + h) * D, D) - g_out);
-    alpha[e * H + h] = wt;
+    const T keep = attention_keep(drop, e, h, H);
+    // d out / d weight_e = keep_e v_e; the softmax backward's sum_j weight_j keep_j <g, v_j> = <g, out>
+    const T ds = wt * (keep * row_dot(gr, v + (c * H + h) * D, D) - g_out);
+    alpha[e * H + h] = wt * keep;  // the dropped weight: the value gradient
     dscore[e * H + h] = ds;
     for (int64_t d = 0; d < D; ++d) dqr[d] = dqr[d] + scale * ds * kc[d];
   }
@@ -112,8 +142,9 @@ FGP_HOST_DEVICE inline void dot_attention_key_grad(const T* g, const T* q, const
 }
 
 inline void check_dot_attention_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                     const at::Tensor& index, const at::Tensor& indptr) {
+                                     const at::Tensor& index, const at::Tensor& indptr, double p = 0.0) {
   check_float(q, "q");
+  TORCH_CHECK(p >= 0.0 && p < 1.0, "attention dropout must be in [0, 1), got ", p);
   TORCH_CHECK(q.dim() == 3, "q must have shape [M, H, D], got ", q.sizes());
   TORCH_CHECK(k.dim() == 3 && k.size(1) == q.size(1) && k.size(2) == q.size(2),
               "k must have shape [C, H, D] with the heads and width of q, got ", k.sizes());
@@ -131,8 +162,8 @@ inline void check_dot_attention_args(const at::Tensor& q, const at::Tensor& k, c
 inline void check_dot_attention_backward_args(const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
                                               const at::Tensor& v, const at::Tensor& index, const at::Tensor& indptr,
                                               const at::Tensor& out, const at::Tensor& t_indptr,
-                                              const at::Tensor& t_index, const at::Tensor& t_perm) {
-  check_dot_attention_args(q, k, v, index, indptr);
+                                              const at::Tensor& t_index, const at::Tensor& t_perm, double p) {
+  check_dot_attention_args(q, k, v, index, indptr, p);
   TORCH_CHECK(grad.sizes() == q.sizes() && out.sizes() == q.sizes(), "grad and out must have the shape of q");
   TORCH_CHECK(grad.scalar_type() == q.scalar_type() && out.scalar_type() == q.scalar_type(),
               "grad and out must have the dtype of q");
@@ -147,16 +178,16 @@ inline void check_dot_attention_backward_args(const at::Tensor& grad, const at::
 }
 
 at::Tensor dot_attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& index,
-                             const at::Tensor& indptr, double scale);
+                             const at::Tensor& indptr, double scale, double p, int64_t seed);
 at::Tensor dot_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& index,
-                              const at::Tensor& indptr, double scale);
+                              const at::Tensor& indptr, double scale, double p, int64_t seed);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_attention_backward_cpu(
     const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& index,
     const at::Tensor& indptr, const at::Tensor& out, double scale, const at::Tensor& t_indptr,
-    const at::Tensor& t_index, const at::Tensor& t_perm);
+    const at::Tensor& t_index, const at::Tensor& t_perm, double p, int64_t seed);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_attention_backward_cuda(
     const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& index,
     const at::Tensor& indptr, const at::Tensor& out, double scale, const at::Tensor& t_indptr,
-    const at::Tensor& t_index, const at::Tensor& t_perm);
+    const at::Tensor& t_index, const at::Tensor& t_perm, double p, int64_t seed);
 
 }  // namespace fgp

@@ -30,6 +30,13 @@ input, message as hidden state, sources through the cell) follows theirs: our ea
 (message as input, sources kept) scored 0.016 lower supervised on NB201 (results/flow_encoder.md).
 The model is "FlowerFormer-style", not a reproduction.
 
+The layer itself defaults to a plain transformer stack (flow block, then attention on its output,
+layer norm). The original's layer is GraphGPS-shaped, and four options select it: ``layout=
+"parallel"`` (flow block and attention both read the layer input; their normed residuals are
+summed), ``norm="batch"``, ``flow_relu=True`` (a ReLU on the flow passes' output) and
+``attention_dropout`` (0.5 on NB201, with dropout 0 elsewhere). ``results/flow_encoder.md``
+compares the two on NB201.
+
 The passes run on :mod:`fgp_ext.levels` (one step per generation on contiguous slices, recomputed
 in the backward) and the attention on the fused :func:`fgp_ext.ops.gather_attention`, so the cost
 is that of a plain GNN over the same edges, not ``depth x`` the batch. Edges carry no features in
@@ -39,7 +46,6 @@ does (per-generation boolean masks over all edges, dense padded attention) and i
 tests and benchmarks.
 """
 from __future__ import annotations
-
 
 import torch
 from torch import nn
@@ -103,38 +109,70 @@ class LevelBackend:
             return step.fused(h.index_select(0, plan.order), plan).index_select(0, plan.rank)
         return propagate(step, h, plan)
 
-    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
         """``[N, H, D]`` attention over flow-related pairs (``q, k, v``: ``[N, H, D]``), fused
-        (:func:`fgp_ext.ops.dot_attention`)."""
-        return ops.dot_attention(q, k, v, self._batch.flow_pairs)
+        (:func:`fgp_ext.ops.dot_attention`); ``dropout`` drops attention weights after the softmax
+        (the original's ``attn_dropout``) inside the same kernel."""
+        return ops.dot_attention(q, k, v, self._batch.flow_pairs, dropout=dropout)
+
+
+LAYOUTS = ("sequential", "parallel")
+NORMS = ("layer", "batch")
+
+
+def _norm(kind: str, dim: int) -> nn.Module:
+    # BatchNorm1d normalises each channel over all nodes of the batch (the original's choice);
+    # LayerNorm each node over its channels
+    return nn.BatchNorm1d(dim) if kind == "batch" else nn.LayerNorm(dim)
 
 
 class FlowerFormerLayer(nn.Module):
     """Flow encode (forward + backward pass), flow-aware attention, feed-forward; each with a
-    residual connection, dropout and LayerNorm."""
+    residual connection, dropout and a norm.
 
-    def __init__(self, dim: int, heads: int, dropout: float, attention: bool = True):
+    ``layout="sequential"``: ``h = norm(h + flow(h))``, then ``h = norm(h + attention(h))``.
+    ``layout="parallel"`` (the original's GraphGPS-style layer): both blocks read the layer input,
+    ``h = norm(h + flow(h)) + norm(h + attention(h))``. The feed-forward block follows either way.
+    ``norm``: ``"layer"`` or ``"batch"``. ``flow_relu``: a ReLU on the output of the flow passes
+    (the original applies one). ``attention_dropout``: dropout on the attention weights."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, attention: bool = True, layout: str = "sequential",
+                 norm: str = "layer", flow_relu: bool = False, attention_dropout: float = 0.0):
         super().__init__()
         self.heads = int(heads)
+        self.layout = layout
+        self.flow_relu = bool(flow_relu)
+        self.attention_dropout = float(attention_dropout)
         self.forward_step = FlowStep(dim)
         self.backward_step = FlowStep(dim)
-        self.norm_flow = nn.LayerNorm(dim)
+        self.norm_flow = _norm(norm, dim)
         self.attention = bool(attention)
         if self.attention:
             self.qkv = nn.Linear(dim, 3 * dim)
             self.proj = nn.Linear(dim, dim)
-            self.norm_attention = nn.LayerNorm(dim)
+            self.norm_attention = _norm(norm, dim)
         self.ffn = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Linear(2 * dim, dim))
-        self.norm_ffn = nn.LayerNorm(dim)
+        self.norm_ffn = _norm(norm, dim)
         self.drop = Dropout(dropout)
+
+    def _attend(self, h: torch.Tensor, backend) -> torch.Tensor:
+        n, d = h.shape
+        q, k, v = self.qkv(h).view(n, 3, self.heads, d // self.heads).unbind(1)
+        p = self.attention_dropout if self.training else 0.0
+        out = backend.attend(q, k, v, dropout=p) if p > 0.0 else backend.attend(q, k, v)
+        return self.norm_attention(h + self.drop(self.proj(out.reshape(n, d))))
 
     def forward(self, h: torch.Tensor, backend) -> torch.Tensor:
         flow = backend.flow(self.backward_step, backend.flow(self.forward_step, h, reverse=False), reverse=True)
-        h = self.norm_flow(h + self.drop(flow))
-        if self.attention:
-            n, d = h.shape
-            q, k, v = self.qkv(h).view(n, 3, self.heads, d // self.heads).unbind(1)
-            h = self.norm_attention(h + self.drop(self.proj(backend.attend(q, k, v).reshape(n, d))))
+        if self.flow_relu:
+            flow = torch.relu(flow)
+        local = self.norm_flow(h + self.drop(flow))
+        if not self.attention:
+            h = local
+        elif self.layout == "parallel":
+            h = local + self._attend(h, backend)
+        else:
+            h = self._attend(local, backend)
         return self.norm_ffn(h + self.drop(self.ffn(h)))
 
 
@@ -149,6 +187,14 @@ class FlowerFormer(Encoder):
         dropout: dropout after each block (not inside the flow passes, which are recomputed).
         attention: ``False`` drops the global attention block (flow passes + feed-forward only),
             e.g. for DAGs too large for the quadratic flow-pair relation.
+        layout: ``"sequential"`` (default: flow, then attention on its output) or ``"parallel"``
+            (the original's: flow and attention both on the layer input, their normed residuals
+            summed); see :class:`FlowerFormerLayer`.
+        norm: ``"layer"`` (default) or ``"batch"`` (the original's; statistics over the batch's
+            nodes, running averages in eval mode).
+        flow_relu: a ReLU on the flow passes' output before the residual (the original's).
+        attention_dropout: dropout on the attention weights in training (the original uses 0.5 on
+            NB201), fused into :func:`fgp_ext.ops.dot_attention`.
         reverse_successors: what a node aggregates in the reversed pass: ``"all"`` its successors
             (generations of the reversed graph), or ``"earliest"`` only its successors of the
             earliest forward generation, as the original code computes it (it revisits the forward
@@ -159,9 +205,19 @@ class FlowerFormer(Encoder):
     name = "flowerformer"
 
     def __init__(self, num_ops: int, hidden: int = 128, layers: int = 3, heads: int = 4, dropout: float = 0.1,
-                 attention: bool = True, reverse_successors: str = "all"):
+                 attention: bool = True, reverse_successors: str = "all", layout: str = "sequential",
+                 norm: str = "layer", flow_relu: bool = False, attention_dropout: float = 0.0):
         super().__init__(num_ops, hidden, dropout)
         self.reverse_successors = check_reverse_successors(reverse_successors)
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        if not 0.0 <= float(attention_dropout) < 1.0:
+            raise ValueError(f"attention_dropout must be in [0, 1), got {attention_dropout}")
+        self.layout, self.norm = layout, norm
+        self.flow_relu = bool(flow_relu)
+        self.attention_dropout = float(attention_dropout)
         if int(layers) < 1:
             raise ValueError(f"layers must be >= 1, got {layers}")
         if int(heads) < 1 or self.hidden % int(heads):
@@ -170,14 +226,17 @@ class FlowerFormer(Encoder):
         self.heads = int(heads)
         self.attention = bool(attention)
         self.embed = nn.Embedding(self.num_ops, self.hidden)
-        self.blocks = nn.ModuleList(FlowerFormerLayer(self.hidden, self.heads, self.dropout, self.attention)
+        self.blocks = nn.ModuleList(FlowerFormerLayer(self.hidden, self.heads, self.dropout, self.attention,
+                                                      self.layout, self.norm, self.flow_relu,
+                                                      self.attention_dropout)
                                     for _ in range(self.layers))
         self.out_dim = self.hidden
 
     @property
     def config(self) -> dict:
         return {**super().config, "layers": self.layers, "heads": self.heads, "attention": self.attention,
-                "reverse_successors": self.reverse_successors}
+                "reverse_successors": self.reverse_successors, "layout": self.layout, "norm": self.norm,
+                "flow_relu": self.flow_relu, "attention_dropout": self.attention_dropout}
 
     def node_embeddings(self, batch, backend=None) -> torch.Tensor:
         """``[N, hidden]`` node states. ``backend`` defaults to the level schedule
