@@ -3,6 +3,8 @@ usual way (per-generation masks over all edges, dense padded attention), and vs 
 
 * Training epoch on all NB201 cells (batch 128 and 1024, 3 layers, hidden 64, Adam step, the
   batch built per step from a pre-collated dataset as in training: ``select`` + schedule + pairs).
+* The same epoch (batch 128) with the original's layer options (``ORIGINAL_LAYER``), fused vs
+  masked.
 * Collate cost per epoch (our schedule/pairs/plans vs the masked peer's dense masks).
 * Scaling: forward+backward of the flow passes (no global attention, whose flow-pair relation is
   quadratic) on random DAGs of 10^3-10^5 nodes, depth 10-1000, and a ResNet-like chain; the
@@ -68,6 +70,33 @@ def test_training_epoch_nb201(benchmark, cpu_threads, nb201_batch, batch_size, c
             return segment_mean(model.node_embeddings(b, backend=_backend(kind, b)), b.node_ptr)
     epoch = training_epoch(nb201_batch, model, batch_size, HIDDEN, forward)
 
+    first = epoch()
+    assert first == first and first > 0  # finite
+    run_bench(benchmark, epoch, min_rounds=1, max_rounds=2, target=1.0)
+    record(benchmark, role=role, contender=contender)
+
+
+ORIGINAL_LAYER = dict(layout="parallel", norm="batch", flow_relu=True, attention_dropout=0.5)
+ORIGINAL_CONTENDERS = {
+    "FlowerFormer, original's layer, level schedule + fused ops": ("ours", "fused"),
+    "FlowerFormer, original's layer, masked (dense attention, dropout on [B, H, n, n])": ("builtin", "masked"),
+}
+
+
+@pytest.mark.parametrize("contender", list(ORIGINAL_CONTENDERS))
+def test_training_epoch_nb201_original_layer(benchmark, cpu_threads, nb201_batch, contender):
+    """The original's layer (flow and attention side by side, batch norm, flow ReLU, attention
+    dropout 0.5 fused into ``dot_attention``), batch 128: what the quality runs train."""
+    role, kind = ORIGINAL_CONTENDERS[contender]
+    benchmark.group = _group(f"training epoch | NB201 all {nb201_batch.num_graphs} cells, batch 128, {LAYERS} "
+                             f"layers, hidden {HIDDEN}, original's layer", cpu_threads)
+    torch.manual_seed(0)
+    model = FlowerFormer(7, hidden=HIDDEN, layers=LAYERS, heads=HEADS, dropout=0.0, **ORIGINAL_LAYER)
+
+    def forward(b):
+        return segment_mean(model.node_embeddings(b, backend=_backend(kind, b)), b.node_ptr)
+
+    epoch = training_epoch(nb201_batch, model, 128, HIDDEN, forward)
     first = epoch()
     assert first == first and first > 0  # finite
     run_bench(benchmark, epoch, min_rounds=1, max_rounds=2, target=1.0)

@@ -263,9 +263,28 @@ def cmd_surrogate(args) -> int:
     return 0
 
 
+def _original_preset(args) -> dict:
+    """``ORIGINAL_NB201`` when ``--flowerformer-original`` is given (only with the flowerformer)."""
+    if not getattr(args, "flowerformer_original", False):
+        return {}
+    if args.encoder != "flowerformer":
+        raise SystemExit("fgp: --flowerformer-original applies to --encoder flowerformer only")
+    from fgp_ext.encoders.flowerformer import ORIGINAL_NB201
+    return dict(ORIGINAL_NB201)
+
+
+def _hidden_dropout(args) -> tuple[int, float]:
+    """Width and dropout: the flags, else the preset's, else 128 and 0.1."""
+    preset = _original_preset(args)
+    hidden = args.hidden if args.hidden is not None else preset.get("hidden", 128)
+    dropout = args.dropout if args.dropout is not None else preset.get("dropout", 0.1)
+    return int(hidden), float(dropout)
+
+
 def _encoder_options(args) -> dict:
-    """Encoder-specific options given on the command line (refused for encoders without them)."""
-    opts = {}
+    """Encoder-specific options given on the command line (refused for encoders without them),
+    over the ``--flowerformer-original`` preset."""
+    opts = {k: v for k, v in _original_preset(args).items() if k not in ("hidden", "dropout")}
     if getattr(args, "reverse_successors", None) is not None:
         if args.encoder != "flowerformer":
             raise SystemExit("fgp: --reverse-successors applies to --encoder flowerformer only")
@@ -286,7 +305,8 @@ def _encoder_options(args) -> dict:
 
 
 def _encoder_cfg(args, batch):
-    cfg = {"hidden": args.hidden, "dropout": args.dropout, **_encoder_options(args)}
+    hidden, dropout = _hidden_dropout(args)
+    cfg = {"hidden": hidden, "dropout": dropout, **_encoder_options(args)}
     if args.encoder == "mlp":
         cfg["max_nodes"] = int(batch.node_ptr.diff().max())
     return cfg
@@ -406,6 +426,7 @@ def cmd_run(args) -> int:
     if args.finetune_aux_head and (aux is None or np.asarray(aux).ndim != 1):
         raise SystemExit("fgp: --finetune-aux-head needs a one-column --aux-target (e.g. meco or synflow)")
     sp = _surrogate_params(args, ds)
+    hidden, dropout = _hidden_dropout(args)
     print(f"fgp run: {args.encoder} on {ds.space.name} ({len(ds)} architectures, target {target}), "
           f"{args.runs} run(s), ratio {args.ratio}, pre-train {args.epochs_pretrain} / fine-tune "
           f"{args.epochs_finetune} epochs, {torch.get_num_threads()} thread(s)")
@@ -414,7 +435,7 @@ def cmd_run(args) -> int:
         ds, args.encoder, target, runs=args.runs, ratio=args.ratio, n_train=args.n_train, n_val=args.n_val,
         epochs_pretrain=args.epochs_pretrain, epochs_finetune=args.epochs_finetune,
         batch_size_pretrain=args.batch_size_pretrain, batch_size_finetune=args.batch_size_finetune, lr=args.lr,
-        margin=args.margin, hidden=args.hidden, dropout=args.dropout, surrogate=sp, aux_target=aux,
+        margin=args.margin, hidden=hidden, dropout=dropout, surrogate=sp, aux_target=aux,
         # named, so that --pretrained-dir caches record 'meco' (not 'array') and are shared with
         # run_protocol(aux_target='meco') callers such as scripts/protocol_one_seed.py
         aux_name=_aux_name(args, ds),
@@ -476,8 +497,8 @@ def _add_surrogate(p):
 
 def _add_encoder(p):
     p.add_argument("--encoder", default="gatedgcn", choices=["gatedgcn", "gin", "flowerformer", "mlp"])
-    p.add_argument("--hidden", type=int, default=128)
-    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--hidden", type=int, default=None, help="width (default 128)")
+    p.add_argument("--dropout", type=float, default=None, help="dropout (default 0.1)")
     p.add_argument("--reverse-successors", choices=["all", "earliest"], default=None,
                    help="flowerformer only: the reversed pass aggregates all successors (default) or, "
                         "as the original code, only those of the earliest forward generation")
@@ -487,6 +508,8 @@ def _add_encoder(p):
     p.add_argument("--layers", type=int, default=None, help="encoder layers (default: the encoder's, 3)")
     f = p.add_argument_group("flowerformer only (the original's NB201 model: --hidden 64 --layers 9 --heads 8 "
                              "--dropout 0 --layout parallel --norm batch --flow-relu --attention-dropout 0.5)")
+    f.add_argument("--flowerformer-original", action="store_true",
+                   help="the original's NB201 model (all of the above; explicit flags override)")
     f.add_argument("--heads", type=int, default=None, help="attention heads (default 4)")
     f.add_argument("--layout", choices=["sequential", "parallel"], default=None,
                    help="attention after the flow block (default) or beside it, on the layer input, as the original")

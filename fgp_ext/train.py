@@ -780,6 +780,12 @@ def _load_pretrained(path: Path, encoder: Encoder, meta: dict) -> PretrainResult
     if diff:
         raise ValueError(f"{str(path)!r} holds a pre-training made with other settings ({', '.join(diff)} "
                          f"differ); use another pretrained_dir or delete the file")
+    if ck.encoder.config != encoder.config:
+        # same arguments, other model: e.g. a constructor default changed since the file was made
+        theirs, ours = ck.encoder.config, encoder.config
+        keys = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        raise ValueError(f"{str(path)!r} holds a {ck.encoder.name} built with other settings ({', '.join(keys)} "
+                         f"differ); use another pretrained_dir or delete the file")
     encoder.load_state_dict(ck.encoder.state_dict())
     tensor = (lambda v: None if v is None else torch.tensor(v, dtype=torch.float32))
     return PretrainResult(encoder, ck.heads["flow"], ck.heads.get("aux"), list(ck.meta.get("history", [])),

@@ -190,6 +190,15 @@ def test_flowerformer_layer_options_reach_the_encoder(tmp_path):
     assert main(["pretrain", "--encoder", "gin", "--hidden", "8", "--layers", "2", "--epochs", "1", "--limit", "60",
                  "--no-progress", "--out", str(pre)]) == 0
     assert load_checkpoint(pre).encoder.config["layers"] == 2
-    for flag in (["--layout", "parallel"], ["--norm", "batch"], ["--flow-relu"], ["--heads", "2"]):
+    # the preset: the original's NB201 model, explicit flags over it
+    assert main(["pretrain", "--encoder", "flowerformer", "--flowerformer-original", "--hidden", "16",
+                 "--layers", "1", "--epochs", "1", "--limit", "60", "--no-progress", "--out", str(pre)]) == 0
+    cfg = load_checkpoint(pre).encoder.config
+    assert {k: cfg[k] for k in ("hidden", "layers", "heads", "dropout", "layout", "norm", "flow_relu",
+                                "attention_dropout")} == dict(hidden=16, layers=1, heads=8, dropout=0.0,
+                                                              layout="parallel", norm="batch", flow_relu=True,
+                                                              attention_dropout=0.5)
+    for flag in (["--layout", "parallel"], ["--norm", "batch"], ["--flow-relu"], ["--heads", "2"],
+                 ["--flowerformer-original"]):
         with pytest.raises(SystemExit, match="flowerformer only"):
             main(["pretrain", "--encoder", "gatedgcn", "--limit", "60", *flag, "--out", str(pre)])

@@ -630,3 +630,22 @@ def test_run_protocol_continues_a_killed_pretraining(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gin_seed21.pt"]
     assert resumed["runs"][0]["fgp"]["kendall_tau"] == clean["runs"][0]["fgp"]["kendall_tau"]
     assert resumed["runs"][0]["fgp"]["p@10%"] == clean["runs"][0]["fgp"]["p@10%"]
+
+
+def test_cached_pretraining_of_another_model_is_refused(tmp_path):
+    """A cache whose recorded arguments match but whose stored encoder differs (e.g. a constructor
+    default changed since it was written) is an error naming the difference, not a failed or
+    partial load."""
+    from fgp_ext.encoders import build_encoder
+    from fgp_ext.train import PretrainResult, _load_pretrained, _save_pretrained
+
+    meta = {"kind": "fgp_pretraining", "encoder": "flowerformer"}
+    old = build_encoder("flowerformer", 5, hidden=8, heads=2)
+    path = tmp_path / "flowerformer_seed0.pt"
+    _save_pretrained(path, PretrainResult(old, MLPHead(8, 4, 2), None, [], None, None), meta)
+    same = build_encoder("flowerformer", 5, hidden=8, heads=2)
+    assert _load_pretrained(path, same, meta) is not None
+    torch.testing.assert_close(same.state_dict(), old.state_dict())
+    other = build_encoder("flowerformer", 5, hidden=8, heads=2, norm="batch")
+    with pytest.raises(ValueError, match="norm differ"):
+        _load_pretrained(path, other, meta)
