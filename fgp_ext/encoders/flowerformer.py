@@ -118,8 +118,8 @@ class LevelBackend:
 
 #: The authors' NB201 FlowerFormer (their ``cfgs/nb201/FLOWERFormer.yaml``) as constructor
 #: arguments: ``FlowerFormer(num_ops, **ORIGINAL_NB201)``; ``fgp run --flowerformer-original``.
-#: On NB201 (9 runs, FlowerFormer's fine-tuning recipe) it scores 0.775 supervised-only and 0.830 /
-#: 0.835 with FGP (fresh / proxy head), against 0.762 and 0.824 / 0.826 for our default layer at
+#: On NB201 (9 runs, FlowerFormer's fine-tuning recipe) it scores 0.774 supervised-only and 0.830 /
+#: 0.837 with FGP (fresh / proxy head), against 0.762 and 0.824 / 0.826 for our default layer at
 #: 3 x 128 (``results/flow_encoder.md``).
 ORIGINAL_NB201 = {"hidden": 64, "layers": 9, "heads": 8, "dropout": 0.0, "layout": "parallel", "norm": "batch",
                   "flow_relu": True, "attention_dropout": 0.5}
