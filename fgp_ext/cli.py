@@ -285,17 +285,13 @@ def _encoder_options(args) -> dict:
     """Encoder-specific options given on the command line (refused for encoders without them),
     over the ``--flowerformer-original`` preset."""
     opts = {k: v for k, v in _original_preset(args).items() if k not in ("hidden", "dropout")}
-    if getattr(args, "reverse_successors", None) is not None:
-        if args.encoder != "flowerformer":
-            raise SystemExit("fgp: --reverse-successors applies to --encoder flowerformer only")
-        opts["reverse_successors"] = args.reverse_successors
     if getattr(args, "directed", False):
         if args.encoder != "gatedgcn":
             raise SystemExit("fgp: --directed applies to --encoder gatedgcn only")
         opts["undirected"] = False
     if getattr(args, "layers", None) is not None:
         opts["layers"] = args.layers
-    for name in ("heads", "layout", "norm", "flow_relu", "attention_dropout"):
+    for name in ("reverse_successors", "heads", "layout", "norm", "flow_relu", "attention_dropout"):
         value = getattr(args, name, None)
         if value is not None:
             if args.encoder != "flowerformer":

@@ -249,7 +249,7 @@ def dot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pairs: CSR,
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"attention dropout must be in [0, 1), got {dropout}")
     if float(dropout) > 0.0 and seed is None:
-        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        seed = _draw_seed()
     t = (None, None, None)
     if pairs.perm is not None:
         t = (pairs.indptr, pairs.index, pairs.perm)
@@ -281,6 +281,12 @@ def gated_aggregate(gate_dst: torch.Tensor, gate_src: torch.Tensor, value: torch
     return _ops.gated_aggregate(gate_dst, gate_src, value, csr.index, csr.indptr, float(eps), *t)
 
 
+def _draw_seed() -> int:
+    """The seed of a counter-based dropout mask, drawn from torch's default generator (so that
+    ``torch.manual_seed`` makes :func:`dropout` and :func:`dot_attention`'s masks repeat)."""
+    return int(torch.randint(0, 2**62, (), dtype=torch.int64))
+
+
 def dropout(x: torch.Tensor, p: float, training: bool = True, seed: int | None = None) -> torch.Tensor:
     """Dropout with a counter-based mask: element ``i`` is kept with probability ``1 - p`` by a hash
     of ``(seed, i)`` and scaled by ``1 / (1 - p)``.
@@ -295,7 +301,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True, seed: int | None =
     if not training or float(p) == 0.0:
         return x
     if seed is None:
-        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        seed = _draw_seed()
     return _ops.dropout(x, float(p), int(seed))
 
 

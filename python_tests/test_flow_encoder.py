@@ -335,6 +335,18 @@ def test_flow_pass_rejects_a_schedule_that_reads_ahead():
 # ---------------------------------------------------------------------------------------------
 # FlowerFormer: level schedule == masked implementation
 # ---------------------------------------------------------------------------------------------
+def _assert_same_parameter_grads(model, level, masked, rtol, atol):
+    """The gradients of ``sum(out^2)`` w.r.t. every parameter agree for the two outputs. Without
+    edges the flow weights are unused: autograd gives None or zeros, both read as zeros."""
+    params = list(model.parameters())
+    g1 = torch.autograd.grad(level.pow(2).sum(), params, allow_unused=True)
+    g2 = torch.autograd.grad(masked.pow(2).sum(), params, allow_unused=True)
+    for p, a, e in zip(params, g1, g2):
+        a = torch.zeros_like(p) if a is None else a
+        e = torch.zeros_like(p) if e is None else e
+        torch.testing.assert_close(a, e, rtol=rtol, atol=atol)
+
+
 @settings(max_examples=10, deadline=None)
 @given(dag_batches(max_graphs=5, max_nodes=9))
 def test_flowerformer_equals_masked_implementation(graphs):
@@ -345,13 +357,7 @@ def test_flowerformer_equals_masked_implementation(graphs):
         level = model.node_embeddings(b)
         masked = model.node_embeddings(b, backend=ref.MaskedFlowBackend(b))
         torch.testing.assert_close(level, masked, rtol=tol, atol=tol)
-        params = list(model.parameters())
-        g1 = torch.autograd.grad(level.pow(2).sum(), params, allow_unused=True)
-        g2 = torch.autograd.grad(masked.pow(2).sum(), params, allow_unused=True)
-        for p, a, e in zip(params, g1, g2):  # without edges the flow weights are unused (None or zeros)
-            a = torch.zeros_like(p) if a is None else a
-            e = torch.zeros_like(p) if e is None else e
-            torch.testing.assert_close(a, e, rtol=tol, atol=tol * 10)
+        _assert_same_parameter_grads(model, level, masked, rtol=tol, atol=tol * 10)
 
 
 VARIANTS = [dict(layout="parallel"), dict(norm="batch"), dict(flow_relu=True),
@@ -373,13 +379,7 @@ def test_flowerformer_variants_equal_masked_implementation(variant, graphs):
         level = model.node_embeddings(b)
         masked = model.node_embeddings(b, backend=ref.MaskedFlowBackend(b))
         torch.testing.assert_close(level, masked, rtol=1e-10, atol=1e-10)
-        params = list(model.parameters())
-        g1 = torch.autograd.grad(level.pow(2).sum(), params, allow_unused=True)
-        g2 = torch.autograd.grad(masked.pow(2).sum(), params, allow_unused=True)
-        for p, a, e in zip(params, g1, g2):
-            a = torch.zeros_like(p) if a is None else a
-            e = torch.zeros_like(p) if e is None else e
-            torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-9)
+        _assert_same_parameter_grads(model, level, masked, rtol=1e-9, atol=1e-9)
 
 
 def test_parallel_layout_attends_to_the_layer_input():
@@ -568,13 +568,7 @@ def test_earliest_reverse_pass_equals_the_originals_loop(graphs):
         generic = model.node_embeddings(b, backend=LevelBackend(b, fused=False, reverse_successors="earliest"))
         torch.testing.assert_close(level, masked, rtol=tol, atol=tol)
         torch.testing.assert_close(generic, masked, rtol=tol, atol=tol)
-        params = list(model.parameters())
-        g1 = torch.autograd.grad(level.pow(2).sum(), params, allow_unused=True)
-        g2 = torch.autograd.grad(masked.pow(2).sum(), params, allow_unused=True)
-        for p, a, e in zip(params, g1, g2):
-            a = torch.zeros_like(p) if a is None else a
-            e = torch.zeros_like(p) if e is None else e
-            torch.testing.assert_close(a, e, rtol=tol, atol=tol * 10)
+        _assert_same_parameter_grads(model, level, masked, rtol=tol, atol=tol * 10)
 
 
 def test_earliest_and_all_successors_differ_exactly_where_a_node_feeds_two_generations():
