@@ -15,6 +15,6 @@ from fgp_ext.graph import ArchBatch, ArchGraph, batch_from_arrays, collate
 from fgp_ext.surrogate import flow_params, flow_surrogate
 from fgp_ext.train import evaluate, finetune, pretrain
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["ops", "encoders", "load", "ArchGraph", "ArchBatch", "collate", "batch_from_arrays", "flow_params",
            "flow_surrogate", "pretrain", "finetune", "evaluate", "__version__"]

@@ -141,14 +141,12 @@ class ArchBatch:
             raise IndexError(f"graph id out of range for a batch of {b} graphs")
         ids = torch.where(ids < 0, ids + b, ids)
         if self.in_csr.perm is not None and self.out_csr.perm is not None:
-            from fgp_ext import ops as _ops
+            from fgp_ext.ops import select_graphs
 
-            (node_ptr, graph, op, level, is_source, in_ptr, in_index, in_perm, out_ptr, out_index,
-             out_perm) = torch.ops.fgp.select_graphs([
-                 self.node_ptr, ids, self.op, self.level, self.is_source, self.in_csr.indptr, self.in_csr.index,
-                 self.in_csr.perm, self.out_csr.indptr, self.out_csr.index, self.out_csr.perm])
-            return ArchBatch(op=op, node_ptr=node_ptr, graph=graph, in_csr=_ops.CSR(in_ptr, in_index, in_perm),
-                             out_csr=_ops.CSR(out_ptr, out_index, out_perm), level=level, is_source=is_source)
+            node_ptr, graph, op, level, is_source, in_csr, out_csr = select_graphs(
+                self.node_ptr, ids, self.op, self.level, self.is_source, self.in_csr, self.out_csr)
+            return ArchBatch(op=op, node_ptr=node_ptr, graph=graph, in_csr=in_csr, out_csr=out_csr, level=level,
+                             is_source=is_source)
         return self._select_tensors(ids)
 
     def _select_tensors(self, ids) -> "ArchBatch":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +11,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import fgp_ext  # noqa: F401  (registers torch.ops.fgp)
+
+# scripts/check_wheel.sh runs this suite against an installed wheel: make sure that is what runs.
+if os.environ.get("FGP_TEST_INSTALLED") == "1":
+    _source_package = Path(__file__).resolve().parents[1] / "fgp_ext"
+    if Path(fgp_ext.__file__).resolve().parent == _source_package:
+        raise RuntimeError(f"FGP_TEST_INSTALLED=1 but fgp_ext was imported from the source tree ({_source_package})")
 
 # Hypothesis' too-slow health check times example generation: on a busy 2-core machine it fails
 # tests whose properties hold. Speed is the benchmarks' business, not the tests'.

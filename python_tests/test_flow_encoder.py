@@ -46,23 +46,23 @@ def test_opcheck_schedule_pairs_and_select():
     torch.library.opcheck(torch.ops.fgp.level_schedule, (b.in_csr.indptr, b.in_csr.index, b.level))
     topo = torch.arange(b.num_nodes)
     torch.library.opcheck(torch.ops.fgp.flow_pairs, (b.in_csr.indptr, b.in_csr.index, b.node_ptr, topo))
-    args = [b.node_ptr, torch.tensor([2, 0, 1, 0]), b.op, b.level, b.is_source, *b.in_csr, *b.out_csr]
-    torch.library.opcheck(torch.ops.fgp.select_graphs, (args,))
+    args = (b.node_ptr, torch.tensor([2, 0, 1, 0]), b.op, b.level, b.is_source, *b.in_csr, *b.out_csr)
+    torch.library.opcheck(torch.ops.fgp.select_graphs, args)
 
 
 def test_select_graphs_refuses_malformed_batches():
     b = collate([ArchGraph([0, 1, 2], [[0, 1], [1, 2]]), ArchGraph([0, 1], [[0], [1]])])
     good = [b.node_ptr, torch.tensor([1, 0]), b.op, b.level, b.is_source, *b.in_csr, *b.out_csr]
-    assert torch.equal(torch.ops.fgp.select_graphs(good)[2], torch.tensor([0, 1, 0, 1, 2]))
+    assert torch.equal(torch.ops.fgp.select_graphs(*good)[2], torch.tensor([0, 1, 0, 1, 2]))
     bad = list(good)
     bad[6] = b.in_csr.index.clone()
     bad[6][0] = 4  # an edge of graph 0 pointing into graph 1
     with pytest.raises(RuntimeError, match="graph 0 is malformed"):
-        torch.ops.fgp.select_graphs(bad)
+        torch.ops.fgp.select_graphs(*bad)
     with pytest.raises(RuntimeError, match="ids out of range"):
-        torch.ops.fgp.select_graphs([good[0], torch.tensor([2]), *good[2:]])
+        torch.ops.fgp.select_graphs(good[0], torch.tensor([2]), *good[2:])
     with pytest.raises(RuntimeError, match="one entry per node"):
-        torch.ops.fgp.select_graphs([*good[:3], good[3][:-1], *good[4:]])
+        torch.ops.fgp.select_graphs(*good[:3], good[3][:-1], *good[4:])
 
 
 def test_level_schedule_rejects_bad_levels():
@@ -314,8 +314,11 @@ def test_flow_pass_gradcheck_and_opcheck():
     args = (h.detach(), plan.level_ptr, plan.indptr, plan.index, plan.group_level_ptr, plan.group_perm,
             plan.group_ptr, plan.group_src, weights[0].detach().reshape(-1), weights[1].detach().reshape(-1),
             weights[2].detach().reshape(1), *(w.detach() for w in weights[3:]))
-    torch.library.opcheck(torch.ops.fgp.flow_pass, args)
-    torch.library.opcheck(torch.ops.fgp.flow_pass_train, (list(args),))
+    torch.library.opcheck(torch.ops.fgp._flow_pass_forward, args)
+    # the public op is a composite of the forward: the same numbers, with autograd through it
+    torch.testing.assert_close(torch.ops.fgp.flow_pass(*args), torch.ops.fgp._flow_pass_forward(*args)[0],
+                               rtol=0, atol=0)
+    torch.library.opcheck(torch.ops.fgp.flow_pass, args, test_utils=("test_schema", "test_faketensor"))
 
 
 def test_flow_pass_rejects_a_schedule_that_reads_ahead():
@@ -601,3 +604,18 @@ def test_reverse_successors_bad_values_and_mismatched_backend():
     model = FlowerFormer(num_ops=3, hidden=8, layers=1, heads=2, reverse_successors="earliest")
     with pytest.raises(ValueError, match="backend aggregates"):
         model.node_embeddings(b, backend=ref.MaskedFlowBackend(b))
+
+
+@pytest.mark.parametrize("bad", [2**40, 5, -1, 3])
+def test_flow_pairs_refuses_a_topo_value_outside_the_graph(bad):
+    """A user report: an out-of-range topo value used to be read as an edge id on the error path
+    (SIGSEGV for 2**40, heap contents in the message for small values)."""
+    with pytest.raises(RuntimeError, match="lies outside the graph's node range"):
+        torch.ops.fgp.flow_pairs(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1]), torch.tensor([0, 3]),
+                                 torch.tensor([0, 1, bad]))
+
+
+def test_flow_pairs_refuses_a_repeated_topo_value():
+    with pytest.raises(RuntimeError, match="listed twice"):
+        torch.ops.fgp.flow_pairs(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1]), torch.tensor([0, 3]),
+                                 torch.tensor([0, 1, 1]))

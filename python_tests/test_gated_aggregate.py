@@ -168,7 +168,7 @@ BAD_CASES = [
      "eps must be > 0"),
     ("zero eps, reference", lambda: ref.gated_aggregate(torch.ones(2, 3), torch.ones(2, 3), torch.ones(2, 3),
                                                         _csr().index, _csr().indptr, eps=0.0), "eps must be > 0"),
-    ("bad transpose", lambda: torch.ops.fgp.gated_aggregate_backward(
+    ("bad transpose", lambda: torch.ops.fgp._gated_aggregate_backward(
         torch.ones(2, 3), torch.ones(2, 3), torch.ones(2, 3), torch.ones(2, 3), torch.tensor([0, 1, 1]),
         torch.tensor([0, 2, 3]), torch.ones(2, 3), 1e-6, torch.tensor([0, 1, 3]), torch.tensor([0, 5, 1])),
      "out of range"),

@@ -1,27 +1,59 @@
 """Every op is registered for CPU, CUDA (compiled kernel or composite fallback) and Meta (fake)."""
 from __future__ import annotations
 
+import shutil
+import subprocess
+
 import pytest
 import torch
 
 from fgp_ext import ops
 
-OPS = ["segment_sum_csr", "gather_segment_sum", "edge_dot", "csr_transpose", "topo_levels", "flow_surrogate",
-       "level_schedule", "flow_pairs", "gather_attention", "gather_attention_backward", "flow_pass", "flow_pass_train",
-       "flow_pass_backward", "select_graphs", "dot_attention", "dot_attention_backward",
-       "gated_aggregate", "gated_aggregate_backward", "dropout"]
+# Read from the dispatcher, not kept by hand: an op added to csrc/ops is checked here automatically.
+ALL_OPS = sorted(n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("fgp::"))
+PUBLIC_OPS = [n for n in ALL_OPS if not n.startswith("_")]
+# The public ops that are composites of an internal op (no kernels of their own).
+COMPOSITE_OPS = ["flow_pass"]
+KERNEL_OPS = [n for n in ALL_OPS if n not in COMPOSITE_OPS]
 # ops whose fake kernels are exercised here (the data-dependent-size ones go through torch.compile in opcheck)
-META_OPS = OPS[:6] + ["gather_attention", "flow_pass", "gated_aggregate"]
+META_OPS = ["segment_sum_csr", "gather_segment_sum", "edge_dot", "csr_transpose", "topo_levels", "flow_surrogate",
+            "gather_attention", "flow_pass", "gated_aggregate"]
 
 
-@pytest.mark.parametrize("name", OPS)
+def test_the_library_registers_the_ops():
+    assert len(PUBLIC_OPS) >= 14, PUBLIC_OPS
+    assert set(META_OPS + COMPOSITE_OPS) <= set(ALL_OPS)
+    # internal ops (backward passes, intermediates) are underscored, so the public list is the surface
+    assert not [n for n in PUBLIC_OPS if "backward" in n or "forward" in n], PUBLIC_OPS
+
+
+@pytest.mark.parametrize("name", KERNEL_OPS)
 @pytest.mark.parametrize("key", ["CPU", "CUDA"])
 def test_kernel_registered(name, key):
     assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fgp::{name}", key), f"fgp::{name} has no {key} kernel"
 
 
-def test_flow_pass_has_a_cpp_autograd_kernel():
-    assert torch._C._dispatch_has_kernel_for_dispatch_key("fgp::flow_pass", "Autograd")
+@pytest.mark.parametrize("name", PUBLIC_OPS)
+def test_public_op_has_a_documented_wrapper(name):
+    """Every public op is exported by fgp_ext.ops under its own name, with a docstring."""
+    assert name in ops.__all__, f"fgp::{name} has no wrapper in fgp_ext.ops.__all__"
+    assert (getattr(ops, name).__doc__ or "").strip(), f"fgp_ext.ops.{name} has no docstring"
+    assert name in ops.public_op_names()
+
+
+@pytest.mark.parametrize("name", KERNEL_OPS)
+def test_every_kernel_op_has_a_fake_kernel(name):
+    entry = torch._library.simple_registry.singleton.find(f"fgp::{name}")
+    assert entry.fake_impl.kernel is not None, f"fgp::{name} has no register_fake"
+
+
+def test_flow_pass_is_a_composite_with_python_autograd():
+    """No C++ autograd node: the public op decomposes into the internal forward, whose autograd
+    formula is registered from Python (fgp_ext/ops/flow.py)."""
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("fgp::flow_pass", "CompositeImplicitAutograd")
+    for key in ("CPU", "CUDA"):
+        assert not torch._C._dispatch_has_kernel_for_dispatch_key("fgp::flow_pass", key)
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("fgp::_flow_pass_forward", "Autograd")
 
 
 @pytest.mark.parametrize("name", META_OPS)
@@ -60,9 +92,7 @@ def test_cuda_fallback_flag_matches_build():
     the plain-PyTorch fallback registered from Python (never "no kernel for CUDA")."""
     if torch.version.cuda is None:
         assert ops.CUDA_KERNELS is False            # a CPU torch cannot have built CUDA kernels
-    names = sorted(n for n in torch._C._dispatch_get_all_op_names() if n.startswith("fgp::"))
-    assert len(names) >= 10, names
-    for name in names:
+    for name in (f"fgp::{n}" for n in KERNEL_OPS):
         cuda = [line for line in torch._C._dispatch_dump(name).splitlines() if line.startswith("CUDA:")]
         assert len(cuda) == 1, f"{name} has no CUDA kernel"
         from_python = "torch/library.py" in cuda[0]
@@ -72,3 +102,17 @@ def test_cuda_fallback_flag_matches_build():
     x = torch.randn(4, 3, device="cuda")
     out = ops.gather_segment_sum(x, torch.tensor([0, 3], device="cuda"), torch.tensor([0, 1, 2], device="cuda"))
     torch.testing.assert_close(out.cpu(), x.cpu()[[0, 3]])
+
+
+def test_library_links_only_to_torchs_stable_c_abi():
+    """The compiled library may import nothing from torch but the C shim (aoti_torch_* / torch_*):
+    a mangled C++ symbol of libtorch or c10 would tie the wheel to one torch release."""
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.skip("nm (binutils) not installed")
+    out = subprocess.run([nm, "-D", "--undefined-only", str(ops.LIBRARY_PATH)], capture_output=True, text=True,
+                         check=True).stdout
+    symbols = [line.split()[-1] for line in out.splitlines() if line.strip()]
+    assert any(s.startswith("torch_") for s in symbols), symbols  # the stable shim is what it uses
+    foreign = [s for s in symbols if "@" not in s and not s.startswith(("aoti_torch_", "torch_", "_ITM_", "__gmon"))]
+    assert not foreign, f"symbols outside torch's stable C ABI: {foreign[:10]}"

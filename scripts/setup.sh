@@ -11,6 +11,6 @@ fi
 # Pin torch: an unpinned torch may pull a multi-GB CUDA build. The extension must be compiled
 # against the torch it runs with, hence --no-build-isolation below.
 .venv/bin/python -m pip install -q "torch==${FGP_TORCH_VERSION:-2.13.0}"
-.venv/bin/python -m pip install -q "scikit-build-core>=0.10" "pybind11>=2.12" ninja cmake
+.venv/bin/python -m pip install -q "scikit-build-core>=0.10" ninja cmake
 .venv/bin/python -m pip install -q --no-build-isolation -e ".[test,plot]"
-.venv/bin/python -c "import fgp_ext, torch; print('fgp_ext', fgp_ext.__version__, 'torch', torch.__version__, 'cuda kernels:', fgp_ext.ops.CUDA_KERNELS)"
+.venv/bin/python -c "import fgp_ext, torch; print('fgp_ext', fgp_ext.__version__, 'torch', torch.__version__, 'cuda kernels:', fgp_ext.ops.CUDA_KERNELS, 'library:', fgp_ext.ops.LIBRARY_PATH)"

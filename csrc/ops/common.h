@@ -1,8 +1,7 @@
 // Shared helpers for every fgp op: host/device qualifiers and argument checks.
 #pragma once
 
-#include <ATen/ATen.h>
-#include <c10/util/Exception.h>
+#include "ops/stable.h"
 
 #include <algorithm>
 #include <cstdint>
@@ -28,11 +27,13 @@ namespace fgp {
 // Output columns kept in registers while a row's entries are summed (one AVX-512 float vector).
 constexpr int64_t kColumnTile = 16;
 
-// The ISA-dispatched row loops report the first row whose pointers are invalid (-1: none) and the
-// caller raises: an exception thrown inside a target_clones function aborts instead of unwinding.
+// The ISA-dispatched row loops report the first row whose pointers are invalid (-1: none); the
+// parallel loop records it (FirstFailure) and the caller raises after the loop: an exception
+// thrown inside a target_clones function aborts, and one thrown inside a parallel_for body would
+// cross the stable C shim.
 inline void raise_bad_row(int64_t bad_row, const int64_t* ptr) {
-  TORCH_CHECK(bad_row < 0, "indptr must be non-decreasing (and end at the number of entries); indptr[", bad_row,
-              "]=", ptr[bad_row < 0 ? 0 : bad_row], " > indptr[", bad_row + 1, "]=", ptr[bad_row < 0 ? 0 : bad_row + 1]);
+  FGP_CHECK(bad_row < 0, "indptr must be non-decreasing (and end at the number of entries); indptr[", bad_row,
+            "]=", ptr[bad_row < 0 ? 0 : bad_row], " > indptr[", bad_row + 1, "]=", ptr[bad_row < 0 ? 0 : bad_row + 1]);
 }
 
 // Rows per parallel task for the CSR row kernels: about 32k multiply-adds per task, so small
@@ -42,69 +43,77 @@ inline int64_t csr_row_grain(int64_t num_entries, int64_t num_rows, int64_t widt
   return std::max<int64_t>(1, 32768 / cost_per_row);
 }
 
-inline void check_index_vector(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == at::kLong, name, " must be int64, got ", t.scalar_type());
-  TORCH_CHECK(t.dim() == 1, name, " must be 1-D, got shape ", t.sizes());
+inline void check_index_vector(const Tensor& t, const char* name) {
+  FGP_CHECK(t.scalar_type() == kLong, name, " must be int64, got ", dtype_name(t.scalar_type()));
+  FGP_CHECK(t.dim() == 1, name, " must be 1-D, got shape ", sizes_str(t));
 }
 
-inline void check_float(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble,
-              name, " must be float32 or float64, got ", t.scalar_type());
+inline void check_float(const Tensor& t, const char* name) {
+  FGP_CHECK(t.scalar_type() == kFloat || t.scalar_type() == kDouble, name, " must be float32 or float64, got ",
+            dtype_name(t.scalar_type()));
 }
 
-inline void check_same_device(const at::Tensor& a, const char* an, const at::Tensor& b, const char* bn) {
-  TORCH_CHECK(a.device() == b.device(), an, " and ", bn, " must be on the same device, got ",
-              a.device(), " and ", b.device());
+inline void check_same_device(const Tensor& a, const char* an, const Tensor& b, const char* bn) {
+  FGP_CHECK(same_device(a, b), an, " and ", bn, " must be on the same device, got ", device_str(a), " and ",
+            device_str(b));
 }
 
 // CSR row pointers: 1-D int64 of length rows+1, starting at 0 and ending at num_entries. The
 // per-row monotonicity is checked where the rows are read (CPU kernels) or by check_csr_device.
-inline void check_indptr_ends(const at::Tensor& indptr, int64_t num_entries, const char* name) {
+inline void check_indptr_ends(const Tensor& indptr, int64_t num_entries, const char* name) {
   check_index_vector(indptr, name);
-  TORCH_CHECK(indptr.numel() >= 1, name, " must hold at least one element (rows + 1), got 0");
-  const int64_t first = indptr[0].item<int64_t>();
-  const int64_t last = indptr[-1].item<int64_t>();
-  TORCH_CHECK(first == 0, name, "[0] must be 0, got ", first);
-  TORCH_CHECK(last == num_entries, name, "[-1] must equal the number of entries (", num_entries,
-              "), got ", last);
+  FGP_CHECK(indptr.numel() >= 1, name, " must hold at least one element (rows + 1), got 0");
+  const int64_t first = read<int64_t>(indptr, 0);
+  const int64_t last = read<int64_t>(indptr, -1);
+  FGP_CHECK(first == 0, name, "[0] must be 0, got ", first);
+  FGP_CHECK(last == num_entries, name, "[-1] must equal the number of entries (", num_entries, "), got ", last);
 }
 
-// Full row-pointer validation (ends and monotonicity) with one ATen pass: for ops whose parallel
-// tasks read rows they do not own before any of them could detect a decrease.
-inline void check_indptr_full(const at::Tensor& indptr, int64_t num_entries, const char* name) {
+// Full row-pointer validation (ends and monotonicity) with one vectorised pass: for ops whose
+// parallel tasks read rows they do not own before any of them could detect a decrease.
+inline void check_indptr_full(const Tensor& indptr, int64_t num_entries, const char* name) {
   check_indptr_ends(indptr, num_entries, name);
   if (indptr.numel() > 1) {
-    TORCH_CHECK((indptr.diff() >= 0).all().item<bool>(), name, " must be non-decreasing");
+    bool ok = true;
+    if (indptr.is_cpu()) {
+      const int64_t* p = indptr.const_data_ptr<int64_t>();
+      const int64_t n = indptr.numel(), st = indptr.stride(0);
+      for (int64_t i = 0; i + 1 < n; ++i) ok &= p[i * st] <= p[(i + 1) * st];
+    } else {
+      ok = item<int64_t>(aten::min_all(aten::diff(indptr))) >= 0;
+    }
+    FGP_CHECK(ok, name, " must be non-decreasing");
   }
 }
 
 // Every index lies in [0, num_cols): one vectorised min/max pass, done before the kernels so their
 // inner loops stay free of checks.
-inline void check_index_range(const at::Tensor& index, int64_t num_cols, const char* name) {
+inline void check_index_range(const Tensor& index, int64_t num_cols, const char* name) {
   if (index.numel() == 0) return;
-  const auto [mn, mx] = at::aminmax(index);
-  const auto lo = mn.item<int64_t>(), hi = mx.item<int64_t>();
-  TORCH_CHECK(lo >= 0 && hi < num_cols, name, " out of range: values must lie in [0, ", num_cols,
-              "), found min ", lo, " max ", hi);
+  const auto [mn, mx] = aten::aminmax(index);
+  const int64_t lo = item<int64_t>(mn), hi = item<int64_t>(mx);
+  FGP_CHECK(lo >= 0 && hi < num_cols, name, " out of range: values must lie in [0, ", num_cols, "), found min ", lo,
+            " max ", hi);
 }
 
-// Whole-tensor validation with ATen reductions, for devices whose kernels cannot raise errors
-// inline (CUDA). One host synchronisation per check.
-inline void check_csr_device(const at::Tensor& indptr, const at::Tensor& index, int64_t num_cols,
-                             const char* indptr_name, const char* index_name) {
+// Whole-tensor validation for devices whose kernels cannot raise errors inline (CUDA). One host
+// synchronisation per check.
+inline void check_csr_device(const Tensor& indptr, const Tensor& index, int64_t num_cols, const char* indptr_name,
+                             const char* index_name) {
   check_indptr_full(indptr, index.numel(), indptr_name);
   check_index_range(index, num_cols, index_name);
 }
 
 // Flatten everything after dim 0 into one feature dimension: ops see [rows, F].
-inline at::Tensor as_rows(const at::Tensor& t) {
+inline Tensor as_rows(const Tensor& t) {
   int64_t width = 1;
   for (int64_t d = 1; d < t.dim(); ++d) width *= t.size(d);
-  return t.reshape({t.size(0), width});  // explicit width: -1 is ambiguous when there are 0 rows
+  return reshape(t, {t.size(0), width});  // explicit width: -1 is ambiguous with 0 rows
 }
 
-inline std::vector<int64_t> with_rows(const at::Tensor& like, int64_t rows) {
-  auto sizes = like.sizes().vec();
+inline std::vector<int64_t> with_rows(const Tensor& like, int64_t rows) {
+  std::vector<int64_t> sizes(like.dim());
+  for (int64_t d = 0; d < like.dim(); ++d) sizes[d] = like.size(d);
   sizes[0] = rows;
   return sizes;
 }

@@ -11,15 +11,15 @@
 
 namespace fgp {
 
-using CsrTriple = std::tuple<at::Tensor, at::Tensor, at::Tensor>;
+using CsrTriple = std::tuple<Tensor, Tensor, Tensor>;
 
-CsrTriple csr_transpose_cpu(const at::Tensor& index, const at::Tensor& indptr, int64_t num_cols);
-CsrTriple csr_transpose_cuda(const at::Tensor& index, const at::Tensor& indptr, int64_t num_cols);
+CsrTriple csr_transpose_cpu(const Tensor& index, const Tensor& indptr, int64_t num_cols);
+CsrTriple csr_transpose_cuda(const Tensor& index, const Tensor& indptr, int64_t num_cols);
 
-inline void check_csr_transpose_args(const at::Tensor& index, const at::Tensor& indptr, int64_t num_cols) {
+inline void check_csr_transpose_args(const Tensor& index, const Tensor& indptr, int64_t num_cols) {
   check_index_vector(index, "index");
   check_same_device(index, "index", indptr, "indptr");
-  TORCH_CHECK(num_cols >= 0, "num_cols must be non-negative, got ", num_cols);
+  FGP_CHECK(num_cols >= 0, "num_cols must be non-negative, got ", num_cols);
   check_indptr_ends(indptr, index.numel(), "indptr");
 }
 

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <limits>
+#include <tuple>
 
 #include "ops/common.h"
 #include "ops/dropout.h"
@@ -141,53 +142,55 @@ FGP_HOST_DEVICE inline void dot_attention_key_grad(const T* g, const T* q, const
   *dv = acc_v;
 }
 
-inline void check_dot_attention_args(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                     const at::Tensor& index, const at::Tensor& indptr, double p = 0.0) {
+inline void check_dot_attention_args(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& index,
+                                     const Tensor& indptr, double p = 0.0) {
   check_float(q, "q");
-  TORCH_CHECK(p >= 0.0 && p < 1.0, "attention dropout must be in [0, 1), got ", p);
-  TORCH_CHECK(q.dim() == 3, "q must have shape [M, H, D], got ", q.sizes());
-  TORCH_CHECK(k.dim() == 3 && k.size(1) == q.size(1) && k.size(2) == q.size(2),
-              "k must have shape [C, H, D] with the heads and width of q, got ", k.sizes());
-  TORCH_CHECK(v.sizes() == k.sizes(), "v must have the shape of k, got ", v.sizes(), " and ", k.sizes());
-  TORCH_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
-              "q, k and v must share a dtype");
+  FGP_CHECK(p >= 0.0 && p < 1.0, "attention dropout must be in [0, 1), got ", p);
+  FGP_CHECK(q.dim() == 3, "q must have shape [M, H, D], got ", sizes_str(q));
+  FGP_CHECK(k.dim() == 3 && k.size(1) == q.size(1) && k.size(2) == q.size(2),
+            "k must have shape [C, H, D] with the heads and width of q, got ", sizes_str(k));
+  FGP_CHECK(v.sizes() == k.sizes(), "v must have the shape of k, got ", sizes_str(v), " and ", sizes_str(k));
+  FGP_CHECK(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
+            "q, k and v must share a dtype");
   check_index_vector(index, "index");
   for (const auto* t : {&k, &v, &index, &indptr}) check_same_device(q, "q", *t, "k, v, index and indptr");
-  TORCH_CHECK(indptr.numel() == q.size(0) + 1, "indptr must have one row per query plus one (", q.size(0) + 1,
-              "), got ", indptr.numel());
+  FGP_CHECK(indptr.numel() == q.size(0) + 1, "indptr must have one row per query plus one (", q.size(0) + 1,
+            "), got ", indptr.numel());
   check_indptr_full(indptr, index.numel(), "indptr");
   check_index_range(index, k.size(0), "index");
 }
 
-inline void check_dot_attention_backward_args(const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
-                                              const at::Tensor& v, const at::Tensor& index, const at::Tensor& indptr,
-                                              const at::Tensor& out, const at::Tensor& t_indptr,
-                                              const at::Tensor& t_index, const at::Tensor& t_perm, double p) {
+inline void check_dot_attention_backward_args(const Tensor& grad, const Tensor& q, const Tensor& k, const Tensor& v,
+                                              const Tensor& index, const Tensor& indptr, const Tensor& out,
+                                              const Tensor& t_indptr, const Tensor& t_index, const Tensor& t_perm,
+                                              double p) {
   check_dot_attention_args(q, k, v, index, indptr, p);
-  TORCH_CHECK(grad.sizes() == q.sizes() && out.sizes() == q.sizes(), "grad and out must have the shape of q");
-  TORCH_CHECK(grad.scalar_type() == q.scalar_type() && out.scalar_type() == q.scalar_type(),
-              "grad and out must have the dtype of q");
+  FGP_CHECK(grad.sizes() == q.sizes() && out.sizes() == q.sizes(), "grad and out must have the shape of q");
+  FGP_CHECK(grad.scalar_type() == q.scalar_type() && out.scalar_type() == q.scalar_type(),
+            "grad and out must have the dtype of q");
   check_index_vector(t_index, "t_index");
   check_index_vector(t_perm, "t_perm");
-  TORCH_CHECK(t_indptr.numel() == k.size(0) + 1, "t_indptr must have one row per key plus one");
-  TORCH_CHECK(t_index.numel() == index.numel() && t_perm.numel() == index.numel(),
-              "the transposed CSR must have as many entries as index");
+  FGP_CHECK(t_indptr.numel() == k.size(0) + 1, "t_indptr must have one row per key plus one");
+  FGP_CHECK(t_index.numel() == index.numel() && t_perm.numel() == index.numel(),
+            "the transposed CSR must have as many entries as index");
   check_indptr_full(t_indptr, t_index.numel(), "t_indptr");
   check_index_range(t_index, q.size(0), "t_index");
   check_index_range(t_perm, index.numel(), "t_perm");
 }
 
-at::Tensor dot_attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& index,
-                             const at::Tensor& indptr, double scale, double p, int64_t seed);
-at::Tensor dot_attention_cuda(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& index,
-                              const at::Tensor& indptr, double scale, double p, int64_t seed);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_attention_backward_cpu(
-    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& index,
-    const at::Tensor& indptr, const at::Tensor& out, double scale, const at::Tensor& t_indptr,
-    const at::Tensor& t_index, const at::Tensor& t_perm, double p, int64_t seed);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_attention_backward_cuda(
-    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& index,
-    const at::Tensor& indptr, const at::Tensor& out, double scale, const at::Tensor& t_indptr,
-    const at::Tensor& t_index, const at::Tensor& t_perm, double p, int64_t seed);
+Tensor dot_attention_cpu(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& index, const Tensor& indptr,
+                         double scale, double p, int64_t seed);
+Tensor dot_attention_cuda(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& index, const Tensor& indptr,
+                          double scale, double p, int64_t seed);
+std::tuple<Tensor, Tensor, Tensor> dot_attention_backward_cpu(const Tensor& grad, const Tensor& q, const Tensor& k,
+                                                              const Tensor& v, const Tensor& index,
+                                                              const Tensor& indptr, const Tensor& out, double scale,
+                                                              const Tensor& t_indptr, const Tensor& t_index,
+                                                              const Tensor& t_perm, double p, int64_t seed);
+std::tuple<Tensor, Tensor, Tensor> dot_attention_backward_cuda(const Tensor& grad, const Tensor& q, const Tensor& k,
+                                                               const Tensor& v, const Tensor& index,
+                                                               const Tensor& indptr, const Tensor& out, double scale,
+                                                               const Tensor& t_indptr, const Tensor& t_index,
+                                                               const Tensor& t_perm, double p, int64_t seed);
 
 }  // namespace fgp

@@ -55,12 +55,12 @@ FGP_HOST_DEVICE inline T dropout_element(T x, uint64_t seed, int64_t i, uint32_t
   return dropout_bits(seed, i) >= threshold ? x * scale : T(0);
 }
 
-inline void check_dropout_args(const at::Tensor& x, double p) {
+inline void check_dropout_args(const Tensor& x, double p) {
   check_float(x, "x");
-  TORCH_CHECK(p >= 0.0 && p <= 1.0, "dropout probability must be in [0, 1], got ", p);
+  FGP_CHECK(p >= 0.0 && p <= 1.0, "dropout probability must be in [0, 1], got ", p);
 }
 
-at::Tensor dropout_cpu(const at::Tensor& x, double p, int64_t seed);
-at::Tensor dropout_cuda(const at::Tensor& x, double p, int64_t seed);
+Tensor dropout_cpu(const Tensor& x, double p, int64_t seed);
+Tensor dropout_cuda(const Tensor& x, double p, int64_t seed);
 
 }  // namespace fgp

@@ -22,24 +22,23 @@ FGP_HOST_DEVICE inline T row_dot(const T* a, const T* b, int64_t F) {
   return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
-inline void check_edge_dot_args(const at::Tensor& a, const at::Tensor& b, const at::Tensor& index,
-                                const at::Tensor& indptr) {
+inline void check_edge_dot_args(const Tensor& a, const Tensor& b, const Tensor& index, const Tensor& indptr) {
   check_float(a, "a");
-  TORCH_CHECK(b.scalar_type() == a.scalar_type(), "a and b must share a dtype, got ", a.scalar_type(),
-              " and ", b.scalar_type());
-  TORCH_CHECK(a.dim() >= 1 && b.dim() >= 1, "a and b need a row dimension");
+  FGP_CHECK(b.scalar_type() == a.scalar_type(), "a and b must share a dtype, got ", dtype_name(a.scalar_type()),
+            " and ", dtype_name(b.scalar_type()));
+  FGP_CHECK(a.dim() >= 1 && b.dim() >= 1, "a and b need a row dimension");
   check_index_vector(index, "index");
   check_same_device(a, "a", b, "b");
   check_same_device(a, "a", index, "index");
   check_same_device(a, "a", indptr, "indptr");
   check_indptr_ends(indptr, index.numel(), "indptr");
-  TORCH_CHECK(a.size(0) == indptr.numel() - 1, "a must have one row per CSR row (", indptr.numel() - 1,
-              "), got ", a.size(0));
-  TORCH_CHECK(as_rows(a).size(1) == as_rows(b).size(1), "a and b must have the same row width, got shapes ",
-              a.sizes(), " and ", b.sizes());
+  FGP_CHECK(a.size(0) == indptr.numel() - 1, "a must have one row per CSR row (", indptr.numel() - 1, "), got ",
+            a.size(0));
+  FGP_CHECK(as_rows(a).size(1) == as_rows(b).size(1), "a and b must have the same row width, got shapes ",
+            sizes_str(a), " and ", sizes_str(b));
 }
 
-at::Tensor edge_dot_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& index, const at::Tensor& indptr);
-at::Tensor edge_dot_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& index, const at::Tensor& indptr);
+Tensor edge_dot_cpu(const Tensor& a, const Tensor& b, const Tensor& index, const Tensor& indptr);
+Tensor edge_dot_cuda(const Tensor& a, const Tensor& b, const Tensor& index, const Tensor& indptr);
 
 }  // namespace fgp

@@ -12,9 +12,19 @@
 
 #include "ops/graph_checks.h"
 
+#include <vector>
+
 namespace fgp {
 
 constexpr int64_t kMaxFlowPairNodes = 1 << 14;  // 16k nodes: 32 MiB of bitsets per graph
+
+// flow_pairs' own statuses for a bad `topo`, next to the GraphStatus codes of graph_checks.h. Their
+// detail is the position in `topo` (inside the graph's range), never the bad value itself, which is
+// read back from `topo` when the error is raised.
+enum FlowTopoStatus : int64_t {
+  kFlowTopoOutside = 100,   // topo[detail] is not a node of the graph
+  kFlowTopoRepeated = 101,  // topo[detail] was already listed earlier in the graph's range
+};
 
 FGP_HOST_DEVICE inline int64_t flow_words(int64_t n) { return (n + 63) / 64; }
 
@@ -37,7 +47,8 @@ FGP_HOST_DEVICE inline int64_t lowest_bit(uint64_t w) {
 // Graph [begin, end): rel[v - begin] (n rows of flow_words(n) words, scratch for 2n rows) becomes
 // the bitset of v's flow-related nodes, and count[v] its size. Ancestors (with self) are ORed along
 // the topological order; descendants are the transpose of the ancestor matrix. Returns a
-// GraphStatus (a predecessor outside the graph or after its node in `topo`).
+// GraphStatus (a predecessor outside the graph or after its node in `topo`) or a FlowTopoStatus (a
+// `topo` value outside the graph or repeated: checked before the value indexes anything).
 FGP_HOST_DEVICE inline int64_t flow_relation(int64_t begin, int64_t end, const int64_t* indptr, const int64_t* index,
                                              const int64_t* topo, uint64_t* bits, int64_t* count, int64_t* detail) {
   const int64_t n = end - begin, W = flow_words(n);
@@ -46,9 +57,9 @@ FGP_HOST_DEVICE inline int64_t flow_relation(int64_t begin, int64_t end, const i
   for (int64_t t = 0; t < 2 * n * W; ++t) bits[t] = 0;
   for (int64_t t = 0; t < n; ++t) {
     const int64_t v = topo[begin + t];
-    if (v < begin || v >= end) { *detail = v; return kGraphEdgeOutside; }
+    if (v < begin || v >= end) { *detail = begin + t; return kFlowTopoOutside; }
     const int64_t lv = v - begin;
-    if ((anc[lv * W + lv / 64] >> (lv % 64)) & 1) { *detail = v; return kGraphBadOrder; }  // repeated
+    if ((anc[lv * W + lv / 64] >> (lv % 64)) & 1) { *detail = begin + t; return kFlowTopoRepeated; }
     anc[lv * W + lv / 64] |= uint64_t(1) << (lv % 64);
     for (int64_t e = indptr[v]; e < indptr[v + 1]; ++e) {
       const int64_t u = index[e];
@@ -102,8 +113,8 @@ FGP_HOST_DEVICE inline void flow_fill(int64_t begin, int64_t end, const uint64_t
   }
 }
 
-inline void check_flow_pair_args(const at::Tensor& indptr, const at::Tensor& index, const at::Tensor& node_ptr,
-                                 const at::Tensor& topo) {
+inline void check_flow_pair_args(const Tensor& indptr, const Tensor& index, const Tensor& node_ptr,
+                                 const Tensor& topo) {
   check_index_vector(index, "index");
   check_index_vector(topo, "topo");
   check_same_device(indptr, "indptr", index, "index");
@@ -112,27 +123,58 @@ inline void check_flow_pair_args(const at::Tensor& indptr, const at::Tensor& ind
   check_indptr_full(indptr, index.numel(), "indptr");
   const int64_t N = indptr.numel() - 1;
   check_node_ptr(node_ptr, N);
-  TORCH_CHECK(topo.numel() == N, "topo must hold every node once (", N, " entries), got ", topo.numel());
+  FGP_CHECK(topo.numel() == N, "topo must hold every node once (", N, " entries), got ", topo.numel());
   check_index_range(index, N, "index");
   if (node_ptr.numel() > 1) {
-    const int64_t biggest = node_ptr.diff().max().item<int64_t>();
-    TORCH_CHECK(biggest <= kMaxFlowPairNodes, "flow_pairs: a graph has ", biggest, " nodes; the flow relation ",
-                "is quadratic in graph size and is limited to ", kMaxFlowPairNodes, " nodes per graph");
+    const int64_t biggest = item<int64_t>(aten::max_all(aten::diff(node_ptr)));
+    FGP_CHECK(biggest <= kMaxFlowPairNodes, "flow_pairs: a graph has ", biggest, " nodes; the flow relation ",
+              "is quadratic in graph size and is limited to ", kMaxFlowPairNodes, " nodes per graph");
   }
 }
 
-// Scratch words (uint64) per graph: 2 n * flow_words(n); offsets as an exclusive prefix sum.
-inline at::Tensor flow_scratch_offsets(const at::Tensor& node_ptr) {
-  const auto n = node_ptr.diff();
-  const auto words = 2 * n * at::floor_divide(n + 63, 64);
-  auto offsets = at::zeros({node_ptr.numel()}, node_ptr.options());
-  if (words.numel()) offsets.slice(0, 1).copy_(at::cumsum(words, 0));
+// Scratch words (uint64) per graph: 2 n * flow_words(n); offsets as an exclusive prefix sum, on the
+// host (B + 1 values, from a host copy of node_ptr).
+inline std::vector<int64_t> flow_scratch_offsets(const Tensor& node_ptr) {
+  const Tensor gp = host_long(node_ptr);
+  const int64_t* p = gp.const_data_ptr<int64_t>();
+  const int64_t size = gp.numel();
+  std::vector<int64_t> offsets(static_cast<size_t>(size), 0);
+  for (int64_t g = 0; g + 1 < size; ++g) {
+    const int64_t n = p[g + 1] - p[g];
+    offsets[g + 1] = offsets[g] + 2 * n * flow_words(n);
+  }
   return offsets;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> flow_pairs_cpu(const at::Tensor& indptr, const at::Tensor& index,
-                                                              const at::Tensor& node_ptr, const at::Tensor& topo);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> flow_pairs_cuda(const at::Tensor& indptr, const at::Tensor& index,
-                                                               const at::Tensor& node_ptr, const at::Tensor& topo);
+// Raise for the first failing graph. status, detail, node_ptr (B + 1) and topo (N) are host arrays,
+// index (E) a host array or null. Every detail is range-checked before it indexes an array.
+inline void raise_flow_pair_errors(const int64_t* status, const int64_t* detail, const int64_t* node_ptr,
+                                   int64_t num_graphs, const int64_t* index, int64_t num_entries,
+                                   const int64_t* topo) {
+  for (int64_t g = 0; g < num_graphs; ++g) {
+    if (status[g] == kGraphOk) continue;
+    const int64_t b = node_ptr[g], e = node_ptr[g + 1], d = detail[g];
+    if (status[g] == kFlowTopoOutside || status[g] == kFlowTopoRepeated) {
+      FGP_CHECK(b <= d && d < e, "internal error: flow_pairs reported topo position ", d, " for graph ", g,
+                " (nodes ", b, "..", e - 1, ")");
+      const int64_t v = topo[d];
+      if (status[g] == kFlowTopoOutside)
+        FGP_FAIL("flow_pairs: topo is not a topological order of graph ", g, " (nodes ", b, "..", e - 1, "): topo[",
+                 d, "]=", v, " lies outside the graph's node range (positions ", b, "..", e - 1,
+                 " of topo must list each node of graph ", g, " once)");
+      FGP_FAIL("flow_pairs: topo is not a topological order of graph ", g, " (nodes ", b, "..", e - 1, "): node ", v,
+               " is listed twice (again at topo[", d, "])");
+    }
+    // an edge id, for kGraphEdgeOutside: name its source only when it is a valid entry
+    const bool edge_ok = status[g] == kGraphEdgeOutside && 0 <= d && d < num_entries;
+    raise_graph_errors(status, detail, node_ptr, num_graphs, edge_ok ? index : nullptr, 0);  // raises for graph g
+    FGP_FAIL("graph ", g, ": unknown error status ", status[g]);
+  }
+}
+
+std::tuple<Tensor, Tensor, Tensor> flow_pairs_cpu(const Tensor& indptr, const Tensor& index, const Tensor& node_ptr,
+                                                  const Tensor& topo);
+std::tuple<Tensor, Tensor, Tensor> flow_pairs_cuda(const Tensor& indptr, const Tensor& index, const Tensor& node_ptr,
+                                                   const Tensor& topo);
 
 }  // namespace fgp

@@ -10,13 +10,16 @@
 // As in FlowerFormer, the node's own state is the GRU input and the aggregated message its hidden
 // state, and the first generation goes through the cell too (with a zero message). Because the GRU
 // input is h0, its projection h0 @ w_ih^T is one GEMM for the whole pass; only the message's
-// projection is per level. The per-level work runs in C++ (GEMMs by ATen, the rest fused), so a pass
-// costs one call from Python whatever the depth. The backward (flow_pass_backward) walks the levels
-// in reverse from the saved per-level intermediates; the gradients of the predecessor rows are
-// summed per distinct predecessor (group_*: the entries of each level grouped by source position,
-// group_level_ptr the groups of each level) and added once per row: no atomics, reproducible. The
-// gradients that do not feed back into earlier levels (h0 and all weights) are formed after the
-// level loop, from whole-pass buffers, in a few GEMMs.
+// projection is per level. The per-level work runs in C++ (GEMMs by torch's aten::linear / aten::mm
+// through the dispatcher, the rest fused), so a pass costs one call from Python whatever the depth.
+// The op itself (fgp::flow_pass) has no C++ kernel: Python registers its composite and autograd
+// formula, which call the kernels _flow_pass_forward (the output and the per-level intermediates)
+// and _flow_pass_backward. The backward walks the levels in reverse from the saved per-level
+// intermediates; the gradients of the predecessor rows are summed per distinct predecessor (group_*:
+// the entries of each level grouped by source position, group_level_ptr the groups of each level)
+// and added once per row: no atomics, reproducible. The gradients that do not feed back into
+// earlier levels (h0 and all weights) are formed after the level loop, from whole-pass buffers, in
+// a few GEMMs.
 #pragma once
 
 #include <cmath>
@@ -26,6 +29,32 @@
 #include "ops/gather_attention.h"
 
 namespace fgp {
+
+namespace detail_flow_pass {
+
+// A shape as the old ATen messages printed a std::vector<int64_t> (c10::str: elements separated
+// by spaces, e.g. "12 4").
+inline std::string shape_list(const std::vector<int64_t>& shape) {
+  std::ostringstream out;
+  for (size_t i = 0; i < shape.size(); ++i) out << (i ? " " : "") << shape[i];
+  return out.str();
+}
+
+inline bool has_shape(const Tensor& t, const std::vector<int64_t>& shape) {
+  if (t.dim() != static_cast<int64_t>(shape.size())) return false;
+  for (int64_t d = 0; d < t.dim(); ++d)
+    if (t.size(d) != shape[d]) return false;
+  return true;
+}
+
+// A whole 1-D int64 tensor as a host vector.
+inline std::vector<int64_t> host_vector(const Tensor& t) {
+  const Tensor c = host_long(t);
+  const int64_t* p = c.const_data_ptr<int64_t>();
+  return std::vector<int64_t>(p, p + c.numel());
+}
+
+}  // namespace detail_flow_pass
 
 // The GRU cell (torch.nn.GRUCell equations); the algebra and its backward are shared by every path
 // (CPU small and large levels, CUDA), and so are the transcendental functions: gate_sigmoid and
@@ -116,136 +145,192 @@ FGP_HOST_DEVICE inline T flow_attention_row_backward(int64_t v, int64_t row, int
   return ds;
 }
 
-struct FlowPassArgs {
-  at::Tensor h0, level_ptr, indptr, index, group_level_ptr, group_perm, group_ptr, group_src;
-  at::Tensor att_dst, att_src, att_bias, w_ih, w_hh, b_ih, b_hh;
+// torch::stable::Tensor has hidden visibility (torch declares its namespace hidden), which a struct
+// with default visibility must not hold (GCC warns): the structs below that keep Tensors are hidden
+// too.
+#if defined(__GNUC__) && !defined(_WIN32)
+#define FGP_FLOW_PASS_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define FGP_FLOW_PASS_HIDDEN
+#endif
+
+struct FGP_FLOW_PASS_HIDDEN FlowPassArgs {
+  Tensor h0, level_ptr, indptr, index, group_level_ptr, group_perm, group_ptr, group_src;
+  Tensor att_dst, att_src, att_bias, w_ih, w_hh, b_ih, b_hh;
 };
 
 // Shapes, dtypes, devices and the schedule's structure (every entry of level l reads a position
 // before level l). The level pointers are returned on the host for the level loop.
 inline std::pair<std::vector<int64_t>, std::vector<int64_t>> check_flow_pass_args(const FlowPassArgs& a) {
+  using detail_flow_pass::has_shape;
+  using detail_flow_pass::shape_list;
   check_float(a.h0, "h0");
-  TORCH_CHECK(a.h0.dim() == 2, "h0 must be [N, F], got ", a.h0.sizes());
+  FGP_CHECK(a.h0.dim() == 2, "h0 must be [N, F], got ", sizes_str(a.h0));
   const int64_t N = a.h0.size(0), F = a.h0.size(1);
   for (const auto* t : {&a.level_ptr, &a.indptr, &a.index, &a.group_level_ptr, &a.group_perm, &a.group_ptr,
                         &a.group_src}) {
     check_index_vector(*t, "schedule tensors");
     check_same_device(a.h0, "h0", *t, "the schedule tensors");
   }
-  const struct { const at::Tensor* t; std::vector<int64_t> shape; const char* name; } params[] = {
+  const struct FGP_FLOW_PASS_HIDDEN { const Tensor* t; std::vector<int64_t> shape; const char* name; } params[] = {
       {&a.att_dst, {F}, "att_dst"}, {&a.att_src, {F}, "att_src"}, {&a.att_bias, {1}, "att_bias"},
       {&a.w_ih, {3 * F, F}, "w_ih"}, {&a.w_hh, {3 * F, F}, "w_hh"}, {&a.b_ih, {3 * F}, "b_ih"},
       {&a.b_hh, {3 * F}, "b_hh"}};
   for (const auto& p : params) {
-    TORCH_CHECK(p.t->sizes() == p.shape, p.name, " must have shape ", p.shape, ", got ", p.t->sizes());
-    TORCH_CHECK(p.t->scalar_type() == a.h0.scalar_type(), p.name, " must have the dtype of h0");
+    FGP_CHECK(has_shape(*p.t, p.shape), p.name, " must have shape ", shape_list(p.shape), ", got ", sizes_str(*p.t));
+    FGP_CHECK(p.t->scalar_type() == a.h0.scalar_type(), p.name, " must have the dtype of h0");
     check_same_device(a.h0, "h0", *p.t, p.name);
   }
-  TORCH_CHECK(a.indptr.numel() == N + 1, "indptr must have N + 1 = ", N + 1, " entries, got ", a.indptr.numel());
+  FGP_CHECK(a.indptr.numel() == N + 1, "indptr must have N + 1 = ", N + 1, " entries, got ", a.indptr.numel());
   check_indptr_full(a.indptr, a.index.numel(), "indptr");
   check_indptr_full(a.level_ptr, N, "level_ptr");
   check_indptr_full(a.group_ptr, a.group_perm.numel(), "group_ptr");
-  TORCH_CHECK(a.group_perm.numel() == a.index.numel(), "group_perm must hold every entry once");
-  TORCH_CHECK(a.group_src.numel() == a.group_ptr.numel() - 1, "group_src must have one entry per group");
-  TORCH_CHECK(a.group_level_ptr.numel() == a.level_ptr.numel(), "group_level_ptr must have one entry per level + 1");
+  FGP_CHECK(a.group_perm.numel() == a.index.numel(), "group_perm must hold every entry once");
+  FGP_CHECK(a.group_src.numel() == a.group_ptr.numel() - 1, "group_src must have one entry per group");
+  FGP_CHECK(a.group_level_ptr.numel() == a.level_ptr.numel(), "group_level_ptr must have one entry per level + 1");
   check_indptr_full(a.group_level_ptr, a.group_src.numel(), "group_level_ptr");
   check_index_range(a.group_perm, std::max<int64_t>(a.index.numel(), 1), "group_perm");
   check_index_range(a.group_src, std::max<int64_t>(N, 1), "group_src");
-  const auto lp = a.level_ptr.cpu(), glp = a.group_level_ptr.cpu();
-  std::vector<int64_t> levels(lp.data_ptr<int64_t>(), lp.data_ptr<int64_t>() + lp.numel());
-  std::vector<int64_t> groups(glp.data_ptr<int64_t>(), glp.data_ptr<int64_t>() + glp.numel());
+  std::vector<int64_t> levels = detail_flow_pass::host_vector(a.level_ptr);
+  std::vector<int64_t> groups = detail_flow_pass::host_vector(a.group_level_ptr);
   if (a.index.numel()) {
     // Every entry must read a finished row: index[e] < start of its destination's level.
-    const auto pos = at::arange(N, a.indptr.options());
-    const auto level_of_pos = at::searchsorted(a.level_ptr, pos, /*out_int32=*/false, /*right=*/true) - 1;
-    const auto start_of_pos = a.level_ptr.index_select(0, level_of_pos);
-    const auto start_of_entry = at::repeat_interleave(start_of_pos, a.indptr.diff(), 0, a.index.numel());
-    TORCH_CHECK((a.index >= 0).logical_and(a.index < start_of_entry).all().item<bool>(),
-                "flow_pass: an entry reads a position of its own or a later level; build the schedule with "
-                "level_schedule");
+    const Device dev = a.indptr.device();
+    const auto pos = arange(N, dev);
+    // searchsorted(level_ptr, pos, right) - 1, as a search in level_ptr[1:] (level_ptr[0] = 0 <= pos).
+    const int64_t L = a.level_ptr.numel() - 1;
+    Tensor level_ptr = a.level_ptr;  // narrow takes a non-const handle
+    const auto level_ends = contiguous(torch::stable::narrow(level_ptr, 0, 1, L));
+    const auto level_of_pos = aten::searchsorted(level_ends, pos, /*right=*/true);
+    const auto start_of_pos = aten::index_select(a.level_ptr, 0, level_of_pos);
+    const auto indptr_diff = aten::diff(a.indptr);
+    const auto start_of_entry = aten::repeat_interleave(start_of_pos, indptr_diff, a.index.numel());
+    FGP_CHECK(aten::all(aten::ge(a.index, full_tensor({1}, 0.0, kLong, dev))) &&
+                  aten::all(aten::lt(a.index, start_of_entry)),
+              "flow_pass: an entry reads a position of its own or a later level; build the schedule with "
+              "level_schedule");
     // The groups must partition each level's entries by source position (else gradients are lost
     // or read out of bounds).
     const int64_t E = a.index.numel(), G = a.group_src.numel();
-    const auto entry_level = at::repeat_interleave(level_of_pos, a.indptr.diff(), 0, E);
-    const auto group_of_q = at::repeat_interleave(at::arange(G, a.indptr.options()), a.group_ptr.diff(), 0, E);
-    const auto level_of_group = at::repeat_interleave(at::arange(a.level_ptr.numel() - 1, a.indptr.options()),
-                                                      a.group_level_ptr.diff(), 0, G);
-    const bool ok = at::equal(std::get<0>(at::sort(a.group_perm)), at::arange(E, a.indptr.options())) &&
-                    at::equal(entry_level.index_select(0, a.group_perm), level_of_group.index_select(0, group_of_q)) &&
-                    at::equal(a.index.index_select(0, a.group_perm), a.group_src.index_select(0, group_of_q));
-    TORCH_CHECK(ok, "flow_pass: group_perm/group_ptr/group_src/group_level_ptr do not group every level's entries "
-                "by source; build them with fgp_ext.levels.LevelPlan");
+    const auto entry_level = aten::repeat_interleave(level_of_pos, indptr_diff, E);
+    const auto group_of_q = aten::repeat_interleave(arange(G, dev), aten::diff(a.group_ptr), E);
+    const auto level_of_group = aten::repeat_interleave(arange(L, dev), aten::diff(a.group_level_ptr), G);
+    const bool ok = aten::equal(aten::sort_stable(a.group_perm).first, arange(E, dev)) &&
+                    aten::equal(aten::index_select(entry_level, 0, a.group_perm),
+                                aten::index_select(level_of_group, 0, group_of_q)) &&
+                    aten::equal(aten::index_select(a.index, 0, a.group_perm),
+                                aten::index_select(a.group_src, 0, group_of_q));
+    FGP_CHECK(ok, "flow_pass: group_perm/group_ptr/group_src/group_level_ptr do not group every level's entries "
+              "by source; build them with fgp_ext.levels.LevelPlan");
   }
   return {levels, groups};
 }
 
 // The tensors the forward saves for the backward, checked and made contiguous.
-struct FlowPassSaved {
-  at::Tensor h, msg, rz, n, gh_n, logit;
+struct FGP_FLOW_PASS_HIDDEN FlowPassSaved {
+  Tensor h, msg, rz, n, gh_n, logit;
 };
 
-inline FlowPassSaved unpack_flow_pass_saved(const at::Tensor& grad, at::TensorList saved, const FlowPassArgs& a) {
-  TORCH_CHECK(saved.size() == 6, "flow_pass_backward: expected the 6 tensors saved by the forward");
-  TORCH_CHECK(grad.sizes() == a.h0.sizes(), "grad must have the shape of h0");
-  TORCH_CHECK(grad.scalar_type() == a.h0.scalar_type(), "grad must have the dtype of h0");
+inline FlowPassSaved unpack_flow_pass_saved(const Tensor& grad, const FlowPassSaved& saved, const FlowPassArgs& a) {
+  using detail_flow_pass::has_shape;
+  using detail_flow_pass::shape_list;
+  FGP_CHECK(has_shape(grad, {a.h0.size(0), a.h0.size(1)}), "grad must have the shape of h0");
+  FGP_CHECK(grad.scalar_type() == a.h0.scalar_type(), "grad must have the dtype of h0");
   check_same_device(a.h0, "h0", grad, "grad");
-  // {h, msg, rz, n, gh_n, logit} as flow_pass_train returns them: the kernels index them unchecked.
+  // {h, msg, rz, n, gh_n, logit} as _flow_pass_forward returns them: the kernels index them unchecked.
   const int64_t N = a.h0.size(0), F = a.h0.size(1);
+  const Tensor* tensors[6] = {&saved.h, &saved.msg, &saved.rz, &saved.n, &saved.gh_n, &saved.logit};
   const std::vector<int64_t> shapes[6] = {{N, F}, {N, F}, {N, 2 * F}, {N, F}, {N, F}, {a.index.numel()}};
   for (size_t i = 0; i < 6; ++i) {
-    TORCH_CHECK(saved[i].sizes() == shapes[i], "flow_pass_backward: saved tensor ", i, " must have shape ", shapes[i],
-                ", got ", saved[i].sizes());
-    TORCH_CHECK(saved[i].scalar_type() == a.h0.scalar_type(), "flow_pass_backward: saved tensor ", i,
-                " must have the dtype of h0");
-    check_same_device(a.h0, "h0", saved[i], "the saved tensors");
+    FGP_CHECK(has_shape(*tensors[i], shapes[i]), "flow_pass_backward: saved tensor ", i, " must have shape ",
+              shape_list(shapes[i]), ", got ", sizes_str(*tensors[i]));
+    FGP_CHECK(tensors[i]->scalar_type() == a.h0.scalar_type(), "flow_pass_backward: saved tensor ", i,
+              " must have the dtype of h0");
+    check_same_device(a.h0, "h0", *tensors[i], "the saved tensors");
   }
-  return {saved[0].contiguous(), saved[1].contiguous(), saved[2].contiguous(),
-          saved[3].contiguous(), saved[4].contiguous(), saved[5].contiguous()};
+  return {contiguous(saved.h),    contiguous(saved.msg),  contiguous(saved.rz),
+          contiguous(saved.n),    contiguous(saved.gh_n), contiguous(saved.logit)};
 }
+
+// The backward's gradients: {grad_h0, grad_att_dst, grad_att_src, grad_att_bias, grad_w_ih,
+// grad_w_hh, grad_b_ih, grad_b_hh}.
+using FlowPassGrads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 // The backward's whole-pass buffers, filled level by level (each row once, by its own level): the
 // GRU pre-activation gradients, and the attention's per-row parts (att_src [N, F], att_bias and the
 // logit sum ds [N]). Nothing in them feeds back into earlier levels, so the gradients of h0 and of
-// every weight are formed from them once, after the level loop, with the same ATen calls on every
-// device (finish()).
-struct FlowPassGradBuffers {
-  at::Tensor dgi, dgh, g_src_rows, g_bias_rows, ds;
+// every weight are formed from them once, after the level loop, with the same dispatcher calls on
+// every device (finish()).
+struct FGP_FLOW_PASS_HIDDEN FlowPassGradBuffers {
+  Tensor dgi, dgh, g_src_rows, g_bias_rows, ds;
 
-  FlowPassGradBuffers(int64_t N, int64_t F, const at::TensorOptions& opts)
-      : dgi(at::zeros({N, 3 * F}, opts)), dgh(at::zeros({N, 3 * F}, opts)), g_src_rows(at::zeros({N, F}, opts)),
-        g_bias_rows(at::zeros({N}, opts)), ds(at::zeros({N}, opts)) {}
+  FlowPassGradBuffers(int64_t N, int64_t F, const Tensor& like)
+      : dgi(zeros_tensor({N, 3 * F}, like.scalar_type(), like.device())),
+        dgh(zeros_tensor({N, 3 * F}, like.scalar_type(), like.device())),
+        g_src_rows(zeros_tensor({N, F}, like.scalar_type(), like.device())),
+        g_bias_rows(zeros_tensor({N}, like.scalar_type(), like.device())),
+        ds(zeros_tensor({N}, like.scalar_type(), like.device())) {}
 
-  // {grad_h0, grad_att_dst, grad_att_src, grad_att_bias, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh}:
   // h0 enters as the GRU input (through w_ih) and as the attention's destination (through att_dst);
-  // the message (msg) is the GRU hidden state (through w_hh).
-  std::vector<at::Tensor> finish(const FlowPassArgs& a, const at::Tensor& h0, const at::Tensor& msg) const {
-    auto grad_h0 = at::mm(dgi, a.w_ih);
-    grad_h0.addr_(ds, a.att_dst);
+  // the message (msg) is the GRU hidden state (through w_hh). add_outer(out, u, v) adds the outer
+  // product u v^T to the contiguous out in place (the device's own loop: ATen's addr_ takes Scalar
+  // arguments, which the stable ABI cannot pass).
+  template <class AddOuter>
+  FlowPassGrads finish(const FlowPassArgs& a, const Tensor& h0, const Tensor& msg, const AddOuter& add_outer) const {
+    auto grad_h0 = aten::mm(dgi, a.w_ih);
+    add_outer(grad_h0, ds, contiguous(a.att_dst));
+    const std::vector<int64_t> dims{0};
+    const torch::headeronly::IntHeaderOnlyArrayRef dim0(dims);
     return {grad_h0,
-            at::mv(h0.t(), ds),
-            g_src_rows.sum(0),
-            g_bias_rows.sum().reshape({1}),
-            at::mm(dgi.t(), h0),
-            at::mm(dgh.t(), msg),
-            dgi.sum(0),
-            dgh.sum(0)};
+            aten::mv(torch::stable::transpose(h0, 0, 1), ds),
+            torch::stable::sum(g_src_rows, dim0),
+            reshape(torch::stable::sum(g_bias_rows), {1}),
+            aten::mm(torch::stable::transpose(dgi, 0, 1), h0),
+            aten::mm(torch::stable::transpose(dgh, 0, 1), msg),
+            torch::stable::sum(dgi, dim0),
+            torch::stable::sum(dgh, dim0)};
   }
 };
 
-// Kernels. args = the 15 inputs of flow_pass in schema order (FlowPassArgs). The forward returns
-// {h, msg[N, F], rz[N, 2F], n[N, F], gh_n[N, F], logit[E]}: the output and the intermediates the
-// backward needs (attention messages, GRU gates r|z, n, and the hidden projection's n block), so the
-// backward needs no recomputation and no forward GEMM. The backward
-// returns {grad_h0, grad_att_dst, grad_att_src, grad_att_bias, grad_w_ih, grad_w_hh, grad_b_ih,
-// grad_b_hh}.
-std::vector<at::Tensor> flow_pass_forward_cpu(at::TensorList args);
-std::vector<at::Tensor> flow_pass_backward_cpu(const at::Tensor& grad, at::TensorList saved, at::TensorList args);
-std::vector<at::Tensor> flow_pass_forward_cuda(at::TensorList args);
-std::vector<at::Tensor> flow_pass_backward_cuda(const at::Tensor& grad, at::TensorList saved, at::TensorList args);
-
-inline FlowPassArgs flow_pass_args(at::TensorList t) {
-  TORCH_CHECK(t.size() == 15, "flow_pass takes 15 tensors (h0, 7 schedule tensors, 7 weights), got ", t.size());
-  return {t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9], t[10], t[11], t[12], t[13], t[14]};
+inline FlowPassArgs flow_pass_args(const Tensor& h0, const Tensor& level_ptr, const Tensor& indptr,
+                                   const Tensor& index, const Tensor& group_level_ptr, const Tensor& group_perm,
+                                   const Tensor& group_ptr, const Tensor& group_src, const Tensor& att_dst,
+                                   const Tensor& att_src, const Tensor& att_bias, const Tensor& w_ih,
+                                   const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh) {
+  return {h0,      level_ptr, indptr,   index, group_level_ptr, group_perm, group_ptr, group_src,
+          att_dst, att_src,   att_bias, w_ih,  w_hh,            b_ih,       b_hh};
 }
+
+// Kernels. The arguments are the 15 inputs of flow_pass in schema order (FlowPassArgs). The forward
+// returns {h, msg[N, F], rz[N, 2F], n[N, F], gh_n[N, F], logit[E]}: the output and the
+// intermediates the backward needs (attention messages, GRU gates r|z, n, and the hidden
+// projection's n block), so the backward needs no recomputation and no forward GEMM. The backward
+// takes the upstream gradient, those 6 tensors and the 15 inputs, and returns FlowPassGrads.
+using FlowPassOutputs = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+
+FlowPassOutputs flow_pass_forward_cpu(const Tensor& h0, const Tensor& level_ptr, const Tensor& indptr,
+                                      const Tensor& index, const Tensor& group_level_ptr, const Tensor& group_perm,
+                                      const Tensor& group_ptr, const Tensor& group_src, const Tensor& att_dst,
+                                      const Tensor& att_src, const Tensor& att_bias, const Tensor& w_ih,
+                                      const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh);
+FlowPassGrads flow_pass_backward_cpu(const Tensor& grad, const Tensor& h, const Tensor& msg, const Tensor& rz,
+                                     const Tensor& n, const Tensor& gh_n, const Tensor& logit, const Tensor& h0,
+                                     const Tensor& level_ptr, const Tensor& indptr, const Tensor& index,
+                                     const Tensor& group_level_ptr, const Tensor& group_perm, const Tensor& group_ptr,
+                                     const Tensor& group_src, const Tensor& att_dst, const Tensor& att_src,
+                                     const Tensor& att_bias, const Tensor& w_ih, const Tensor& w_hh,
+                                     const Tensor& b_ih, const Tensor& b_hh);
+FlowPassOutputs flow_pass_forward_cuda(const Tensor& h0, const Tensor& level_ptr, const Tensor& indptr,
+                                       const Tensor& index, const Tensor& group_level_ptr, const Tensor& group_perm,
+                                       const Tensor& group_ptr, const Tensor& group_src, const Tensor& att_dst,
+                                       const Tensor& att_src, const Tensor& att_bias, const Tensor& w_ih,
+                                       const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh);
+FlowPassGrads flow_pass_backward_cuda(const Tensor& grad, const Tensor& h, const Tensor& msg, const Tensor& rz,
+                                      const Tensor& n, const Tensor& gh_n, const Tensor& logit, const Tensor& h0,
+                                      const Tensor& level_ptr, const Tensor& indptr, const Tensor& index,
+                                      const Tensor& group_level_ptr, const Tensor& group_perm, const Tensor& group_ptr,
+                                      const Tensor& group_src, const Tensor& att_dst, const Tensor& att_src,
+                                      const Tensor& att_bias, const Tensor& w_ih, const Tensor& w_hh,
+                                      const Tensor& b_ih, const Tensor& b_hh);
 
 }  // namespace fgp

@@ -14,6 +14,11 @@
 
 #include "ops/graph_checks.h"
 
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+
 namespace fgp {
 
 // Pre-activation of output column j of a node whose message is m and whose op row is pw_row.
@@ -143,77 +148,79 @@ FGP_HOST_DEVICE inline int64_t flow_surrogate_graph(const FlowArgs<T>& a, int64_
   return kGraphOk;
 }
 
-inline void check_flow_args(const at::Tensor& op, const at::Tensor& indptr, const at::Tensor& index,
-                            const at::Tensor& node_ptr, const at::Tensor& is_source, const at::Tensor& r,
-                            const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule,
-                            const std::optional<at::Tensor>& t_indptr, const std::optional<at::Tensor>& t_index) {
+inline void check_flow_args(const Tensor& op, const Tensor& indptr, const Tensor& index, const Tensor& node_ptr,
+                            const Tensor& is_source, const Tensor& r, const Tensor& P, const Tensor& W, double alpha,
+                            std::string_view schedule, const std::optional<Tensor>& t_indptr,
+                            const std::optional<Tensor>& t_index) {
   check_index_vector(op, "op");
   check_index_vector(index, "index");
   for (const auto* t : {&indptr, &index, &node_ptr, &is_source, &r, &P, &W})
     check_same_device(op, "op", *t, "every input");
   check_indptr_full(indptr, index.numel(), "indptr");
   const int64_t N = op.numel();
-  TORCH_CHECK(indptr.numel() == N + 1, "indptr must have N + 1 = ", N + 1, " entries (one row per node), got ",
-              indptr.numel());
+  FGP_CHECK(indptr.numel() == N + 1, "indptr must have N + 1 = ", N + 1, " entries (one row per node), got ",
+            indptr.numel());
   check_node_ptr(node_ptr, N);
-  TORCH_CHECK(is_source.scalar_type() == at::kBool && is_source.dim() == 1 && is_source.numel() == N,
-              "is_source must be a bool tensor of shape [N] = [", N, "], got ", is_source.scalar_type(), " ",
-              is_source.sizes());
+  FGP_CHECK(is_source.scalar_type() == kBool && is_source.dim() == 1 && is_source.numel() == N,
+            "is_source must be a bool tensor of shape [N] = [", N, "], got ", dtype_name(is_source.scalar_type()), " ",
+            sizes_str(is_source));
   check_float(r, "r");
-  TORCH_CHECK(r.dim() == 1 && r.numel() >= 1, "r must have shape [k] with k >= 1, got ", r.sizes());
+  FGP_CHECK(r.dim() == 1 && r.numel() >= 1, "r must have shape [k] with k >= 1, got ", sizes_str(r));
   const int64_t k = r.numel();
-  TORCH_CHECK(P.scalar_type() == r.scalar_type() && W.scalar_type() == r.scalar_type(),
-              "r, P and W must share a dtype, got ", r.scalar_type(), ", ", P.scalar_type(), ", ", W.scalar_type());
-  TORCH_CHECK(P.dim() == 2 && P.size(1) == k && P.size(0) >= 1, "P must have shape [num_ops, k] = [F, ", k,
-              "], got ", P.sizes());
-  TORCH_CHECK(W.dim() == 2 && W.size(0) == 2 * k && W.size(1) == k, "W must have shape [2k, k] = [", 2 * k, ", ",
-              k, "], got ", W.sizes());
-  TORCH_CHECK(alpha >= 0.0 && alpha <= 1.0, "alpha must lie in [0, 1], got ", alpha);
-  TORCH_CHECK(schedule == "auto" || schedule == "graph" || schedule == "level",
-              "schedule must be 'auto', 'graph' or 'level', got '", std::string(schedule), "'");
-  TORCH_CHECK(t_indptr.has_value() == t_index.has_value(), "pass both t_indptr and t_index (the successor CSR) or neither");
+  FGP_CHECK(P.scalar_type() == r.scalar_type() && W.scalar_type() == r.scalar_type(),
+            "r, P and W must share a dtype, got ", dtype_name(r.scalar_type()), ", ", dtype_name(P.scalar_type()), ", ",
+            dtype_name(W.scalar_type()));
+  FGP_CHECK(P.dim() == 2 && P.size(1) == k && P.size(0) >= 1, "P must have shape [num_ops, k] = [F, ", k,
+            "], got ", sizes_str(P));
+  FGP_CHECK(W.dim() == 2 && W.size(0) == 2 * k && W.size(1) == k, "W must have shape [2k, k] = [", 2 * k, ", ", k,
+            "], got ", sizes_str(W));
+  FGP_CHECK(alpha >= 0.0 && alpha <= 1.0, "alpha must lie in [0, 1], got ", alpha);
+  FGP_CHECK(schedule == "auto" || schedule == "graph" || schedule == "level",
+            "schedule must be 'auto', 'graph' or 'level', got '", std::string(schedule), "'");
+  FGP_CHECK(t_indptr.has_value() == t_index.has_value(), "pass both t_indptr and t_index (the successor CSR) or neither");
   if (t_indptr.has_value()) {
     check_index_vector(*t_index, "t_index");
     check_same_device(op, "op", *t_indptr, "t_indptr");
     check_same_device(op, "op", *t_index, "t_index");
-    TORCH_CHECK(t_indptr->numel() == N + 1 && t_index->numel() == index.numel(),
-                "t_indptr/t_index must be the successor CSR (csr_transpose of indptr/index): shapes [N + 1] = [", N + 1,
-                "] and [E] = [", index.numel(), "], got ", t_indptr->sizes(), " and ", t_index->sizes());
+    FGP_CHECK(t_indptr->numel() == N + 1 && t_index->numel() == index.numel(),
+              "t_indptr/t_index must be the successor CSR (csr_transpose of indptr/index): shapes [N + 1] = [", N + 1,
+              "] and [E] = [", index.numel(), "], got ", sizes_str(*t_indptr), " and ", sizes_str(*t_index));
     check_indptr_full(*t_indptr, index.numel(), "t_indptr");
     check_index_range(*t_index, N, "t_index");
   }
 }
 
 // The tables both devices' kernels read: the successor CSR (the caller's, else built by
-// `transpose`, the device's csr_transpose), PW = P @ W[:k] and W_msg = W[k:].
-struct FlowTables {
-  at::Tensor out_ptr, out_idx, pw, w_msg;
-};
+// `transpose`, the device's csr_transpose), PW = P @ W[:k] and W_msg = W[k:], in that order:
+// (out_ptr, out_idx, pw, w_msg). A tuple rather than a struct of Tensors: torch::stable::Tensor
+// has hidden visibility, which a struct with default visibility must not hold.
+using FlowTables = std::tuple<Tensor, Tensor, Tensor, Tensor>;
 
 template <typename Transpose>
-FlowTables flow_tables(const at::Tensor& in_idx, const at::Tensor& in_ptr, int64_t num_nodes,
-                       const std::optional<at::Tensor>& t_indptr, const std::optional<at::Tensor>& t_index,
-                       const at::Tensor& P, const at::Tensor& W, Transpose transpose) {
-  FlowTables t;
+FlowTables flow_tables(const Tensor& in_idx, const Tensor& in_ptr, int64_t num_nodes,
+                       const std::optional<Tensor>& t_indptr, const std::optional<Tensor>& t_index, const Tensor& P,
+                       const Tensor& W, Transpose transpose) {
+  Tensor out_ptr, out_idx;
   if (t_indptr.has_value()) {
-    t.out_ptr = t_indptr->contiguous();
-    t.out_idx = t_index->contiguous();
+    out_ptr = contiguous(*t_indptr);
+    out_idx = contiguous(*t_index);
   } else {
-    std::tie(t.out_ptr, t.out_idx, std::ignore) = transpose(in_idx, in_ptr, num_nodes);
+    std::tie(out_ptr, out_idx, std::ignore) = transpose(in_idx, in_ptr, num_nodes);
   }
   const int64_t k = W.size(1);
-  t.pw = at::matmul(P, W.narrow(0, 0, k)).contiguous();
-  t.w_msg = W.narrow(0, k, k).contiguous();
-  return t;
+  Tensor w = W;  // torch::stable::narrow takes a non-const reference (a view; W itself is unchanged)
+  Tensor pw = contiguous(torch::stable::matmul(P, torch::stable::narrow(w, 0, 0, k)));
+  Tensor w_msg = contiguous(torch::stable::narrow(w, 0, k, k));
+  return {out_ptr, out_idx, pw, w_msg};
 }
 
-at::Tensor flow_surrogate_cpu(const at::Tensor& op, const at::Tensor& indptr, const at::Tensor& index,
-                              const at::Tensor& node_ptr, const at::Tensor& is_source, const at::Tensor& r,
-                              const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule,
-                              const std::optional<at::Tensor>& t_indptr, const std::optional<at::Tensor>& t_index);
-at::Tensor flow_surrogate_cuda(const at::Tensor& op, const at::Tensor& indptr, const at::Tensor& index,
-                               const at::Tensor& node_ptr, const at::Tensor& is_source, const at::Tensor& r,
-                               const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule,
-                               const std::optional<at::Tensor>& t_indptr, const std::optional<at::Tensor>& t_index);
+Tensor flow_surrogate_cpu(const Tensor& op, const Tensor& indptr, const Tensor& index, const Tensor& node_ptr,
+                          const Tensor& is_source, const Tensor& r, const Tensor& P, const Tensor& W, double alpha,
+                          std::string_view schedule, const std::optional<Tensor>& t_indptr,
+                          const std::optional<Tensor>& t_index);
+Tensor flow_surrogate_cuda(const Tensor& op, const Tensor& indptr, const Tensor& index, const Tensor& node_ptr,
+                           const Tensor& is_source, const Tensor& r, const Tensor& P, const Tensor& W, double alpha,
+                           std::string_view schedule, const std::optional<Tensor>& t_indptr,
+                           const std::optional<Tensor>& t_index);
 
 }  // namespace fgp

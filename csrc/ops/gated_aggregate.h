@@ -3,11 +3,13 @@
 //   out[v] = sum_e g_e * value[u_e] / (sum_e g_e + eps)        (eps > 0)
 // The edge-gated aggregation of GatedGCN / ResGatedGCN (Bresson & Laurent), fused: gather, gate,
 // both segment sums and the normalisation in one pass, so neither the [E, F] gates nor the gathered
-// rows are stored. Rows without entries give 0. The backward (gated_aggregate_backward) recomputes
+// rows are stored. Rows without entries give 0. The backward (_gated_aggregate_backward) recomputes
 // the gates: a row pass gives grad_dst (and each row's two output factors), a pass over the
 // transposed CSR gives grad_src and grad_value, each row owned by one task or thread: no atomics,
 // bitwise reproducible.
 #pragma once
+
+#include <tuple>
 
 #include "ops/common.h"
 #include "ops/fast_math.h"
@@ -114,17 +116,25 @@ FGP_HOST_DEVICE inline void gated_source_backward_column(const GatedInputs<T>& i
 // Rows with unit channel stride are read in place (their row stride recorded); anything else is
 // made contiguous first. `keep` holds the tensor the pointer refers to.
 template <typename T>
-inline const T* rows_view(const at::Tensor& t, at::Tensor* keep, int64_t* ld) {
-  *keep = (t.size(1) <= 1 || t.stride(1) == 1) && t.stride(0) >= t.size(1) ? t : t.contiguous();
+inline const T* rows_view(const Tensor& t, Tensor* keep, int64_t* ld) {
+  *keep = (t.size(1) <= 1 || t.stride(1) == 1) && t.stride(0) >= t.size(1) ? t : contiguous(t);
   *ld = keep->size(0) > 1 ? keep->stride(0) : keep->size(1);
-  return keep->template data_ptr<T>();
+  return keep->template const_data_ptr<T>();
 }
 
+// torch::stable::Tensor has hidden visibility (torch declares its namespace hidden), which a struct
+// with default visibility must not hold (GCC warns): GatedViews, which keeps three, is hidden too.
+#if defined(__GNUC__) && !defined(_WIN32)
+#define FGP_GATED_VIEWS_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define FGP_GATED_VIEWS_HIDDEN
+#endif
+
 template <typename T>
-struct GatedViews {
-  at::Tensor dst, src, value;
+struct FGP_GATED_VIEWS_HIDDEN GatedViews {
+  Tensor dst, src, value;
   GatedInputs<T> in;
-  GatedViews(const at::Tensor& gate_dst, const at::Tensor& gate_src, const at::Tensor& val) {
+  GatedViews(const Tensor& gate_dst, const Tensor& gate_src, const Tensor& val) {
     in.gate_dst = rows_view<T>(gate_dst, &dst, &in.ld_dst);
     in.gate_src = rows_view<T>(gate_src, &src, &in.ld_src);
     in.value = rows_view<T>(val, &value, &in.ld_value);
@@ -133,63 +143,64 @@ struct GatedViews {
 
 // Shapes, dtypes and devices; index ranges (index < M, t_index < N) and the row pointers are checked
 // here too (check_index_range, check_indptr_full), so bad input is an error on either device.
-inline void check_gated_args(const at::Tensor& gate_dst, const at::Tensor& gate_src, const at::Tensor& value,
-                             const at::Tensor& index, const at::Tensor& indptr, double eps) {
+inline void check_gated_args(const Tensor& gate_dst, const Tensor& gate_src, const Tensor& value, const Tensor& index,
+                             const Tensor& indptr, double eps) {
   check_float(gate_dst, "gate_dst");
   // eps > 0: with eps = 0 a row whose gates all saturate (below exp's range) would divide by a
   // clamped ~1e-38 (an unweighted mean forward, inf/NaN gradients) where torch's sigmoid gives 0.
-  TORCH_CHECK(eps > 0, "eps must be > 0, got ", eps);
-  TORCH_CHECK(gate_dst.dim() == 2, "gate_dst must be [N, F], got ", gate_dst.sizes());
-  TORCH_CHECK(gate_src.dim() == 2 && gate_src.size(1) == gate_dst.size(1), "gate_src must be [M, F] with F = ",
-              gate_dst.size(1), ", got ", gate_src.sizes());
-  TORCH_CHECK(value.sizes() == gate_src.sizes(), "value must have the shape of gate_src ", gate_src.sizes(), ", got ",
-              value.sizes());
-  TORCH_CHECK(gate_src.scalar_type() == gate_dst.scalar_type() && value.scalar_type() == gate_dst.scalar_type(),
-              "gate_dst, gate_src and value must have one dtype");
+  FGP_CHECK(eps > 0, "eps must be > 0, got ", eps);
+  FGP_CHECK(gate_dst.dim() == 2, "gate_dst must be [N, F], got ", sizes_str(gate_dst));
+  FGP_CHECK(gate_src.dim() == 2 && gate_src.size(1) == gate_dst.size(1), "gate_src must be [M, F] with F = ",
+            gate_dst.size(1), ", got ", sizes_str(gate_src));
+  FGP_CHECK(value.sizes() == gate_src.sizes(), "value must have the shape of gate_src ", sizes_str(gate_src),
+            ", got ", sizes_str(value));
+  FGP_CHECK(gate_src.scalar_type() == gate_dst.scalar_type() && value.scalar_type() == gate_dst.scalar_type(),
+            "gate_dst, gate_src and value must have one dtype");
   check_index_vector(index, "index");
   check_same_device(gate_dst, "gate_dst", gate_src, "gate_src");
   check_same_device(gate_dst, "gate_dst", value, "value");
   check_same_device(gate_dst, "gate_dst", index, "index");
   check_same_device(gate_dst, "gate_dst", indptr, "indptr");
-  TORCH_CHECK(indptr.numel() == gate_dst.size(0) + 1, "indptr must have N + 1 = ", gate_dst.size(0) + 1,
-              " entries (one row per row of gate_dst), got ", indptr.numel());
+  FGP_CHECK(indptr.numel() == gate_dst.size(0) + 1, "indptr must have N + 1 = ", gate_dst.size(0) + 1,
+            " entries (one row per row of gate_dst), got ", indptr.numel());
   check_indptr_full(indptr, index.numel(), "indptr");
   check_index_range(index, gate_src.size(0), "index");
 }
 
-inline void check_gated_backward_args(const at::Tensor& grad, const at::Tensor& gate_dst, const at::Tensor& gate_src,
-                                      const at::Tensor& value, const at::Tensor& index, const at::Tensor& indptr,
-                                      const at::Tensor& out, const at::Tensor& t_indptr, const at::Tensor& t_index,
-                                      double eps) {
+inline void check_gated_backward_args(const Tensor& grad, const Tensor& gate_dst, const Tensor& gate_src,
+                                      const Tensor& value, const Tensor& index, const Tensor& indptr,
+                                      const Tensor& out, const Tensor& t_indptr, const Tensor& t_index, double eps) {
   check_gated_args(gate_dst, gate_src, value, index, indptr, eps);
-  TORCH_CHECK(grad.sizes() == gate_dst.sizes() && out.sizes() == gate_dst.sizes(),
-              "grad and out must have the shape of gate_dst ", gate_dst.sizes());
-  TORCH_CHECK(grad.scalar_type() == gate_dst.scalar_type() && out.scalar_type() == gate_dst.scalar_type(),
-              "grad and out must have the dtype of gate_dst");
+  FGP_CHECK(grad.sizes() == gate_dst.sizes() && out.sizes() == gate_dst.sizes(),
+            "grad and out must have the shape of gate_dst ", sizes_str(gate_dst));
+  FGP_CHECK(grad.scalar_type() == gate_dst.scalar_type() && out.scalar_type() == gate_dst.scalar_type(),
+            "grad and out must have the dtype of gate_dst");
   check_same_device(gate_dst, "gate_dst", grad, "grad");
   check_same_device(gate_dst, "gate_dst", out, "out");
   check_index_vector(t_index, "t_index");
   check_same_device(gate_dst, "gate_dst", t_index, "t_index");
   check_same_device(gate_dst, "gate_dst", t_indptr, "t_indptr");
-  TORCH_CHECK(t_index.numel() == index.numel(), "the transposed CSR must have as many entries as index (",
-              index.numel(), "), got ", t_index.numel());
-  TORCH_CHECK(t_indptr.numel() == gate_src.size(0) + 1, "t_indptr must have one row per row of gate_src plus one (",
-              gate_src.size(0) + 1, "), got ", t_indptr.numel());
+  FGP_CHECK(t_index.numel() == index.numel(), "the transposed CSR must have as many entries as index (",
+            index.numel(), "), got ", t_index.numel());
+  FGP_CHECK(t_indptr.numel() == gate_src.size(0) + 1, "t_indptr must have one row per row of gate_src plus one (",
+            gate_src.size(0) + 1, "), got ", t_indptr.numel());
   check_indptr_full(t_indptr, t_index.numel(), "t_indptr");
   check_index_range(t_index, gate_dst.size(0), "t_index");
 }
 
-at::Tensor gated_aggregate_cpu(const at::Tensor& gate_dst, const at::Tensor& gate_src, const at::Tensor& value,
-                               const at::Tensor& index, const at::Tensor& indptr, double eps);
-at::Tensor gated_aggregate_cuda(const at::Tensor& gate_dst, const at::Tensor& gate_src, const at::Tensor& value,
-                                const at::Tensor& index, const at::Tensor& indptr, double eps);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_aggregate_backward_cpu(
-    const at::Tensor& grad, const at::Tensor& gate_dst, const at::Tensor& gate_src, const at::Tensor& value,
-    const at::Tensor& index, const at::Tensor& indptr, const at::Tensor& out, double eps, const at::Tensor& t_indptr,
-    const at::Tensor& t_index);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_aggregate_backward_cuda(
-    const at::Tensor& grad, const at::Tensor& gate_dst, const at::Tensor& gate_src, const at::Tensor& value,
-    const at::Tensor& index, const at::Tensor& indptr, const at::Tensor& out, double eps, const at::Tensor& t_indptr,
-    const at::Tensor& t_index);
+Tensor gated_aggregate_cpu(const Tensor& gate_dst, const Tensor& gate_src, const Tensor& value, const Tensor& index,
+                           const Tensor& indptr, double eps);
+Tensor gated_aggregate_cuda(const Tensor& gate_dst, const Tensor& gate_src, const Tensor& value, const Tensor& index,
+                            const Tensor& indptr, double eps);
+std::tuple<Tensor, Tensor, Tensor> gated_aggregate_backward_cpu(const Tensor& grad, const Tensor& gate_dst,
+                                                                const Tensor& gate_src, const Tensor& value,
+                                                                const Tensor& index, const Tensor& indptr,
+                                                                const Tensor& out, double eps, const Tensor& t_indptr,
+                                                                const Tensor& t_index);
+std::tuple<Tensor, Tensor, Tensor> gated_aggregate_backward_cuda(const Tensor& grad, const Tensor& gate_dst,
+                                                                 const Tensor& gate_src, const Tensor& value,
+                                                                 const Tensor& index, const Tensor& indptr,
+                                                                 const Tensor& out, double eps,
+                                                                 const Tensor& t_indptr, const Tensor& t_index);
 
 }  // namespace fgp

@@ -3,12 +3,16 @@
 //   out[r, h]   = sum_{e in row r} alpha[e, h] * x[index[e], h]
 // Attention-weighted message passing in one pass (multi-head): the segment softmax, the gather and
 // the segment sum are fused, so neither the [E, H] weights nor the [E, H, D] messages are stored.
-// Empty rows give zeros. The backward (gather_attention_backward) recomputes alpha and scatters to
+// Empty rows give zeros. The backward (_gather_attention_backward) recomputes alpha and scatters to
 // x through the transposed CSR, row-owned like the forward: no atomics, bitwise reproducible.
 #pragma once
 
 #include <cmath>
 #include <limits>
+#include <sstream>
+#include <string>
+#include <tuple>
+#include <vector>
 
 #include "ops/common.h"
 #include "ops/edge_dot.h"
@@ -92,16 +96,25 @@ FGP_HOST_DEVICE inline void attention_row_head_backward(const T* g, const T* x, 
   }
 }
 
+namespace detail_gather_attention {
+// A shape printed as the messages always showed this std::vector<int64_t> (c10 style: values
+// separated by spaces), so the error text stays the same.
+inline std::string spaced(const std::vector<int64_t>& v) {
+  std::ostringstream s;
+  for (size_t i = 0; i < v.size(); ++i) s << (i ? " " : "") << v[i];
+  return s.str();
+}
+}  // namespace detail_gather_attention
+
 // Shapes, dtypes and devices (index range and row pointers: check_index_range / the kernels).
-inline void check_attention_args(const at::Tensor& x, const at::Tensor& logit, const at::Tensor& index,
-                                 const at::Tensor& indptr) {
+inline void check_attention_args(const Tensor& x, const Tensor& logit, const Tensor& index, const Tensor& indptr) {
   check_float(x, "x");
-  TORCH_CHECK(x.dim() == 3, "x must have shape [M, H, D] (rows, heads, head width), got ", x.sizes());
-  TORCH_CHECK(logit.scalar_type() == x.scalar_type(), "logit must have the dtype of x (", x.scalar_type(), "), got ",
-              logit.scalar_type());
+  FGP_CHECK(x.dim() == 3, "x must have shape [M, H, D] (rows, heads, head width), got ", sizes_str(x));
+  FGP_CHECK(logit.scalar_type() == x.scalar_type(), "logit must have the dtype of x (", dtype_name(x.scalar_type()),
+            "), got ", dtype_name(logit.scalar_type()));
   check_index_vector(index, "index");
-  TORCH_CHECK(logit.dim() == 2 && logit.size(0) == index.numel() && logit.size(1) == x.size(1),
-              "logit must have shape [E, H] = [", index.numel(), ", ", x.size(1), "], got ", logit.sizes());
+  FGP_CHECK(logit.dim() == 2 && logit.size(0) == index.numel() && logit.size(1) == x.size(1),
+            "logit must have shape [E, H] = [", index.numel(), ", ", x.size(1), "], got ", sizes_str(logit));
   check_same_device(x, "x", logit, "logit");
   check_same_device(x, "x", index, "index");
   check_same_device(x, "x", indptr, "indptr");
@@ -109,41 +122,36 @@ inline void check_attention_args(const at::Tensor& x, const at::Tensor& logit, c
   check_index_range(index, x.size(0), "index");
 }
 
-inline void check_attention_backward_args(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& logit,
-                                          const at::Tensor& index, const at::Tensor& indptr, const at::Tensor& out,
-                                          const at::Tensor& t_indptr, const at::Tensor& t_index,
-                                          const at::Tensor& t_perm) {
+inline void check_attention_backward_args(const Tensor& grad, const Tensor& x, const Tensor& logit,
+                                          const Tensor& index, const Tensor& indptr, const Tensor& out,
+                                          const Tensor& t_indptr, const Tensor& t_index, const Tensor& t_perm) {
   check_attention_args(x, logit, index, indptr);
   const int64_t R = indptr.numel() - 1;
   const std::vector<int64_t> out_shape{R, x.size(1), x.size(2)};
-  TORCH_CHECK(grad.sizes() == out_shape && out.sizes() == out_shape, "grad and out must have shape ", out_shape,
-              ", got ", grad.sizes(), " and ", out.sizes());
-  TORCH_CHECK(grad.scalar_type() == x.scalar_type() && out.scalar_type() == x.scalar_type(),
-              "grad and out must have the dtype of x");
+  FGP_CHECK(grad.sizes() == out_shape && out.sizes() == out_shape, "grad and out must have shape ",
+            detail_gather_attention::spaced(out_shape), ", got ", sizes_str(grad), " and ", sizes_str(out));
+  FGP_CHECK(grad.scalar_type() == x.scalar_type() && out.scalar_type() == x.scalar_type(),
+            "grad and out must have the dtype of x");
   check_index_vector(t_index, "t_index");
   check_index_vector(t_perm, "t_perm");
-  TORCH_CHECK(t_index.numel() == index.numel() && t_perm.numel() == index.numel(),
-              "the transposed CSR must have as many entries as index (", index.numel(), ")");
-  TORCH_CHECK(t_indptr.numel() == x.size(0) + 1, "t_indptr must have one row per row of x plus one (",
-              x.size(0) + 1, "), got ", t_indptr.numel());
+  FGP_CHECK(t_index.numel() == index.numel() && t_perm.numel() == index.numel(),
+            "the transposed CSR must have as many entries as index (", index.numel(), ")");
+  FGP_CHECK(t_indptr.numel() == x.size(0) + 1, "t_indptr must have one row per row of x plus one (", x.size(0) + 1,
+            "), got ", t_indptr.numel());
   check_indptr_full(t_indptr, t_index.numel(), "t_indptr");
   check_index_range(t_index, R, "t_index");
   check_index_range(t_perm, index.numel(), "t_perm");
 }
 
-at::Tensor gather_attention_cpu(const at::Tensor& x, const at::Tensor& logit, const at::Tensor& index,
-                                const at::Tensor& indptr);
-at::Tensor gather_attention_cuda(const at::Tensor& x, const at::Tensor& logit, const at::Tensor& index,
-                                 const at::Tensor& indptr);
-std::tuple<at::Tensor, at::Tensor> gather_attention_backward_cpu(const at::Tensor& grad, const at::Tensor& x,
-                                                                 const at::Tensor& logit, const at::Tensor& index,
-                                                                 const at::Tensor& indptr, const at::Tensor& out,
-                                                                 const at::Tensor& t_indptr, const at::Tensor& t_index,
-                                                                 const at::Tensor& t_perm);
-std::tuple<at::Tensor, at::Tensor> gather_attention_backward_cuda(const at::Tensor& grad, const at::Tensor& x,
-                                                                  const at::Tensor& logit, const at::Tensor& index,
-                                                                  const at::Tensor& indptr, const at::Tensor& out,
-                                                                  const at::Tensor& t_indptr, const at::Tensor& t_index,
-                                                                  const at::Tensor& t_perm);
+Tensor gather_attention_cpu(const Tensor& x, const Tensor& logit, const Tensor& index, const Tensor& indptr);
+Tensor gather_attention_cuda(const Tensor& x, const Tensor& logit, const Tensor& index, const Tensor& indptr);
+std::tuple<Tensor, Tensor> gather_attention_backward_cpu(const Tensor& grad, const Tensor& x, const Tensor& logit,
+                                                         const Tensor& index, const Tensor& indptr, const Tensor& out,
+                                                         const Tensor& t_indptr, const Tensor& t_index,
+                                                         const Tensor& t_perm);
+std::tuple<Tensor, Tensor> gather_attention_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& logit,
+                                                          const Tensor& index, const Tensor& indptr, const Tensor& out,
+                                                          const Tensor& t_indptr, const Tensor& t_index,
+                                                          const Tensor& t_perm);
 
 }  // namespace fgp

@@ -26,27 +26,27 @@ FGP_HOST_DEVICE inline T gather_row_column(const T* x, const int64_t* index, con
   return acc;
 }
 
-at::Tensor gather_segment_sum_cpu(const at::Tensor& x, const at::Tensor& index, const at::Tensor& indptr,
-                                  const std::optional<at::Tensor>& weight);
-at::Tensor gather_segment_sum_cuda(const at::Tensor& x, const at::Tensor& index, const at::Tensor& indptr,
-                                   const std::optional<at::Tensor>& weight);
+Tensor gather_segment_sum_cpu(const Tensor& x, const Tensor& index, const Tensor& indptr,
+                              const std::optional<Tensor>& weight);
+Tensor gather_segment_sum_cuda(const Tensor& x, const Tensor& index, const Tensor& indptr,
+                               const std::optional<Tensor>& weight);
 
 // Validation shared by both devices (shapes, dtypes, devices); row-pointer monotonicity and index
 // range are checked by the kernels (CPU) or check_csr_device (CUDA).
-inline void check_gather_args(const at::Tensor& x, const at::Tensor& index, const at::Tensor& indptr,
-                              const std::optional<at::Tensor>& weight) {
+inline void check_gather_args(const Tensor& x, const Tensor& index, const Tensor& indptr,
+                              const std::optional<Tensor>& weight) {
   check_float(x, "x");
-  TORCH_CHECK(x.dim() >= 1, "x must have at least one dimension (the gathered one)");
+  FGP_CHECK(x.dim() >= 1, "x must have at least one dimension (the gathered one)");
   check_index_vector(index, "index");
   check_same_device(x, "x", index, "index");
   check_same_device(x, "x", indptr, "indptr");
   check_indptr_ends(indptr, index.numel(), "indptr");
   if (weight.has_value()) {
     const auto& w = *weight;
-    TORCH_CHECK(w.scalar_type() == x.scalar_type(), "weight must have the dtype of x (", x.scalar_type(),
-                "), got ", w.scalar_type());
-    TORCH_CHECK(w.dim() == 1 && w.numel() == index.numel(), "weight must have shape [E] = [",
-                index.numel(), "], got ", w.sizes());
+    FGP_CHECK(w.scalar_type() == x.scalar_type(), "weight must have the dtype of x (", dtype_name(x.scalar_type()),
+              "), got ", dtype_name(w.scalar_type()));
+    FGP_CHECK(w.dim() == 1 && w.numel() == index.numel(), "weight must have shape [E] = [", index.numel(), "], got ",
+              sizes_str(w));
     check_same_device(x, "x", w, "weight");
   }
 }

@@ -31,11 +31,12 @@ FGP_HOST_DEVICE inline int64_t check_graph_edges(int64_t begin, int64_t end, con
 
 // node_ptr: int64 [B+1], 0 = node_ptr[0] <= ... <= node_ptr[B] = num_nodes (graph g owns nodes
 // node_ptr[g] .. node_ptr[g+1]-1; empty graphs are allowed).
-inline void check_node_ptr(const at::Tensor& node_ptr, int64_t num_nodes) {
+inline void check_node_ptr(const Tensor& node_ptr, int64_t num_nodes) {
   check_indptr_full(node_ptr, num_nodes, "node_ptr");
 }
 
-// Raise for the first failing graph (status/detail are host int64 arrays of length B).
+// Raise for the first failing graph (status/detail are host int64 arrays of length B). Called on
+// the host after the (parallel) kernels, never inside a parallel_for body.
 inline void raise_graph_errors(const int64_t* status, const int64_t* detail, const int64_t* node_ptr,
                                int64_t num_graphs, const int64_t* index, int64_t num_ops) {
   for (int64_t g = 0; g < num_graphs; ++g) {
@@ -43,24 +44,24 @@ inline void raise_graph_errors(const int64_t* status, const int64_t* detail, con
     const int64_t b = node_ptr[g], e = node_ptr[g + 1], d = detail[g];
     switch (status[g]) {
       case kGraphCycle:
-        TORCH_CHECK(false, "graph ", g, " (nodes ", b, "..", e - 1, ") is not a DAG: it contains a cycle ",
-                    "reaching node ", d, " (node ", d - b, " of that graph)");
+        FGP_FAIL("graph ", g, " (nodes ", b, "..", e - 1, ") is not a DAG: it contains a cycle ",
+                 "reaching node ", d, " (node ", d - b, " of that graph)");
       case kGraphEdgeOutside:
-        TORCH_CHECK(false, "graph ", g, " (nodes ", b, "..", e - 1, ") has an edge (edge id ", d,
-                    ") from node ", index ? index[d] : -1, ", which lies outside the graph's node range");
+        FGP_FAIL("graph ", g, " (nodes ", b, "..", e - 1, ") has an edge (edge id ", d,
+                 ") from node ", index ? index[d] : -1, ", which lies outside the graph's node range");
       case kGraphBadIndptr:
-        TORCH_CHECK(false, "indptr must be non-decreasing; it decreases at node ", d, " (graph ", g, ")");
+        FGP_FAIL("indptr must be non-decreasing; it decreases at node ", d, " (graph ", g, ")");
       case kGraphBadOp:
-        TORCH_CHECK(false, "op id out of range at node ", d, " (graph ", g, "): op ids must lie in [0, ",
-                    num_ops, ")");
+        FGP_FAIL("op id out of range at node ", d, " (graph ", g, "): op ids must lie in [0, ",
+                 num_ops, ")");
       case kGraphBadTranspose:
-        TORCH_CHECK(false, "graph ", g, ": the successor CSR (t_indptr/t_index) of node ", d,
-                    " leaves the graph; it must be csr_transpose(index, indptr)");
+        FGP_FAIL("graph ", g, ": the successor CSR (t_indptr/t_index) of node ", d,
+                 " leaves the graph; it must be csr_transpose(index, indptr)");
       case kGraphBadOrder:
-        TORCH_CHECK(false, "graph ", g, ": the given order is not a topological order of the graph (node ", d,
-                    " repeats or comes before one of its predecessors)");
+        FGP_FAIL("graph ", g, ": the given order is not a topological order of the graph (node ", d,
+                 " repeats or comes before one of its predecessors)");
       default:
-        TORCH_CHECK(false, "graph ", g, ": unknown error status ", status[g]);
+        FGP_FAIL("graph ", g, ": unknown error status ", status[g]);
     }
   }
 }

@@ -42,33 +42,53 @@ FGP_HOST_DEVICE inline int64_t schedule_fill_row(int64_t i, const int64_t* order
   return kScheduleOk;
 }
 
-inline int64_t check_schedule_args(const at::Tensor& indptr, const at::Tensor& index, const at::Tensor& level) {
+inline int64_t check_schedule_args(const Tensor& indptr, const Tensor& index, const Tensor& level) {
   check_index_vector(index, "index");
   check_index_vector(level, "level");
   check_same_device(indptr, "indptr", index, "index");
   check_same_device(indptr, "indptr", level, "level");
   check_indptr_full(indptr, index.numel(), "indptr");
   const int64_t N = indptr.numel() - 1;
-  TORCH_CHECK(level.numel() == N, "level must have one entry per node (", N, "), got ", level.numel());
+  FGP_CHECK(level.numel() == N, "level must have one entry per node (", N, "), got ", level.numel());
   check_index_range(index, N, "index");
   if (N == 0) return 0;
-  const auto [mn, mx] = at::aminmax(level);
-  TORCH_CHECK(mn.item<int64_t>() >= 0, "level must be non-negative, found ", mn.item<int64_t>());
-  return mx.item<int64_t>() + 1;  // number of levels
+  const auto [mn, mx] = aten::aminmax(level);
+  const int64_t lo = item<int64_t>(mn), hi = item<int64_t>(mx);
+  FGP_CHECK(lo >= 0, "level must be non-negative, found ", lo);
+  return hi + 1;  // number of levels
 }
 
-inline void raise_schedule_error(const at::Tensor& indptr, const at::Tensor& index, const at::Tensor& level,
-                                 int64_t entry) {
-  const auto ptr = indptr.cpu();
-  const int64_t dst = at::searchsorted(ptr, at::scalar_tensor(entry, ptr.options()), /*out_int32=*/false,
-                                       /*right=*/true).item<int64_t>() - 1;
-  const int64_t src = index[entry].item<int64_t>();
-  TORCH_CHECK(false, "level is not a topological levelling: entry ", entry, " (node ", src, " -> node ", dst,
-              ") has level[", src, "]=", level[src].item<int64_t>(), " >= level[", dst, "]=",
-              level[dst].item<int64_t>(), "; compute it with topo_levels on the same CSR");
+// `entry` comes from the kernels (an entry id of a validated CSR); it is still checked before any
+// array is indexed with it, and so are the node ids read through it.
+inline void raise_schedule_error(const Tensor& indptr, const Tensor& index, const Tensor& level, int64_t entry) {
+  FGP_CHECK(0 <= entry && entry < index.numel(), "internal error: level_schedule reported entry ", entry, " of ",
+            index.numel());
+  const Tensor ptr = host_long(indptr);
+  const int64_t* p = ptr.const_data_ptr<int64_t>();
+  // the node whose row holds the entry: searchsorted(indptr, entry, right=True) - 1
+  const int64_t dst = (std::upper_bound(p, p + ptr.numel(), entry) - p) - 1;
+  const int64_t src = read<int64_t>(index, entry);
+  const int64_t N = level.numel();
+  FGP_CHECK(0 <= dst && dst < N && 0 <= src && src < N, "internal error: level_schedule entry ", entry,
+            " maps to nodes ", src, " -> ", dst, " of ", N);
+  FGP_FAIL("level is not a topological levelling: entry ", entry, " (node ", src, " -> node ", dst, ") has level[",
+           src, "]=", read<int64_t>(level, src), " >= level[", dst, "]=", read<int64_t>(level, dst),
+           "; compute it with topo_levels on the same CSR");
 }
 
-std::vector<at::Tensor> level_schedule_cpu(const at::Tensor& indptr, const at::Tensor& index, const at::Tensor& level);
-std::vector<at::Tensor> level_schedule_cuda(const at::Tensor& indptr, const at::Tensor& index, const at::Tensor& level);
+namespace detail_level_schedule {
+// a + b for int64 tensors of one shape, exact: stack([a, b], 1).sum(1). aten::add and aten::sub take
+// a Scalar alpha, which the stable ABI passes as a double, and torch refuses a floating alpha for
+// integer tensors (so aten::sub of stable.h fails on int64).
+inline Tensor add_long(const Tensor& a, const Tensor& b) {
+  const Tensor pair = aten::call_tensor("aten::stack", "", std::vector<Tensor>{a, b}, int64_t{1});
+  return torch::stable::sum(pair, std::vector<int64_t>{1}, false, kLong);
+}
+}  // namespace detail_level_schedule
+
+using ScheduleTensors = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+
+ScheduleTensors level_schedule_cpu(const Tensor& indptr, const Tensor& index, const Tensor& level);
+ScheduleTensors level_schedule_cuda(const Tensor& indptr, const Tensor& index, const Tensor& level);
 
 }  // namespace fgp

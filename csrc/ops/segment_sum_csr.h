@@ -16,7 +16,7 @@ FGP_HOST_DEVICE inline T segment_column_sum(const T* src, int64_t start, int64_t
   return acc;
 }
 
-at::Tensor segment_sum_csr_cpu(const at::Tensor& src, const at::Tensor& indptr);
-at::Tensor segment_sum_csr_cuda(const at::Tensor& src, const at::Tensor& indptr);
+Tensor segment_sum_csr_cpu(const Tensor& src, const Tensor& indptr);
+Tensor segment_sum_csr_cuda(const Tensor& src, const Tensor& indptr);
 
 }  // namespace fgp

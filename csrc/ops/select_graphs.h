@@ -11,6 +11,9 @@
 
 #include "ops/common.h"
 
+#include <tuple>
+#include <vector>
+
 namespace fgp {
 
 // Copy graph g = ids[i] into slot i. new_node_ptr / new_edge_ptr are the output prefix sums.
@@ -65,41 +68,54 @@ FGP_HOST_DEVICE inline bool select_graph_copy(int64_t i, const int64_t* ids, con
   return true;
 }
 
-inline void check_select_args(at::TensorList t) {
-  TORCH_CHECK(t.size() == 11, "select_graphs takes 11 tensors");
+// t: the 11 inputs in schema order (node_ptr, ids, op, level, is_source, in_indptr, in_index,
+// in_perm, out_indptr, out_index, out_perm).
+inline void check_select_args(const std::vector<Tensor>& t) {
+  FGP_CHECK(t.size() == 11, "select_graphs takes 11 tensors");
   const char* names[] = {"node_ptr", "ids", "op", "level", "is_source", "in_indptr", "in_index", "in_perm",
                          "out_indptr", "out_index", "out_perm"};
   for (size_t k = 0; k < t.size(); ++k) {
     if (k == 4) {
-      TORCH_CHECK(t[k].scalar_type() == at::kBool && t[k].dim() == 1, "is_source must be a 1-D bool tensor");
+      FGP_CHECK(t[k].scalar_type() == kBool && t[k].dim() == 1, "is_source must be a 1-D bool tensor");
     } else {
       check_index_vector(t[k], names[k]);
     }
     check_same_device(t[0], "node_ptr", t[k], names[k]);
   }
   const int64_t B = t[0].numel() - 1, N = t[2].numel(), E = t[6].numel();
-  TORCH_CHECK(B >= 0, "node_ptr must hold at least one element");
-  for (int k : {3, 4}) TORCH_CHECK(t[k].numel() == N, names[k], " must have one entry per node (", N, ")");
-  for (int k : {5, 8}) TORCH_CHECK(t[k].numel() == N + 1, names[k], " must have N + 1 = ", N + 1, " entries");
-  for (int k : {7, 9, 10}) TORCH_CHECK(t[k].numel() == E, names[k], " must have one entry per edge (", E, ")");
+  FGP_CHECK(B >= 0, "node_ptr must hold at least one element");
+  for (int k : {3, 4}) FGP_CHECK(t[k].numel() == N, names[k], " must have one entry per node (", N, ")");
+  for (int k : {5, 8}) FGP_CHECK(t[k].numel() == N + 1, names[k], " must have N + 1 = ", N + 1, " entries");
+  for (int k : {7, 9, 10}) FGP_CHECK(t[k].numel() == E, names[k], " must have one entry per edge (", E, ")");
   check_index_range(t[1], B, "ids");
 }
 
 // node_ptr and in_indptr at the selected graphs, checked for order and range (O(ids)).
 inline void check_selected_ranges(int64_t g, const int64_t* node_ptr, const int64_t* in_indptr, int64_t N, int64_t E) {
-  TORCH_CHECK(0 <= node_ptr[g] && node_ptr[g] <= node_ptr[g + 1] && node_ptr[g + 1] <= N,
-              "select_graphs: node_ptr is not a valid graph partition at graph ", g);
-  TORCH_CHECK(0 <= in_indptr[node_ptr[g]] && in_indptr[node_ptr[g]] <= in_indptr[node_ptr[g + 1]] &&
-                  in_indptr[node_ptr[g + 1]] <= E,
-              "select_graphs: in_indptr is not valid over graph ", g);
+  FGP_CHECK(0 <= node_ptr[g] && node_ptr[g] <= node_ptr[g + 1] && node_ptr[g + 1] <= N,
+            "select_graphs: node_ptr is not a valid graph partition at graph ", g);
+  FGP_CHECK(0 <= in_indptr[node_ptr[g]] && in_indptr[node_ptr[g]] <= in_indptr[node_ptr[g + 1]] &&
+                in_indptr[node_ptr[g + 1]] <= E,
+            "select_graphs: in_indptr is not valid over graph ", g);
 }
 
 inline void raise_bad_selected_graph(int64_t g) {
-  TORCH_CHECK(false, "select_graphs: graph ", g, " is malformed (decreasing row pointers, in- and out-CSR of ",
-              "different sizes, or an index/perm outside the graph); select needs a batch built by collate");
+  FGP_FAIL("select_graphs: graph ", g, " is malformed (decreasing row pointers, in- and out-CSR of ",
+           "different sizes, or an index/perm outside the graph); select needs a batch built by collate");
 }
 
-std::vector<at::Tensor> select_graphs_cpu(at::TensorList args);
-std::vector<at::Tensor> select_graphs_cuda(at::TensorList args);
+// (node_ptr', graph', op', level', is_source', in_indptr', in_index', in_perm', out_indptr',
+//  out_index', out_perm'): the order of the schema's returns.
+using SelectedGraphs = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
+                                  Tensor>;
+
+SelectedGraphs select_graphs_cpu(const Tensor& node_ptr, const Tensor& ids, const Tensor& op, const Tensor& level,
+                                 const Tensor& is_source, const Tensor& in_indptr, const Tensor& in_index,
+                                 const Tensor& in_perm, const Tensor& out_indptr, const Tensor& out_index,
+                                 const Tensor& out_perm);
+SelectedGraphs select_graphs_cuda(const Tensor& node_ptr, const Tensor& ids, const Tensor& op, const Tensor& level,
+                                  const Tensor& is_source, const Tensor& in_indptr, const Tensor& in_index,
+                                  const Tensor& in_perm, const Tensor& out_indptr, const Tensor& out_index,
+                                  const Tensor& out_perm);
 
 }  // namespace fgp

@@ -48,7 +48,7 @@ FGP_HOST_DEVICE inline int64_t graph_levels(int64_t begin, int64_t end, const in
   return kGraphOk;
 }
 
-inline void check_topo_args(const at::Tensor& indptr, const at::Tensor& index, const at::Tensor& node_ptr) {
+inline void check_topo_args(const Tensor& indptr, const Tensor& index, const Tensor& node_ptr) {
   check_index_vector(index, "index");
   check_same_device(indptr, "indptr", index, "index");
   check_same_device(indptr, "indptr", node_ptr, "node_ptr");
@@ -56,7 +56,7 @@ inline void check_topo_args(const at::Tensor& indptr, const at::Tensor& index, c
   check_node_ptr(node_ptr, indptr.numel() - 1);
 }
 
-at::Tensor topo_levels_cpu(const at::Tensor& indptr, const at::Tensor& index, const at::Tensor& node_ptr);
-at::Tensor topo_levels_cuda(const at::Tensor& indptr, const at::Tensor& index, const at::Tensor& node_ptr);
+Tensor topo_levels_cpu(const Tensor& indptr, const Tensor& index, const Tensor& node_ptr);
+Tensor topo_levels_cuda(const Tensor& indptr, const Tensor& index, const Tensor& node_ptr);
 
 }  // namespace fgp

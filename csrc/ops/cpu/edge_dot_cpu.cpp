@@ -1,7 +1,5 @@
 #include "ops/edge_dot.h"
 
-#include <ATen/Parallel.h>
-
 namespace fgp {
 namespace {
 
@@ -19,28 +17,31 @@ FGP_CPU_CLONES int64_t edge_dot_rows(const int64_t* __restrict__ ptr, const int6
 
 }  // namespace
 
-at::Tensor edge_dot_cpu(const at::Tensor& a_in, const at::Tensor& b_in, const at::Tensor& index_in,
-                        const at::Tensor& indptr_in) {
+Tensor edge_dot_cpu(const Tensor& a_in, const Tensor& b_in, const Tensor& index_in, const Tensor& indptr_in) {
   check_edge_dot_args(a_in, b_in, index_in, indptr_in);
   check_index_range(index_in, b_in.size(0), "index");
-  const auto a = as_rows(a_in).contiguous();
-  const auto b = as_rows(b_in).contiguous();
-  const auto index = index_in.contiguous();
-  const auto indptr = indptr_in.contiguous();
+  const auto a = contiguous(as_rows(a_in));
+  const auto b = contiguous(as_rows(b_in));
+  const auto index = contiguous(index_in);
+  const auto indptr = contiguous(indptr_in);
   const int64_t N = a.size(0), E = index.numel(), F = a.size(1);
-  auto out = at::empty({E}, a.options());
-  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "edge_dot_cpu", [&] {
-    const int64_t* ptr = indptr.data_ptr<int64_t>();
-    const int64_t* idx = index.data_ptr<int64_t>();
-    const scalar_t* as = a.data_ptr<scalar_t>();
-    const scalar_t* bs = b.data_ptr<scalar_t>();
-    scalar_t* o = out.data_ptr<scalar_t>();
+  auto out = empty_like_shape(a, {E});
+  const int64_t* ptr = indptr.const_data_ptr<int64_t>();
+  FirstFailure bad_row;
+  FGP_DISPATCH_FLOATING_TYPES(a.scalar_type(), "edge_dot", [&] {
+    const int64_t* idx = index.const_data_ptr<int64_t>();
+    const scalar_t* as = a.const_data_ptr<scalar_t>();
+    const scalar_t* bs = b.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
     const int64_t grain = csr_row_grain(E, N, F);
-    at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
-      raise_bad_row(edge_dot_rows(ptr, idx, as, bs, o, begin, end, F, E), ptr);
+    parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
+      bad_row.record(edge_dot_rows(ptr, idx, as, bs, o, begin, end, F, E));
     });
   });
+  raise_bad_row(bad_row.get(), ptr);
   return out;
 }
 
 }  // namespace fgp
+
+STABLE_TORCH_LIBRARY_IMPL(fgp, CPU, m) { m.impl("edge_dot", TORCH_BOX(&fgp::edge_dot_cpu)); }

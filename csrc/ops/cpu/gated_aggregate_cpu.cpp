@@ -1,7 +1,5 @@
 #include "ops/gated_aggregate.h"
 
-#include <ATen/Parallel.h>
-
 namespace fgp {
 namespace {
 
@@ -98,51 +96,78 @@ FGP_CPU_CLONES void gated_source_rows(const int64_t* __restrict__ tptr, const in
 
 }  // namespace
 
-at::Tensor gated_aggregate_cpu(const at::Tensor& gate_dst_in, const at::Tensor& gate_src_in, const at::Tensor& value_in,
-                               const at::Tensor& index_in, const at::Tensor& indptr_in, double eps) {
+Tensor gated_aggregate_cpu(const Tensor& gate_dst_in, const Tensor& gate_src_in, const Tensor& value_in,
+                           const Tensor& index_in, const Tensor& indptr_in, double eps) {
   check_gated_args(gate_dst_in, gate_src_in, value_in, index_in, indptr_in, eps);
-  const auto index = index_in.contiguous(), indptr = indptr_in.contiguous();
+  const auto index = contiguous(index_in), indptr = contiguous(indptr_in);
   const int64_t N = gate_dst_in.size(0), F = gate_dst_in.size(1), E = index.numel();
-  auto out = at::empty({N, F}, gate_dst_in.options());
-  AT_DISPATCH_FLOATING_TYPES(gate_dst_in.scalar_type(), "gated_aggregate_cpu", [&] {
+  auto out = empty_like_shape(gate_dst_in, {N, F});
+  FGP_DISPATCH_FLOATING_TYPES(gate_dst_in.scalar_type(), "gated_aggregate", [&] {
     const GatedViews<scalar_t> views(gate_dst_in, gate_src_in, value_in);
-    at::parallel_for(0, N, csr_row_grain(E, N, 8 * F), [&](int64_t begin, int64_t end) {
-      gated_forward_rows<scalar_t>(indptr.data_ptr<int64_t>(), index.data_ptr<int64_t>(), views.in,
-                                   out.data_ptr<scalar_t>(), begin, end, F, static_cast<scalar_t>(eps));
+    const int64_t* ptr = indptr.const_data_ptr<int64_t>();
+    const int64_t* idx = index.const_data_ptr<int64_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
+    parallel_for(0, N, csr_row_grain(E, N, 8 * F), [&](int64_t begin, int64_t end) {
+      gated_forward_rows<scalar_t>(ptr, idx, views.in, o, begin, end, F, static_cast<scalar_t>(eps));
     });
   });
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_aggregate_backward_cpu(
-    const at::Tensor& grad_in, const at::Tensor& gate_dst_in, const at::Tensor& gate_src_in, const at::Tensor& value_in,
-    const at::Tensor& index_in, const at::Tensor& indptr_in, const at::Tensor& out_in, double eps,
-    const at::Tensor& t_indptr_in, const at::Tensor& t_index_in) {
+std::tuple<Tensor, Tensor, Tensor> gated_aggregate_backward_cpu(const Tensor& grad_in, const Tensor& gate_dst_in,
+                                                                const Tensor& gate_src_in, const Tensor& value_in,
+                                                                const Tensor& index_in, const Tensor& indptr_in,
+                                                                const Tensor& out_in, double eps,
+                                                                const Tensor& t_indptr_in, const Tensor& t_index_in) {
   check_gated_backward_args(grad_in, gate_dst_in, gate_src_in, value_in, index_in, indptr_in, out_in, t_indptr_in,
                             t_index_in, eps);
-  const auto grad = grad_in.contiguous(), index = index_in.contiguous(), indptr = indptr_in.contiguous();
-  const auto out = out_in.contiguous(), t_indptr = t_indptr_in.contiguous(), t_index = t_index_in.contiguous();
+  const auto grad = contiguous(grad_in), index = contiguous(index_in), indptr = contiguous(indptr_in);
+  const auto out = contiguous(out_in), t_indptr = contiguous(t_indptr_in), t_index = contiguous(t_index_in);
   const int64_t N = gate_dst_in.size(0), M = gate_src_in.size(0), F = gate_dst_in.size(1), E = index.numel();
-  const auto opts = gate_dst_in.options();
-  auto grad_dst = at::empty({N, F}, opts), grad_src = at::empty({M, F}, opts), grad_value = at::empty({M, F}, opts);
-  auto scale = at::empty({N, F}, opts), shift = at::empty({N, F}, opts);
-  AT_DISPATCH_FLOATING_TYPES(gate_dst_in.scalar_type(), "gated_aggregate_backward_cpu", [&] {
+  const auto& like = gate_dst_in;  // dtype and device of every result
+  auto grad_dst = empty_like_shape(like, {N, F}), grad_src = empty_like_shape(like, {M, F});
+  auto grad_value = empty_like_shape(like, {M, F});
+  auto scale = empty_like_shape(like, {N, F}), shift = empty_like_shape(like, {N, F});
+  FGP_DISPATCH_FLOATING_TYPES(gate_dst_in.scalar_type(), "_gated_aggregate_backward", [&] {
     const auto ep = static_cast<scalar_t>(eps);
     const GatedViews<scalar_t> views(gate_dst_in, gate_src_in, value_in);
+    const int64_t* ptr = indptr.const_data_ptr<int64_t>();
+    const int64_t* idx = index.const_data_ptr<int64_t>();
+    const int64_t* tptr = t_indptr.const_data_ptr<int64_t>();
+    const int64_t* tidx = t_index.const_data_ptr<int64_t>();
+    const scalar_t* g = grad.const_data_ptr<scalar_t>();
+    const scalar_t* o = out.const_data_ptr<scalar_t>();
+    scalar_t* sc = scale.mutable_data_ptr<scalar_t>();
+    scalar_t* sh = shift.mutable_data_ptr<scalar_t>();
+    scalar_t* gd = grad_dst.mutable_data_ptr<scalar_t>();
+    scalar_t* gs = grad_src.mutable_data_ptr<scalar_t>();
+    scalar_t* gv = grad_value.mutable_data_ptr<scalar_t>();
     // Row pass: the gate sums again, each row's output factors, grad_dst (a row sum).
-    at::parallel_for(0, N, csr_row_grain(E, N, 16 * F), [&](int64_t begin, int64_t end) {
-      gated_backward_rows<scalar_t>(indptr.data_ptr<int64_t>(), index.data_ptr<int64_t>(), grad.data_ptr<scalar_t>(),
-                                    out.data_ptr<scalar_t>(), views.in, scale.data_ptr<scalar_t>(),
-                                    shift.data_ptr<scalar_t>(), grad_dst.data_ptr<scalar_t>(), begin, end, F, ep);
+    parallel_for(0, N, csr_row_grain(E, N, 16 * F), [&](int64_t begin, int64_t end) {
+      gated_backward_rows<scalar_t>(ptr, idx, g, o, views.in, sc, sh, gd, begin, end, F, ep);
     });
     // Transposed pass: every source row owned by one task, its entries (the rows reading it) in order.
-    at::parallel_for(0, M, csr_row_grain(E, M, 8 * F), [&](int64_t begin, int64_t end) {
-      gated_source_rows<scalar_t>(t_indptr.data_ptr<int64_t>(), t_index.data_ptr<int64_t>(), views.in,
-                                  scale.data_ptr<scalar_t>(), shift.data_ptr<scalar_t>(),
-                                  grad_src.data_ptr<scalar_t>(), grad_value.data_ptr<scalar_t>(), begin, end, F);
+    parallel_for(0, M, csr_row_grain(E, M, 8 * F), [&](int64_t begin, int64_t end) {
+      gated_source_rows<scalar_t>(tptr, tidx, views.in, sc, sh, gs, gv, begin, end, F);
     });
   });
   return {grad_dst, grad_src, grad_value};
 }
 
+namespace {
+
+// The transposed CSR only matters to autograd (read by the backward); the forward ignores it.
+Tensor gated_aggregate_op(const Tensor& gate_dst, const Tensor& gate_src, const Tensor& value, const Tensor& index,
+                          const Tensor& indptr, double eps, const std::optional<Tensor>&,
+                          const std::optional<Tensor>&) {
+  return gated_aggregate_cpu(gate_dst, gate_src, value, index, indptr, eps);
+}
+
+}  // namespace
+
 }  // namespace fgp
+
+STABLE_TORCH_LIBRARY_IMPL(fgp, CPU, m) {
+  m.impl("gated_aggregate", TORCH_BOX(&fgp::gated_aggregate_op));
+  m.impl("_gated_aggregate_backward", TORCH_BOX(&fgp::gated_aggregate_backward_cpu));
+}

@@ -1,7 +1,5 @@
 #include "ops/gather_segment_sum.h"
 
-#include <ATen/Parallel.h>
-
 namespace fgp {
 namespace {
 
@@ -52,31 +50,45 @@ FGP_CPU_CLONES int64_t gather_rows(const int64_t* __restrict__ ptr, const int64_
 
 }  // namespace
 
-at::Tensor gather_segment_sum_cpu(const at::Tensor& x_in, const at::Tensor& index_in, const at::Tensor& indptr_in,
-                                  const std::optional<at::Tensor>& weight_in) {
+Tensor gather_segment_sum_cpu(const Tensor& x_in, const Tensor& index_in, const Tensor& indptr_in,
+                              const std::optional<Tensor>& weight_in) {
   check_gather_args(x_in, index_in, indptr_in, weight_in);
   check_index_range(index_in, x_in.size(0), "index");
-  const auto x = as_rows(x_in).contiguous();
-  const auto index = index_in.contiguous();
-  const auto indptr = indptr_in.contiguous();
+  const auto x = contiguous(as_rows(x_in));
+  const auto index = contiguous(index_in);
+  const auto indptr = contiguous(indptr_in);
   const int64_t N = indptr.numel() - 1, F = x.size(1), E = index.numel();
-  at::Tensor weight;
-  if (weight_in.has_value()) weight = weight_in->contiguous();
-  auto out = at::empty({N, F}, x.options());  // every row is written exactly once
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gather_segment_sum_cpu", [&] {
-    const int64_t* ptr = indptr.data_ptr<int64_t>();
-    const int64_t* idx = index.data_ptr<int64_t>();
-    const scalar_t* xs = x.data_ptr<scalar_t>();
-    const scalar_t* w = weight.defined() ? weight.data_ptr<scalar_t>() : nullptr;
-    scalar_t* o = out.data_ptr<scalar_t>();
+  std::optional<Tensor> weight;
+  if (weight_in.has_value()) weight = contiguous(*weight_in);
+  auto out = empty_like_shape(x, {N, F});  // every row is written exactly once
+  const int64_t* ptr = indptr.const_data_ptr<int64_t>();
+  FirstFailure bad_row;
+  FGP_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gather_segment_sum", [&] {
+    const int64_t* idx = index.const_data_ptr<int64_t>();
+    const scalar_t* xs = x.const_data_ptr<scalar_t>();
+    const scalar_t* w = weight.has_value() ? weight->const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
     const int64_t grain = csr_row_grain(E, N, F);
-    at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
-      raise_bad_row(w ? gather_rows<scalar_t, true>(ptr, idx, xs, w, o, begin, end, F, E)
-                      : gather_rows<scalar_t, false>(ptr, idx, xs, w, o, begin, end, F, E),
-                    ptr);
+    parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
+      bad_row.record(w ? gather_rows<scalar_t, true>(ptr, idx, xs, w, o, begin, end, F, E)
+                       : gather_rows<scalar_t, false>(ptr, idx, xs, w, o, begin, end, F, E));
     });
   });
-  return out.reshape(with_rows(x_in, N));
+  raise_bad_row(bad_row.get(), ptr);
+  return reshape(out, with_rows(x_in, N));
 }
 
+namespace {
+
+// The transposed-CSR arguments only matter to autograd; the forward kernel ignores them.
+Tensor gather_segment_sum_cpu_op(const Tensor& x, const Tensor& index, const Tensor& indptr,
+                                 const std::optional<Tensor>& weight, const std::optional<Tensor>&,
+                                 const std::optional<Tensor>&, const std::optional<Tensor>&) {
+  return gather_segment_sum_cpu(x, index, indptr, weight);
+}
+
+}  // namespace
+
 }  // namespace fgp
+
+STABLE_TORCH_LIBRARY_IMPL(fgp, CPU, m) { m.impl("gather_segment_sum", TORCH_BOX(&fgp::gather_segment_sum_cpu_op)); }

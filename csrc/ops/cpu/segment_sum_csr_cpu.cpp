@@ -1,7 +1,5 @@
 #include "ops/segment_sum_csr.h"
 
-#include <ATen/Parallel.h>
-
 namespace fgp {
 namespace {
 
@@ -32,25 +30,29 @@ FGP_CPU_CLONES int64_t segment_rows(const int64_t* __restrict__ ptr, const T* __
 
 }  // namespace
 
-at::Tensor segment_sum_csr_cpu(const at::Tensor& src_in, const at::Tensor& indptr_in) {
+Tensor segment_sum_csr_cpu(const Tensor& src_in, const Tensor& indptr_in) {
   check_float(src_in, "src");
-  TORCH_CHECK(src_in.dim() >= 1, "src must have at least one dimension (the segmented one)");
+  FGP_CHECK(src_in.dim() >= 1, "src must have at least one dimension (the segmented one)");
   check_same_device(src_in, "src", indptr_in, "indptr");
   check_indptr_ends(indptr_in, src_in.size(0), "indptr");
-  const auto src = as_rows(src_in).contiguous();
-  const auto indptr = indptr_in.contiguous();
+  const auto src = contiguous(as_rows(src_in));
+  const auto indptr = contiguous(indptr_in);
   const int64_t N = indptr.numel() - 1, E = src.size(0), F = src.size(1);
-  auto out = at::empty({N, F}, src.options());  // every row is written exactly once
-  AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "segment_sum_csr_cpu", [&] {
-    const int64_t* ptr = indptr.data_ptr<int64_t>();
-    const scalar_t* s = src.data_ptr<scalar_t>();
-    scalar_t* o = out.data_ptr<scalar_t>();
+  auto out = empty_like_shape(src, {N, F});  // every row is written exactly once
+  const int64_t* ptr = indptr.const_data_ptr<int64_t>();
+  FirstFailure bad_row;
+  FGP_DISPATCH_FLOATING_TYPES(src.scalar_type(), "segment_sum_csr", [&] {
+    const scalar_t* s = src.const_data_ptr<scalar_t>();
+    scalar_t* o = out.mutable_data_ptr<scalar_t>();
     const int64_t grain = csr_row_grain(E, N, F);
-    at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
-      raise_bad_row(segment_rows(ptr, s, o, begin, end, F, E), ptr);
+    parallel_for(0, N, grain, [&](int64_t begin, int64_t end) {
+      bad_row.record(segment_rows(ptr, s, o, begin, end, F, E));
     });
   });
-  return out.reshape(with_rows(src_in, N));
+  raise_bad_row(bad_row.get(), ptr);
+  return reshape(out, with_rows(src_in, N));
 }
 
 }  // namespace fgp
+
+STABLE_TORCH_LIBRARY_IMPL(fgp, CPU, m) { m.impl("segment_sum_csr", TORCH_BOX(&fgp::segment_sum_csr_cpu)); }

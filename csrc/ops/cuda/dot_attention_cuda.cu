@@ -40,59 +40,78 @@ __global__ void dot_attention_key_grad_kernel(const T* g, const T* q, const T* a
 
 }  // namespace
 
-at::Tensor dot_attention_cuda(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
-                              const at::Tensor& index_in, const at::Tensor& indptr_in, double scale, double p,
-                              int64_t seed) {
+Tensor dot_attention_cuda(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in, const Tensor& index_in,
+                          const Tensor& indptr_in, double scale, double p, int64_t seed) {
   check_dot_attention_args(q_in, k_in, v_in, index_in, indptr_in, p);
-  c10::cuda::CUDAGuard guard(q_in.device());
-  const auto q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-  const auto index = index_in.contiguous(), indptr = indptr_in.contiguous();
+  const auto guard = cuda::guard_for(q_in);
+  const auto q = contiguous(q_in), k = contiguous(k_in), v = contiguous(v_in);
+  const auto index = contiguous(index_in), indptr = contiguous(indptr_in);
   const int64_t M = q.size(0), H = q.size(1), D = q.size(2);
-  auto out = at::empty_like(q);
+  auto out = empty_like_shape(q, {M, H, D});
   if (M * H > 0) {
-    AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "dot_attention_cuda", [&] {
+    FGP_DISPATCH_FLOATING_TYPES(q.scalar_type(), "dot_attention", [&] {
       dot_attention_kernel<scalar_t><<<cuda::blocks_for(M * H), cuda::kThreads, 0, cuda::stream()>>>(
-          q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), index.data_ptr<int64_t>(),
-          indptr.data_ptr<int64_t>(), M, H, D, static_cast<scalar_t>(scale), out.data_ptr<scalar_t>(),
-          attention_dropout<scalar_t>(p, seed));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(),
+          index.const_data_ptr<int64_t>(), indptr.const_data_ptr<int64_t>(), M, H, D, static_cast<scalar_t>(scale),
+          out.mutable_data_ptr<scalar_t>(), attention_dropout<scalar_t>(p, seed));
+      cuda::check_launch("dot_attention");
     });
   }
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> dot_attention_backward_cuda(
-    const at::Tensor& grad_in, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
-    const at::Tensor& index_in, const at::Tensor& indptr_in, const at::Tensor& out_in, double scale,
-    const at::Tensor& t_indptr_in, const at::Tensor& t_index_in, const at::Tensor& t_perm_in, double p, int64_t seed) {
+std::tuple<Tensor, Tensor, Tensor> dot_attention_backward_cuda(const Tensor& grad_in, const Tensor& q_in,
+                                                               const Tensor& k_in, const Tensor& v_in,
+                                                               const Tensor& index_in, const Tensor& indptr_in,
+                                                               const Tensor& out_in, double scale,
+                                                               const Tensor& t_indptr_in, const Tensor& t_index_in,
+                                                               const Tensor& t_perm_in, double p, int64_t seed) {
   check_dot_attention_backward_args(grad_in, q_in, k_in, v_in, index_in, indptr_in, out_in, t_indptr_in, t_index_in,
                                     t_perm_in, p);
-  c10::cuda::CUDAGuard guard(q_in.device());
-  const auto g = grad_in.contiguous(), q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous();
-  const auto index = index_in.contiguous(), indptr = indptr_in.contiguous(), out = out_in.contiguous();
-  const auto t_indptr = t_indptr_in.contiguous(), t_index = t_index_in.contiguous(), t_perm = t_perm_in.contiguous();
+  const auto guard = cuda::guard_for(q_in);
+  const auto g = contiguous(grad_in), q = contiguous(q_in), k = contiguous(k_in), v = contiguous(v_in);
+  const auto index = contiguous(index_in), indptr = contiguous(indptr_in), out = contiguous(out_in);
+  const auto t_indptr = contiguous(t_indptr_in), t_index = contiguous(t_index_in), t_perm = contiguous(t_perm_in);
   const int64_t M = q.size(0), C = k.size(0), H = q.size(1), D = q.size(2), E = index.numel();
-  auto alpha = at::zeros({E, H}, q.options()), dscore = at::zeros({E, H}, q.options());
-  auto dq = at::empty_like(q), dk = at::empty_like(k), dv = at::empty_like(v);
-  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "dot_attention_backward_cuda", [&] {
+  auto alpha = zeros_tensor({E, H}, q.scalar_type(), q.device());
+  auto dscore = zeros_tensor({E, H}, q.scalar_type(), q.device());
+  auto dq = empty_like_shape(q, {M, H, D}), dk = empty_like_shape(k, {C, H, D}), dv = empty_like_shape(v, {C, H, D});
+  FGP_DISPATCH_FLOATING_TYPES(q.scalar_type(), "_dot_attention_backward", [&] {
     const scalar_t s = static_cast<scalar_t>(scale);
     if (M * H > 0) {
       dot_attention_query_grad_kernel<scalar_t><<<cuda::blocks_for(M * H), cuda::kThreads, 0, cuda::stream()>>>(
-          g.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
-          out.data_ptr<scalar_t>(), index.data_ptr<int64_t>(), indptr.data_ptr<int64_t>(), M, H, D, s,
-          alpha.data_ptr<scalar_t>(), dscore.data_ptr<scalar_t>(), dq.data_ptr<scalar_t>(),
-          attention_dropout<scalar_t>(p, seed));
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          g.const_data_ptr<scalar_t>(), q.const_data_ptr<scalar_t>(), k.const_data_ptr<scalar_t>(),
+          v.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(),
+          indptr.const_data_ptr<int64_t>(), M, H, D, s, alpha.mutable_data_ptr<scalar_t>(),
+          dscore.mutable_data_ptr<scalar_t>(), dq.mutable_data_ptr<scalar_t>(), attention_dropout<scalar_t>(p, seed));
+      cuda::check_launch("_dot_attention_backward");
     }
     if (C * H * D > 0) {
       dot_attention_key_grad_kernel<scalar_t><<<cuda::blocks_for(C * H * D), cuda::kThreads, 0, cuda::stream()>>>(
-          g.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), alpha.data_ptr<scalar_t>(), dscore.data_ptr<scalar_t>(),
-          t_indptr.data_ptr<int64_t>(), t_index.data_ptr<int64_t>(), t_perm.data_ptr<int64_t>(), C, H, D, s,
-          dk.data_ptr<scalar_t>(), dv.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          g.const_data_ptr<scalar_t>(), q.const_data_ptr<scalar_t>(), alpha.const_data_ptr<scalar_t>(),
+          dscore.const_data_ptr<scalar_t>(), t_indptr.const_data_ptr<int64_t>(), t_index.const_data_ptr<int64_t>(),
+          t_perm.const_data_ptr<int64_t>(), C, H, D, s, dk.mutable_data_ptr<scalar_t>(),
+          dv.mutable_data_ptr<scalar_t>());
+      cuda::check_launch("_dot_attention_backward");
     }
   });
   return {dq, dk, dv};
 }
 
+namespace {
+
+// The transposed-CSR arguments only matter to autograd (read by the backward); the forward ignores them.
+Tensor dot_attention_op(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& index, const Tensor& indptr,
+                        double scale, const std::optional<Tensor>&, const std::optional<Tensor>&,
+                        const std::optional<Tensor>&, double p, int64_t seed) {
+  return dot_attention_cuda(q, k, v, index, indptr, scale, p, seed);
+}
+
+}  // namespace
+
 }  // namespace fgp
+
+STABLE_TORCH_LIBRARY_IMPL(fgp, CUDA, m) {
+  m.impl("dot_attention", TORCH_BOX(&fgp::dot_attention_op));
+  m.impl("_dot_attention_backward", TORCH_BOX(&fgp::dot_attention_backward_cuda));
+}

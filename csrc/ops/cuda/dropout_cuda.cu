@@ -11,22 +11,24 @@ __global__ void dropout_kernel(const T* x, T* out, int64_t n, uint64_t seed, uin
 
 }  // namespace
 
-at::Tensor dropout_cuda(const at::Tensor& x_in, double p, int64_t seed) {
+Tensor dropout_cuda(const Tensor& x_in, double p, int64_t seed) {
   check_dropout_args(x_in, p);
-  c10::cuda::CUDAGuard guard(x_in.device());
-  const auto x = x_in.contiguous();
-  auto out = at::empty_like(x);
+  const auto guard = cuda::guard_for(x_in);
+  const auto x = contiguous(x_in);
+  auto out = torch::stable::empty_like(x);
   const int64_t n = x.numel();
   if (n > 0) {
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dropout_cuda", [&] {
+    FGP_DISPATCH_FLOATING_TYPES(x.scalar_type(), "dropout", [&] {
       const auto scale = p < 1.0 ? static_cast<scalar_t>(1.0 / (1.0 - p)) : scalar_t(0);
       dropout_kernel<scalar_t><<<cuda::blocks_for(n), cuda::kThreads, 0, cuda::stream()>>>(
-          x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), n, dropout_key(seed), dropout_threshold(p),
+          x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), n, dropout_key(seed), dropout_threshold(p),
           scale);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      cuda::check_launch("dropout");
     });
   }
   return out;
 }
 
 }  // namespace fgp
+
+STABLE_TORCH_LIBRARY_IMPL(fgp, CUDA, m) { m.impl("dropout", TORCH_BOX(&fgp::dropout_cuda)); }

@@ -25,26 +25,27 @@ __global__ void edge_dot_kernel(const T* a, const T* b, const int64_t* index, co
 
 }  // namespace
 
-at::Tensor edge_dot_cuda(const at::Tensor& a_in, const at::Tensor& b_in, const at::Tensor& index_in,
-                         const at::Tensor& indptr_in) {
+Tensor edge_dot_cuda(const Tensor& a_in, const Tensor& b_in, const Tensor& index_in, const Tensor& indptr_in) {
   check_edge_dot_args(a_in, b_in, index_in, indptr_in);
   check_csr_device(indptr_in, index_in, b_in.size(0), "indptr", "index");
-  c10::cuda::CUDAGuard guard(a_in.device());
-  const auto a = as_rows(a_in).contiguous();
-  const auto b = as_rows(b_in).contiguous();
-  const auto index = index_in.contiguous();
-  const auto indptr = indptr_in.contiguous();
+  const auto guard = cuda::guard_for(a_in);
+  const auto a = contiguous(as_rows(a_in));
+  const auto b = contiguous(as_rows(b_in));
+  const auto index = contiguous(index_in);
+  const auto indptr = contiguous(indptr_in);
   const int64_t N = a.size(0), E = index.numel(), F = a.size(1);
-  auto out = at::empty({E}, a.options());
+  auto out = empty_like_shape(a, {E});
   if (E > 0) {
-    AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "edge_dot_cuda", [&] {
+    FGP_DISPATCH_FLOATING_TYPES(a.scalar_type(), "edge_dot", [&] {
       edge_dot_kernel<scalar_t><<<cuda::blocks_for(E), cuda::kThreads, 0, cuda::stream()>>>(
-          a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), index.data_ptr<int64_t>(), indptr.data_ptr<int64_t>(), N, E,
-          F, out.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          a.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(),
+          indptr.const_data_ptr<int64_t>(), N, E, F, out.mutable_data_ptr<scalar_t>());
+      cuda::check_launch("edge_dot");
     });
   }
   return out;
 }
 
 }  // namespace fgp
+
+STABLE_TORCH_LIBRARY_IMPL(fgp, CUDA, m) { m.impl("edge_dot", TORCH_BOX(&fgp::edge_dot_cuda)); }

@@ -23,47 +23,56 @@ __global__ void flow_fill_kernel(const int64_t* node_ptr, const int64_t* offsets
 
 }  // namespace
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> flow_pairs_cuda(const at::Tensor& indptr_in, const at::Tensor& index_in,
-                                                               const at::Tensor& node_ptr_in, const at::Tensor& topo_in) {
+std::tuple<Tensor, Tensor, Tensor> flow_pairs_cuda(const Tensor& indptr_in, const Tensor& index_in,
+                                                   const Tensor& node_ptr_in, const Tensor& topo_in) {
   check_flow_pair_args(indptr_in, index_in, node_ptr_in, topo_in);
-  c10::cuda::CUDAGuard guard(index_in.device());
-  const auto indptr = indptr_in.contiguous();
-  const auto index = index_in.contiguous();
-  const auto node_ptr = node_ptr_in.contiguous();
-  const auto topo = topo_in.contiguous();
-  const int64_t N = indptr.numel() - 1, B = node_ptr.numel() - 1;
-  const auto opts = index.options();
-  const auto offsets = flow_scratch_offsets(node_ptr);
-  const int64_t words = offsets[-1].item<int64_t>();
-  auto bits = at::empty({words}, opts);  // int64 storage reinterpreted as uint64 words
-  auto count = at::zeros({N}, opts);
-  auto status = at::zeros({std::max<int64_t>(B, 1)}, opts);
-  auto detail = at::full({std::max<int64_t>(B, 1)}, -1, opts);
+  const auto guard = cuda::guard_for(index_in);
+  const auto indptr = contiguous(indptr_in);
+  const auto index = contiguous(index_in);
+  const auto node_ptr = contiguous(node_ptr_in);
+  const auto topo = contiguous(topo_in);
+  const int64_t N = indptr.numel() - 1, B = node_ptr.numel() - 1, E = index.numel();
+  const Device dev = index.device();
+  const std::vector<int64_t> host_offsets = flow_scratch_offsets(node_ptr);
+  const auto offsets = from_host(host_offsets, dev);
+  const int64_t words = host_offsets.back();
+  auto bits = empty_tensor({words}, kLong, dev);  // int64 storage reinterpreted as uint64 words
+  auto count = zeros_tensor({N}, kLong, dev);
+  auto status = zeros_tensor({std::max<int64_t>(B, 1)}, kLong, dev);
+  auto detail = full_tensor({std::max<int64_t>(B, 1)}, -1.0, kLong, dev);
   if (B > 0) {
     flow_relation_kernel<<<cuda::blocks_for(B, 128), 128, 0, cuda::stream()>>>(
-        indptr.data_ptr<int64_t>(), index.data_ptr<int64_t>(), node_ptr.data_ptr<int64_t>(), topo.data_ptr<int64_t>(),
-        offsets.data_ptr<int64_t>(), B, reinterpret_cast<uint64_t*>(bits.data_ptr<int64_t>()),
-        count.data_ptr<int64_t>(), status.data_ptr<int64_t>(), detail.data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    if (status.any().item<bool>()) {
-      const auto s = status.cpu(), d = detail.cpu(), gp = node_ptr.cpu(), idx = index.cpu();
-      raise_graph_errors(s.data_ptr<int64_t>(), d.data_ptr<int64_t>(), gp.data_ptr<int64_t>(), B,
-                         idx.data_ptr<int64_t>(), 0);
+        indptr.const_data_ptr<int64_t>(), index.const_data_ptr<int64_t>(), node_ptr.const_data_ptr<int64_t>(),
+        topo.const_data_ptr<int64_t>(), offsets.const_data_ptr<int64_t>(), B,
+        reinterpret_cast<uint64_t*>(bits.mutable_data_ptr<int64_t>()), count.mutable_data_ptr<int64_t>(),
+        status.mutable_data_ptr<int64_t>(), detail.mutable_data_ptr<int64_t>());
+    cuda::check_launch("flow_pairs");
+    if (aten::any(status)) {
+      const auto s = host_long(status), d = host_long(detail), gp = host_long(node_ptr), idx = host_long(index),
+                 tp = host_long(topo);
+      raise_flow_pair_errors(s.const_data_ptr<int64_t>(), d.const_data_ptr<int64_t>(), gp.const_data_ptr<int64_t>(),
+                             B, idx.const_data_ptr<int64_t>(), E, tp.const_data_ptr<int64_t>());
     }
   }
-  auto pair_indptr = at::zeros({N + 1}, opts);
-  if (N > 0) pair_indptr.slice(0, 1).copy_(at::cumsum(count, 0));
-  const int64_t P = pair_indptr[-1].item<int64_t>();
-  auto pair_index = at::empty({P}, opts), pair_perm = at::empty({P}, opts);
-  auto cursor = at::empty({N}, opts);
+  auto pair_indptr = zeros_tensor({N + 1}, kLong, dev);
+  if (N > 0) {
+    auto tail = torch::stable::narrow(pair_indptr, 0, 1, N);
+    torch::stable::copy_(tail, aten::cumsum(count));
+  }
+  const int64_t P = read<int64_t>(pair_indptr, -1);
+  auto pair_index = empty_tensor({P}, kLong, dev), pair_perm = empty_tensor({P}, kLong, dev);
+  auto cursor = empty_tensor({N}, kLong, dev);
   if (B > 0) {
     flow_fill_kernel<<<cuda::blocks_for(B, 128), 128, 0, cuda::stream()>>>(
-        node_ptr.data_ptr<int64_t>(), offsets.data_ptr<int64_t>(), B,
-        reinterpret_cast<const uint64_t*>(bits.data_ptr<int64_t>()), pair_indptr.data_ptr<int64_t>(),
-        pair_index.data_ptr<int64_t>(), pair_perm.data_ptr<int64_t>(), cursor.data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        node_ptr.const_data_ptr<int64_t>(), offsets.const_data_ptr<int64_t>(), B,
+        reinterpret_cast<const uint64_t*>(bits.const_data_ptr<int64_t>()), pair_indptr.const_data_ptr<int64_t>(),
+        pair_index.mutable_data_ptr<int64_t>(), pair_perm.mutable_data_ptr<int64_t>(),
+        cursor.mutable_data_ptr<int64_t>());
+    cuda::check_launch("flow_pairs");
   }
   return {pair_indptr, pair_index, pair_perm};
 }
 
 }  // namespace fgp
+
+STABLE_TORCH_LIBRARY_IMPL(fgp, CUDA, m) { m.impl("flow_pairs", TORCH_BOX(&fgp::flow_pairs_cuda)); }

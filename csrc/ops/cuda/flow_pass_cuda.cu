@@ -4,8 +4,8 @@
 namespace fgp {
 namespace {
 
-// The level loop runs on the host; per level, the GEMMs go to ATen (cuBLAS) and the rest to these
-// kernels, which call the same per-row / per-element functions as the CPU kernel.
+// The level loop runs on the host; per level, the GEMMs go to torch (aten::linear: cuBLAS) and the
+// rest to these kernels, which call the same per-row / per-element functions as the CPU kernel.
 template <typename T>
 __global__ void attention_rows_kernel(int64_t s, int64_t R, int64_t es, const int64_t* indptr, const int64_t* index,
                                       const T* h0, const T* h, const T* att_dst, const T* att_src, const T* att_bias,
@@ -67,94 +67,143 @@ __global__ void group_scatter_kernel(int64_t g0, int64_t num_groups, int64_t es,
   }
 }
 
-std::vector<int64_t> level_entry_starts(const at::Tensor& indptr, const std::vector<int64_t>& levels) {
-  const auto at_levels = at::tensor(levels, indptr.options().device(at::kCPU)).to(indptr.device());
-  const auto starts = indptr.index_select(0, at_levels).cpu();
-  return {starts.data_ptr<int64_t>(), starts.data_ptr<int64_t>() + starts.numel()};
+// out[i, j] += u[i] * v[j] for out [rows, cols] (contiguous): the backward's grad_h0 += ds att_dst^T,
+// ATen's addr_ (takes Scalars, which the stable ABI cannot pass) as a kernel.
+template <typename T>
+__global__ void add_outer_kernel(int64_t rows, int64_t cols, const T* u, const T* v, T* out) {
+  FGP_CUDA_KERNEL_LOOP(t, rows * cols) {
+    const int64_t i = t / cols, j = t % cols;
+    out[t] = out[t] + u[i] * v[j];
+  }
+}
+
+void add_outer_cuda(Tensor& out, const Tensor& u, const Tensor& v) {
+  const int64_t rows = out.size(0), cols = out.size(1);
+  if (rows * cols == 0) return;
+  FGP_DISPATCH_FLOATING_TYPES(out.scalar_type(), "flow_pass_backward_cuda", [&] {
+    add_outer_kernel<scalar_t><<<cuda::blocks_for(rows * cols), cuda::kThreads, 0, cuda::stream()>>>(
+        rows, cols, u.const_data_ptr<scalar_t>(), v.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>());
+    cuda::check_launch("flow_pass_backward");
+  });
+}
+
+std::vector<int64_t> level_entry_starts(const Tensor& indptr, const std::vector<int64_t>& levels) {
+  const auto starts = host_long(aten::index_select(indptr, 0, from_host(levels, indptr.device())));
+  const int64_t* p = starts.const_data_ptr<int64_t>();
+  return {p, p + starts.numel()};
 }
 
 }  // namespace
 
-std::vector<at::Tensor> flow_pass_forward_cuda(at::TensorList args_in) {
-  const FlowPassArgs a = flow_pass_args(args_in);
+FlowPassOutputs flow_pass_forward_cuda(const Tensor& h0_in, const Tensor& level_ptr, const Tensor& indptr_in,
+                                       const Tensor& index_in, const Tensor& group_level_ptr, const Tensor& group_perm,
+                                       const Tensor& group_ptr, const Tensor& group_src, const Tensor& att_dst_in,
+                                       const Tensor& att_src_in, const Tensor& att_bias, const Tensor& w_ih,
+                                       const Tensor& w_hh, const Tensor& b_ih, const Tensor& b_hh) {
+  const FlowPassArgs a = flow_pass_args(h0_in, level_ptr, indptr_in, index_in, group_level_ptr, group_perm, group_ptr,
+                                        group_src, att_dst_in, att_src_in, att_bias, w_ih, w_hh, b_ih, b_hh);
   const auto [levels, groups] = check_flow_pass_args(a);
-  c10::cuda::CUDAGuard guard(a.h0.device());
-  const auto h0 = a.h0.contiguous(), indptr = a.indptr.contiguous(), index = a.index.contiguous();
-  const auto att_dst = a.att_dst.contiguous(), att_src = a.att_src.contiguous(), bias = a.att_bias.contiguous();
+  const auto guard = cuda::guard_for(a.h0);
+  const auto h0 = contiguous(a.h0), indptr = contiguous(a.indptr), index = contiguous(a.index);
+  const auto att_dst = contiguous(a.att_dst), att_src = contiguous(a.att_src), bias = contiguous(a.att_bias);
   const int64_t N = h0.size(0), F = h0.size(1), E = index.numel(), L = static_cast<int64_t>(levels.size()) - 1;
-  const auto opts = h0.options();
-  const auto gi = at::addmm(a.b_ih, h0, a.w_ih.t()).contiguous();  // the GRU input is h0: one GEMM
-  auto h = at::empty({N, F}, opts);
-  auto msg = at::zeros({N, F}, opts), rz = at::empty({N, 2 * F}, opts), n = at::empty({N, F}, opts);
-  auto gh_n = at::empty({N, F}, opts), logit = at::empty({E}, opts);
+  // The GRU input is h0: one GEMM (linear: addmm(b_ih, h0, w_ih^T)).
+  const auto gi = contiguous(aten::linear(h0, a.w_ih, a.b_ih));
+  auto h = empty_like_shape(h0, {N, F});
+  auto msg = zeros_tensor({N, F}, h0.scalar_type(), h0.device()), rz = empty_like_shape(h0, {N, 2 * F});
+  auto n = empty_like_shape(h0, {N, F});
+  auto gh_n = empty_like_shape(h0, {N, F}), logit = empty_like_shape(h0, {E});
   const auto entry_starts = level_entry_starts(indptr, levels);
-  AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "flow_pass_cuda", [&] {
+  FGP_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "flow_pass_cuda", [&] {
     for (int64_t l = 0; l < L; ++l) {
       const int64_t s = levels[l], t = levels[l + 1], R = t - s, es = entry_starts[l];
       const int64_t El = entry_starts[l + 1] - es;
       if (R == 0) continue;
       if (El > 0) {
         attention_rows_kernel<scalar_t><<<cuda::blocks_for(R), cuda::kThreads, 0, cuda::stream()>>>(
-            s, R, es, indptr.data_ptr<int64_t>(), index.data_ptr<int64_t>(), h0.data_ptr<scalar_t>(),
-            h.data_ptr<scalar_t>(), att_dst.data_ptr<scalar_t>(), att_src.data_ptr<scalar_t>(),
-            bias.data_ptr<scalar_t>(), F, logit.data_ptr<scalar_t>() + es, msg.data_ptr<scalar_t>() + s * F);
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+            s, R, es, indptr.const_data_ptr<int64_t>(), index.const_data_ptr<int64_t>(),
+            h0.const_data_ptr<scalar_t>(), h.const_data_ptr<scalar_t>(), att_dst.const_data_ptr<scalar_t>(),
+            att_src.const_data_ptr<scalar_t>(), bias.const_data_ptr<scalar_t>(), F,
+            logit.mutable_data_ptr<scalar_t>() + es, msg.mutable_data_ptr<scalar_t>() + s * F);
+        cuda::check_launch("flow_pass");
       }
-      const auto gh = (El > 0 ? at::addmm(a.b_hh, msg.slice(0, s, t), a.w_hh.t())
-                              : a.b_hh.expand({R, 3 * F})).contiguous();
+      // linear(msg[s:t], w_hh, b_hh) is addmm(b_hh, msg[s:t], w_hh^T); a zero message projects to b_hh.
+      const auto gh = contiguous(El > 0 ? aten::linear(torch::stable::narrow(msg, 0, s, R), a.w_hh, a.b_hh)
+                                        : aten::expand(a.b_hh, {R, 3 * F}));
       gru_forward_kernel<scalar_t><<<cuda::blocks_for(R * F), cuda::kThreads, 0, cuda::stream()>>>(
-          s, R, F, gi.data_ptr<scalar_t>(), gh.data_ptr<scalar_t>(), msg.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
-          rz.data_ptr<scalar_t>(), n.data_ptr<scalar_t>(), gh_n.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          s, R, F, gi.const_data_ptr<scalar_t>(), gh.const_data_ptr<scalar_t>(), msg.const_data_ptr<scalar_t>(),
+          h.mutable_data_ptr<scalar_t>(), rz.mutable_data_ptr<scalar_t>(), n.mutable_data_ptr<scalar_t>(),
+          gh_n.mutable_data_ptr<scalar_t>());
+      cuda::check_launch("flow_pass");
     }
   });
   return {h, msg, rz, n, gh_n, logit};
 }
 
-std::vector<at::Tensor> flow_pass_backward_cuda(const at::Tensor& grad, at::TensorList saved, at::TensorList args_in) {
-  const FlowPassArgs a = flow_pass_args(args_in);
+FlowPassGrads flow_pass_backward_cuda(const Tensor& grad, const Tensor& h_saved, const Tensor& msg_saved,
+                                      const Tensor& rz_saved, const Tensor& n_saved, const Tensor& gh_n_saved,
+                                      const Tensor& logit_saved, const Tensor& h0_in, const Tensor& level_ptr,
+                                      const Tensor& indptr_in, const Tensor& index_in, const Tensor& group_level_ptr,
+                                      const Tensor& group_perm_in, const Tensor& group_ptr_in,
+                                      const Tensor& group_src_in, const Tensor& att_dst, const Tensor& att_src_in,
+                                      const Tensor& att_bias, const Tensor& w_ih, const Tensor& w_hh,
+                                      const Tensor& b_ih, const Tensor& b_hh) {
+  const FlowPassArgs a =
+      flow_pass_args(h0_in, level_ptr, indptr_in, index_in, group_level_ptr, group_perm_in, group_ptr_in,
+                     group_src_in, att_dst, att_src_in, att_bias, w_ih, w_hh, b_ih, b_hh);
   const auto [levels, groups] = check_flow_pass_args(a);
-  const auto sv = unpack_flow_pass_saved(grad, saved, a);
-  c10::cuda::CUDAGuard guard(a.h0.device());
-  const auto h0 = a.h0.contiguous(), indptr = a.indptr.contiguous(), index = a.index.contiguous();
-  const auto att_src = a.att_src.contiguous();
-  const auto group_perm = a.group_perm.contiguous(), group_ptr = a.group_ptr.contiguous();
-  const auto group_src = a.group_src.contiguous();
+  const auto sv = unpack_flow_pass_saved(
+      grad, FlowPassSaved{h_saved, msg_saved, rz_saved, n_saved, gh_n_saved, logit_saved}, a);
+  const auto guard = cuda::guard_for(a.h0);
+  const auto h0 = contiguous(a.h0), indptr = contiguous(a.indptr), index = contiguous(a.index);
+  const auto att_src = contiguous(a.att_src);
+  const auto group_perm = contiguous(a.group_perm), group_ptr = contiguous(a.group_ptr);
+  const auto group_src = contiguous(a.group_src);
+  const auto w_hh_t = torch::stable::transpose(a.w_hh, 0, 1);  // a view: linear's weight.t() is w_hh again
   const auto &h = sv.h, &msg = sv.msg, &rz = sv.rz, &n = sv.n, &gh_n = sv.gh_n, &logit = sv.logit;
   const int64_t N = h0.size(0), F = h0.size(1), L = static_cast<int64_t>(levels.size()) - 1;
-  const auto opts = h0.options();
-  auto g = grad.contiguous().clone();
-  FlowPassGradBuffers buf(N, F, opts);
+  auto g = torch::stable::clone(contiguous(grad));
+  FlowPassGradBuffers buf(N, F, h0);
   const auto entry_starts = level_entry_starts(indptr, levels);
-  AT_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "flow_pass_backward_cuda", [&] {
+  FGP_DISPATCH_FLOATING_TYPES(h0.scalar_type(), "flow_pass_backward_cuda", [&] {
     for (int64_t l = L - 1; l >= 0; --l) {
       const int64_t s = levels[l], t = levels[l + 1], R = t - s, es = entry_starts[l];
       const int64_t El = entry_starts[l + 1] - es;
       if (R == 0) continue;
-      auto dmsg = at::empty({R, F}, opts);
+      auto dmsg = empty_like_shape(h0, {R, F});
       gru_backward_kernel<scalar_t><<<cuda::blocks_for(R * F), cuda::kThreads, 0, cuda::stream()>>>(
-          s, R, F, rz.data_ptr<scalar_t>(), n.data_ptr<scalar_t>(), gh_n.data_ptr<scalar_t>(), msg.data_ptr<scalar_t>(),
-          g.data_ptr<scalar_t>(), buf.dgi.data_ptr<scalar_t>(), buf.dgh.data_ptr<scalar_t>(), dmsg.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          s, R, F, rz.const_data_ptr<scalar_t>(), n.const_data_ptr<scalar_t>(), gh_n.const_data_ptr<scalar_t>(),
+          msg.const_data_ptr<scalar_t>(), g.const_data_ptr<scalar_t>(), buf.dgi.mutable_data_ptr<scalar_t>(),
+          buf.dgh.mutable_data_ptr<scalar_t>(), dmsg.mutable_data_ptr<scalar_t>());
+      cuda::check_launch("flow_pass_backward");
       if (El == 0) continue;  // no predecessors: the message is a constant 0
-      dmsg.addmm_(buf.dgh.slice(0, s, t), a.w_hh);
-      auto dx = at::empty({El, F}, opts);
+      // dmsg + dgh @ w_hh by one GEMM: linear(dgh, w_hh^T, bias = dmsg) is addmm(dmsg, dgh, w_hh),
+      // which copies dmsg into its output and accumulates with beta = 1, as ATen's in-place
+      // dmsg.addmm_(dgh, w_hh) did (addmm_ takes Scalars: not on the stable ABI).
+      dmsg = contiguous(aten::linear(torch::stable::narrow(buf.dgh, 0, s, R), w_hh_t, dmsg));
+      auto dx = empty_like_shape(h0, {El, F});
       attention_rows_backward_kernel<scalar_t><<<cuda::blocks_for(R), cuda::kThreads, 0, cuda::stream()>>>(
-          s, R, es, indptr.data_ptr<int64_t>(), index.data_ptr<int64_t>(), h.data_ptr<scalar_t>(),
-          att_src.data_ptr<scalar_t>(), logit.data_ptr<scalar_t>() + es, msg.data_ptr<scalar_t>() + s * F,
-          dmsg.data_ptr<scalar_t>(), F, dx.data_ptr<scalar_t>(), buf.g_src_rows.data_ptr<scalar_t>() + s * F,
-          buf.g_bias_rows.data_ptr<scalar_t>() + s, buf.ds.data_ptr<scalar_t>() + s);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          s, R, es, indptr.const_data_ptr<int64_t>(), index.const_data_ptr<int64_t>(), h.const_data_ptr<scalar_t>(),
+          att_src.const_data_ptr<scalar_t>(), logit.const_data_ptr<scalar_t>() + es,
+          msg.const_data_ptr<scalar_t>() + s * F, dmsg.const_data_ptr<scalar_t>(), F, dx.mutable_data_ptr<scalar_t>(),
+          buf.g_src_rows.mutable_data_ptr<scalar_t>() + s * F, buf.g_bias_rows.mutable_data_ptr<scalar_t>() + s,
+          buf.ds.mutable_data_ptr<scalar_t>() + s);
+      cuda::check_launch("flow_pass_backward");
       const int64_t g0 = groups[l], g1 = groups[l + 1];
       if (g1 > g0) {
         group_scatter_kernel<scalar_t><<<cuda::blocks_for((g1 - g0) * F), cuda::kThreads, 0, cuda::stream()>>>(
-            g0, g1 - g0, es, F, group_perm.data_ptr<int64_t>(), group_ptr.data_ptr<int64_t>(),
-            group_src.data_ptr<int64_t>(), dx.data_ptr<scalar_t>(), g.data_ptr<scalar_t>());
-        C10_CUDA_KERNEL_LAUNCH_CHECK();
+            g0, g1 - g0, es, F, group_perm.const_data_ptr<int64_t>(), group_ptr.const_data_ptr<int64_t>(),
+            group_src.const_data_ptr<int64_t>(), dx.const_data_ptr<scalar_t>(), g.mutable_data_ptr<scalar_t>());
+        cuda::check_launch("flow_pass_backward");
       }
     }
   });
-  return buf.finish(a, h0, msg);
+  return buf.finish(a, h0, msg, add_outer_cuda);
 }
 
 }  // namespace fgp
+
+STABLE_TORCH_LIBRARY_IMPL(fgp, CUDA, m) {
+  m.impl("_flow_pass_forward", TORCH_BOX(&fgp::flow_pass_forward_cuda));
+  m.impl("_flow_pass_backward", TORCH_BOX(&fgp::flow_pass_backward_cuda));
+}

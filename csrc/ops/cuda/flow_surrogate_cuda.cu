@@ -3,6 +3,8 @@
 #include "ops/topo_levels.h"
 #include "ops/cuda/cuda_utils.cuh"
 
+#include <algorithm>
+
 namespace fgp {
 namespace {
 
@@ -64,84 +66,93 @@ __global__ void readout_kernel(FlowArgs<T> a, const int64_t* node_ptr, int64_t B
   }
 }
 
-void raise_from_device(const at::Tensor& status, const at::Tensor& detail, const at::Tensor& node_ptr,
-                       const at::Tensor& index, int64_t num_ops) {
-  if (status.numel() == 0 || !status.any().item<bool>()) return;
-  const auto s = status.cpu(), d = detail.cpu(), gp = node_ptr.cpu(), idx = index.cpu();
-  raise_graph_errors(s.data_ptr<int64_t>(), d.data_ptr<int64_t>(), gp.data_ptr<int64_t>(), status.numel(),
-                     idx.data_ptr<int64_t>(), num_ops);
+void raise_from_device(const Tensor& status, const Tensor& detail, const Tensor& node_ptr, const Tensor& index,
+                       int64_t num_ops) {
+  if (status.numel() == 0 || !aten::any(status)) return;
+  const auto s = to_cpu(status), d = to_cpu(detail), gp = to_cpu(node_ptr), idx = to_cpu(index);
+  raise_graph_errors(s.const_data_ptr<int64_t>(), d.const_data_ptr<int64_t>(), gp.const_data_ptr<int64_t>(),
+                     status.numel(), idx.const_data_ptr<int64_t>(), num_ops);
 }
 
 }  // namespace
 
-at::Tensor flow_surrogate_cuda(const at::Tensor& op_in, const at::Tensor& indptr_in, const at::Tensor& index_in,
-                               const at::Tensor& node_ptr_in, const at::Tensor& is_source_in, const at::Tensor& r_in,
-                               const at::Tensor& P, const at::Tensor& W, double alpha, c10::string_view schedule,
-                               const std::optional<at::Tensor>& t_indptr, const std::optional<at::Tensor>& t_index) {
+Tensor flow_surrogate_cuda(const Tensor& op_in, const Tensor& indptr_in, const Tensor& index_in,
+                           const Tensor& node_ptr_in, const Tensor& is_source_in, const Tensor& r_in, const Tensor& P,
+                           const Tensor& W, double alpha, std::string_view schedule,
+                           const std::optional<Tensor>& t_indptr, const std::optional<Tensor>& t_index) {
   check_flow_args(op_in, indptr_in, index_in, node_ptr_in, is_source_in, r_in, P, W, alpha, schedule, t_indptr,
                   t_index);
-  c10::cuda::CUDAGuard guard(op_in.device());
-  const auto op = op_in.contiguous();
-  const auto in_ptr = indptr_in.contiguous();
-  const auto in_idx = index_in.contiguous();
-  const auto node_ptr = node_ptr_in.contiguous();
-  const auto is_source = is_source_in.contiguous();
-  const auto r = r_in.contiguous();
+  const auto guard = cuda::guard_for(op_in);
+  const auto op = contiguous(op_in);
+  const auto in_ptr = contiguous(indptr_in);
+  const auto in_idx = contiguous(index_in);
+  const auto node_ptr = contiguous(node_ptr_in);
+  const auto is_source = contiguous(is_source_in);
+  const auto r = contiguous(r_in);
   const int64_t N = op.numel(), B = node_ptr.numel() - 1, k = r.numel(), F = P.size(0);
-  auto out = at::zeros({B, k}, r.options());
+  auto out = zeros_tensor({B, k}, r.scalar_type(), r.device());
   if (B == 0) return out;
-  auto status = at::zeros({B}, op.options());
-  auto detail = at::full({B}, -1, op.options());
+  auto status = zeros_tensor({B}, kLong, op.device());
+  auto detail = full_tensor({B}, -1, kLong, op.device());
   if (N > 0) {
-    TORCH_CHECK(op.min().item<int64_t>() >= 0 && op.max().item<int64_t>() < F,
-                "op id out of range: op ids must lie in [0, ", F, ")");
+    FGP_CHECK(item<int64_t>(aten::min_all(op)) >= 0 && item<int64_t>(aten::max_all(op)) < F,
+              "op id out of range: op ids must lie in [0, ", F, ")");
   }
   const auto [out_ptr, out_idx, pw, w_msg] = flow_tables(in_idx, in_ptr, N, t_indptr, t_index, P, W, csr_transpose_cuda);
-  auto h = at::empty({N, k}, r.options());
-  auto m = at::empty({std::max(N, B), k}, r.options());
+  auto h = empty_like_shape(r, {N, k});
+  auto m = empty_like_shape(r, {std::max(N, B), k});
   // Per-graph threads win when there are enough graphs to fill the device; otherwise go level-synchronous.
   const bool per_graph = schedule == "graph" || (schedule == "auto" && B >= 4096);
-  AT_DISPATCH_FLOATING_TYPES(r.scalar_type(), "flow_surrogate_cuda", [&] {
-    FlowArgs<scalar_t> a{op.data_ptr<int64_t>(), in_ptr.data_ptr<int64_t>(), in_idx.data_ptr<int64_t>(),
-                         out_ptr.data_ptr<int64_t>(), out_idx.data_ptr<int64_t>(), is_source.data_ptr<bool>(),
-                         r.data_ptr<scalar_t>(), pw.data_ptr<scalar_t>(), w_msg.data_ptr<scalar_t>(),
-                         static_cast<scalar_t>(alpha), k, F, h.data_ptr<scalar_t>()};
+  FGP_DISPATCH_FLOATING_TYPES(r.scalar_type(), "flow_surrogate_cuda", [&] {
+    FlowArgs<scalar_t> a{op.const_data_ptr<int64_t>(),      in_ptr.const_data_ptr<int64_t>(),
+                         in_idx.const_data_ptr<int64_t>(),  out_ptr.const_data_ptr<int64_t>(),
+                         out_idx.const_data_ptr<int64_t>(), is_source.const_data_ptr<bool>(),
+                         r.const_data_ptr<scalar_t>(),      pw.const_data_ptr<scalar_t>(),
+                         w_msg.const_data_ptr<scalar_t>(),  static_cast<scalar_t>(alpha),
+                         k,                                 F,
+                         h.mutable_data_ptr<scalar_t>()};
     if (per_graph) {
-      auto scratch = at::empty({2, N}, op.options());
+      auto scratch = empty_like_shape(op, {2, N});  // rows: order, indeg
+      int64_t* sc = scratch.mutable_data_ptr<int64_t>();
       flow_per_graph_kernel<scalar_t><<<cuda::blocks_for(B, 128), 128, 0, cuda::stream()>>>(
-          a, node_ptr.data_ptr<int64_t>(), B, scratch[0].data_ptr<int64_t>(), scratch[1].data_ptr<int64_t>(),
-          m.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), status.data_ptr<int64_t>(), detail.data_ptr<int64_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          a, node_ptr.const_data_ptr<int64_t>(), B, sc, sc + N, m.mutable_data_ptr<scalar_t>(),
+          out.mutable_data_ptr<scalar_t>(), status.mutable_data_ptr<int64_t>(), detail.mutable_data_ptr<int64_t>());
+      cuda::check_launch("flow_surrogate");
       raise_from_device(status, detail, node_ptr, in_idx, F);
       return;
     }
     const auto level = topo_levels_cuda(in_ptr, in_idx, node_ptr);  // validates edges, raises on a cycle
-    const auto order = std::get<1>(level.sort(/*stable=*/true));
-    const int64_t depth = N > 0 ? level.max().item<int64_t>() + 1 : 0;
-    const auto level_ptr = at::zeros({depth + 1}, op.options());
-    if (depth > 0) level_ptr.narrow(0, 1, depth).copy_(at::bincount(level, {}, depth).cumsum(0));
-    const auto lp = level_ptr.cpu();  // one copy: the host drives the level loop
-    const int64_t* lph = lp.data_ptr<int64_t>();
-    const int64_t* ord = order.data_ptr<int64_t>();
-    scalar_t* mp = m.data_ptr<scalar_t>();
+    const auto order = aten::sort_stable(level).second;
+    const int64_t depth = N > 0 ? item<int64_t>(aten::max_all(level)) + 1 : 0;
+    auto level_ptr = zeros_tensor({depth + 1}, kLong, op.device());
+    if (depth > 0) {
+      auto tail = torch::stable::narrow(level_ptr, 0, 1, depth);
+      torch::stable::copy_(tail, aten::cumsum(aten::bincount(level, depth)));
+    }
+    const auto lp = to_cpu(level_ptr);  // one copy: the host drives the level loop
+    const int64_t* lph = lp.const_data_ptr<int64_t>();
+    const int64_t* ord = order.const_data_ptr<int64_t>();
+    scalar_t* mp = m.mutable_data_ptr<scalar_t>();
     init_states_kernel<scalar_t><<<cuda::blocks_for(N * k), cuda::kThreads, 0, cuda::stream()>>>(a, N);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    cuda::check_launch("flow_surrogate");
     auto sweep = [&](int64_t l, const int64_t* ptr, const int64_t* idx) {
       const int64_t lo = lph[l], hi = lph[l + 1];
       if (hi == lo) return;
       const auto blocks = cuda::blocks_for((hi - lo) * k);
       level_message_kernel<scalar_t><<<blocks, cuda::kThreads, 0, cuda::stream()>>>(a, ord, lo, hi, ptr, idx, mp);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      cuda::check_launch("flow_surrogate");
       level_update_kernel<scalar_t><<<blocks, cuda::kThreads, 0, cuda::stream()>>>(a, ord, lo, hi, ptr, mp);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      cuda::check_launch("flow_surrogate");
     };
     for (int64_t l = 1; l < depth; ++l) sweep(l, a.in_ptr, a.in_idx);
     for (int64_t l = depth - 1; l >= 0; --l) sweep(l, a.out_ptr, a.out_idx);
     readout_kernel<scalar_t><<<cuda::blocks_for(B * k), cuda::kThreads, 0, cuda::stream()>>>(
-        a, node_ptr.data_ptr<int64_t>(), B, out.data_ptr<scalar_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        a, node_ptr.const_data_ptr<int64_t>(), B, out.mutable_data_ptr<scalar_t>());
+    cuda::check_launch("flow_surrogate");
   });
   return out;
 }
 
 }  // namespace fgp
+
+STABLE_TORCH_LIBRARY_IMPL(fgp, CUDA, m) { m.impl("flow_surrogate", TORCH_BOX(&fgp::flow_surrogate_cuda)); }

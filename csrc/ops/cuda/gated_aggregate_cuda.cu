@@ -38,56 +38,75 @@ __global__ void gated_source_backward_kernel(const GatedInputs<T> in, const T* s
 
 }  // namespace
 
-at::Tensor gated_aggregate_cuda(const at::Tensor& gate_dst_in, const at::Tensor& gate_src_in,
-                                const at::Tensor& value_in, const at::Tensor& index_in, const at::Tensor& indptr_in,
-                                double eps) {
+Tensor gated_aggregate_cuda(const Tensor& gate_dst_in, const Tensor& gate_src_in, const Tensor& value_in,
+                            const Tensor& index_in, const Tensor& indptr_in, double eps) {
   check_gated_args(gate_dst_in, gate_src_in, value_in, index_in, indptr_in, eps);
-  c10::cuda::CUDAGuard guard(gate_dst_in.device());
-  const auto index = index_in.contiguous(), indptr = indptr_in.contiguous();
+  const auto guard = cuda::guard_for(gate_dst_in);
+  const auto index = contiguous(index_in), indptr = contiguous(indptr_in);
   const int64_t N = gate_dst_in.size(0), F = gate_dst_in.size(1);
-  auto out = at::empty({N, F}, gate_dst_in.options());
+  auto out = empty_like_shape(gate_dst_in, {N, F});
   if (N * F > 0) {
-    AT_DISPATCH_FLOATING_TYPES(gate_dst_in.scalar_type(), "gated_aggregate_cuda", [&] {
+    FGP_DISPATCH_FLOATING_TYPES(gate_dst_in.scalar_type(), "gated_aggregate", [&] {
       const GatedViews<scalar_t> views(gate_dst_in, gate_src_in, value_in);
       gated_aggregate_kernel<scalar_t><<<cuda::blocks_for(N * F), cuda::kThreads, 0, cuda::stream()>>>(
-          views.in, index.data_ptr<int64_t>(), indptr.data_ptr<int64_t>(), N, F, static_cast<scalar_t>(eps),
-          out.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          views.in, index.const_data_ptr<int64_t>(), indptr.const_data_ptr<int64_t>(), N, F,
+          static_cast<scalar_t>(eps), out.mutable_data_ptr<scalar_t>());
+      cuda::check_launch("gated_aggregate");
     });
   }
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> gated_aggregate_backward_cuda(
-    const at::Tensor& grad_in, const at::Tensor& gate_dst_in, const at::Tensor& gate_src_in, const at::Tensor& value_in,
-    const at::Tensor& index_in, const at::Tensor& indptr_in, const at::Tensor& out_in, double eps,
-    const at::Tensor& t_indptr_in, const at::Tensor& t_index_in) {
+std::tuple<Tensor, Tensor, Tensor> gated_aggregate_backward_cuda(const Tensor& grad_in, const Tensor& gate_dst_in,
+                                                                 const Tensor& gate_src_in, const Tensor& value_in,
+                                                                 const Tensor& index_in, const Tensor& indptr_in,
+                                                                 const Tensor& out_in, double eps,
+                                                                 const Tensor& t_indptr_in,
+                                                                 const Tensor& t_index_in) {
   check_gated_backward_args(grad_in, gate_dst_in, gate_src_in, value_in, index_in, indptr_in, out_in, t_indptr_in,
                             t_index_in, eps);
-  c10::cuda::CUDAGuard guard(gate_dst_in.device());
-  const auto grad = grad_in.contiguous(), index = index_in.contiguous(), indptr = indptr_in.contiguous();
-  const auto out = out_in.contiguous(), t_indptr = t_indptr_in.contiguous(), t_index = t_index_in.contiguous();
+  const auto guard = cuda::guard_for(gate_dst_in);
+  const auto grad = contiguous(grad_in), index = contiguous(index_in), indptr = contiguous(indptr_in);
+  const auto out = contiguous(out_in), t_indptr = contiguous(t_indptr_in), t_index = contiguous(t_index_in);
   const int64_t N = gate_dst_in.size(0), M = gate_src_in.size(0), F = gate_dst_in.size(1);
-  const auto opts = gate_dst_in.options();
-  auto grad_dst = at::empty({N, F}, opts), grad_src = at::empty({M, F}, opts), grad_value = at::empty({M, F}, opts);
-  auto scale = at::empty({N, F}, opts), shift = at::empty({N, F}, opts);
-  AT_DISPATCH_FLOATING_TYPES(gate_dst_in.scalar_type(), "gated_aggregate_backward_cuda", [&] {
+  const auto& like = gate_dst_in;  // dtype and device of every result
+  auto grad_dst = empty_like_shape(like, {N, F}), grad_src = empty_like_shape(like, {M, F});
+  auto grad_value = empty_like_shape(like, {M, F});
+  auto scale = empty_like_shape(like, {N, F}), shift = empty_like_shape(like, {N, F});
+  FGP_DISPATCH_FLOATING_TYPES(gate_dst_in.scalar_type(), "_gated_aggregate_backward", [&] {
     const GatedViews<scalar_t> views(gate_dst_in, gate_src_in, value_in);
     if (N * F > 0) {
       gated_row_backward_kernel<scalar_t><<<cuda::blocks_for(N * F), cuda::kThreads, 0, cuda::stream()>>>(
-          grad.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), views.in, index.data_ptr<int64_t>(),
-          indptr.data_ptr<int64_t>(), N, F, static_cast<scalar_t>(eps), scale.data_ptr<scalar_t>(),
-          shift.data_ptr<scalar_t>(), grad_dst.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          grad.const_data_ptr<scalar_t>(), out.const_data_ptr<scalar_t>(), views.in, index.const_data_ptr<int64_t>(),
+          indptr.const_data_ptr<int64_t>(), N, F, static_cast<scalar_t>(eps), scale.mutable_data_ptr<scalar_t>(),
+          shift.mutable_data_ptr<scalar_t>(), grad_dst.mutable_data_ptr<scalar_t>());
+      cuda::check_launch("_gated_aggregate_backward");
     }
     if (M * F > 0) {
       gated_source_backward_kernel<scalar_t><<<cuda::blocks_for(M * F), cuda::kThreads, 0, cuda::stream()>>>(
-          views.in, scale.data_ptr<scalar_t>(), shift.data_ptr<scalar_t>(), t_index.data_ptr<int64_t>(),
-          t_indptr.data_ptr<int64_t>(), M, F, grad_src.data_ptr<scalar_t>(), grad_value.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          views.in, scale.const_data_ptr<scalar_t>(), shift.const_data_ptr<scalar_t>(),
+          t_index.const_data_ptr<int64_t>(), t_indptr.const_data_ptr<int64_t>(), M, F,
+          grad_src.mutable_data_ptr<scalar_t>(), grad_value.mutable_data_ptr<scalar_t>());
+      cuda::check_launch("_gated_aggregate_backward");
     }
   });
   return {grad_dst, grad_src, grad_value};
 }
 
+namespace {
+
+// The transposed CSR only matters to autograd (read by the backward); the forward ignores it.
+Tensor gated_aggregate_op(const Tensor& gate_dst, const Tensor& gate_src, const Tensor& value, const Tensor& index,
+                          const Tensor& indptr, double eps, const std::optional<Tensor>&,
+                          const std::optional<Tensor>&) {
+  return gated_aggregate_cuda(gate_dst, gate_src, value, index, indptr, eps);
+}
+
+}  // namespace
+
 }  // namespace fgp
+
+STABLE_TORCH_LIBRARY_IMPL(fgp, CUDA, m) {
+  m.impl("gated_aggregate", TORCH_BOX(&fgp::gated_aggregate_op));
+  m.impl("_gated_aggregate_backward", TORCH_BOX(&fgp::gated_aggregate_backward_cuda));
+}

@@ -38,58 +38,72 @@ __global__ void attention_x_grad_kernel(const T* alpha, const T* g, const int64_
 
 }  // namespace
 
-at::Tensor gather_attention_cuda(const at::Tensor& x_in, const at::Tensor& logit_in, const at::Tensor& index_in,
-                                 const at::Tensor& indptr_in) {
+Tensor gather_attention_cuda(const Tensor& x_in, const Tensor& logit_in, const Tensor& index_in,
+                             const Tensor& indptr_in) {
   check_attention_args(x_in, logit_in, index_in, indptr_in);
-  c10::cuda::CUDAGuard guard(x_in.device());
-  const auto x = x_in.contiguous(), logit = logit_in.contiguous();
-  const auto index = index_in.contiguous(), indptr = indptr_in.contiguous();
+  const auto guard = cuda::guard_for(x_in);
+  const auto x = contiguous(x_in), logit = contiguous(logit_in);
+  const auto index = contiguous(index_in), indptr = contiguous(indptr_in);
   const int64_t R = indptr.numel() - 1, H = x.size(1), D = x.size(2);
-  auto out = at::empty({R, H, D}, x.options());
+  auto out = empty_like_shape(x, {R, H, D});
   if (R * H > 0) {
-    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gather_attention_cuda", [&] {
+    FGP_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gather_attention", [&] {
       gather_attention_kernel<scalar_t><<<cuda::blocks_for(R * H), cuda::kThreads, 0, cuda::stream()>>>(
-          x.data_ptr<scalar_t>(), logit.data_ptr<scalar_t>(), index.data_ptr<int64_t>(), indptr.data_ptr<int64_t>(),
-          R, H, D, out.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          x.const_data_ptr<scalar_t>(), logit.const_data_ptr<scalar_t>(), index.const_data_ptr<int64_t>(),
+          indptr.const_data_ptr<int64_t>(), R, H, D, out.mutable_data_ptr<scalar_t>());
+      cuda::check_launch("gather_attention");
     });
   }
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> gather_attention_backward_cuda(const at::Tensor& grad_in, const at::Tensor& x_in,
-                                                                  const at::Tensor& logit_in,
-                                                                  const at::Tensor& index_in,
-                                                                  const at::Tensor& indptr_in, const at::Tensor& out_in,
-                                                                  const at::Tensor& t_indptr_in,
-                                                                  const at::Tensor& t_index_in,
-                                                                  const at::Tensor& t_perm_in) {
+std::tuple<Tensor, Tensor> gather_attention_backward_cuda(const Tensor& grad_in, const Tensor& x_in,
+                                                          const Tensor& logit_in, const Tensor& index_in,
+                                                          const Tensor& indptr_in, const Tensor& out_in,
+                                                          const Tensor& t_indptr_in, const Tensor& t_index_in,
+                                                          const Tensor& t_perm_in) {
   check_attention_backward_args(grad_in, x_in, logit_in, index_in, indptr_in, out_in, t_indptr_in, t_index_in,
                                 t_perm_in);
-  c10::cuda::CUDAGuard guard(x_in.device());
-  const auto grad = grad_in.contiguous(), x = x_in.contiguous(), logit = logit_in.contiguous();
-  const auto index = index_in.contiguous(), indptr = indptr_in.contiguous(), out = out_in.contiguous();
-  const auto t_indptr = t_indptr_in.contiguous(), t_index = t_index_in.contiguous(), t_perm = t_perm_in.contiguous();
+  const auto guard = cuda::guard_for(x_in);
+  const auto grad = contiguous(grad_in), x = contiguous(x_in), logit = contiguous(logit_in);
+  const auto index = contiguous(index_in), indptr = contiguous(indptr_in), out = contiguous(out_in);
+  const auto t_indptr = contiguous(t_indptr_in), t_index = contiguous(t_index_in), t_perm = contiguous(t_perm_in);
   const int64_t R = indptr.numel() - 1, M = x.size(0), H = x.size(1), D = x.size(2), E = index.numel();
-  auto alpha = at::zeros({E, H}, x.options());
-  auto grad_logit = at::zeros({E, H}, x.options());
-  auto grad_x = at::empty({M, H, D}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gather_attention_backward_cuda", [&] {
+  auto alpha = zeros_tensor({E, H}, x.scalar_type(), x.device());
+  auto grad_logit = zeros_tensor({E, H}, x.scalar_type(), x.device());
+  auto grad_x = empty_like_shape(x, {M, H, D});
+  FGP_DISPATCH_FLOATING_TYPES(x.scalar_type(), "_gather_attention_backward", [&] {
     if (R * H > 0) {
       attention_logit_grad_kernel<scalar_t><<<cuda::blocks_for(R * H), cuda::kThreads, 0, cuda::stream()>>>(
-          grad.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), logit.data_ptr<scalar_t>(), index.data_ptr<int64_t>(),
-          indptr.data_ptr<int64_t>(), out.data_ptr<scalar_t>(), R, H, D, alpha.data_ptr<scalar_t>(),
-          grad_logit.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          grad.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(), logit.const_data_ptr<scalar_t>(),
+          index.const_data_ptr<int64_t>(), indptr.const_data_ptr<int64_t>(), out.const_data_ptr<scalar_t>(), R, H, D,
+          alpha.mutable_data_ptr<scalar_t>(), grad_logit.mutable_data_ptr<scalar_t>());
+      cuda::check_launch("_gather_attention_backward");
     }
     if (M * H * D > 0) {
       attention_x_grad_kernel<scalar_t><<<cuda::blocks_for(M * H * D), cuda::kThreads, 0, cuda::stream()>>>(
-          alpha.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>(), t_indptr.data_ptr<int64_t>(),
-          t_index.data_ptr<int64_t>(), t_perm.data_ptr<int64_t>(), M, H, D, grad_x.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          alpha.const_data_ptr<scalar_t>(), grad.const_data_ptr<scalar_t>(), t_indptr.const_data_ptr<int64_t>(),
+          t_index.const_data_ptr<int64_t>(), t_perm.const_data_ptr<int64_t>(), M, H, D,
+          grad_x.mutable_data_ptr<scalar_t>());
+      cuda::check_launch("_gather_attention_backward");
     }
   });
   return {grad_x, grad_logit};
 }
 
+namespace {
+
+// The transposed-CSR arguments only matter to autograd (read by the backward); the forward ignores them.
+Tensor gather_attention_op(const Tensor& x, const Tensor& logit, const Tensor& index, const Tensor& indptr,
+                           const std::optional<Tensor>&, const std::optional<Tensor>&, const std::optional<Tensor>&) {
+  return gather_attention_cuda(x, logit, index, indptr);
+}
+
+}  // namespace
+
 }  // namespace fgp
+
+STABLE_TORCH_LIBRARY_IMPL(fgp, CUDA, m) {
+  m.impl("gather_attention", TORCH_BOX(&fgp::gather_attention_op));
+  m.impl("_gather_attention_backward", TORCH_BOX(&fgp::gather_attention_backward_cuda));
+}

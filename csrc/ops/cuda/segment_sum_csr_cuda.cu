@@ -15,24 +15,26 @@ __global__ void segment_sum_kernel(const T* src, const int64_t* indptr, int64_t 
 
 }  // namespace
 
-at::Tensor segment_sum_csr_cuda(const at::Tensor& src_in, const at::Tensor& indptr_in) {
+Tensor segment_sum_csr_cuda(const Tensor& src_in, const Tensor& indptr_in) {
   check_float(src_in, "src");
-  TORCH_CHECK(src_in.dim() >= 1, "src must have at least one dimension (the segmented one)");
+  FGP_CHECK(src_in.dim() >= 1, "src must have at least one dimension (the segmented one)");
   check_same_device(src_in, "src", indptr_in, "indptr");
   check_indptr_full(indptr_in, src_in.size(0), "indptr");
-  c10::cuda::CUDAGuard guard(src_in.device());
-  const auto src = as_rows(src_in).contiguous();
-  const auto indptr = indptr_in.contiguous();
+  const auto guard = cuda::guard_for(src_in);
+  const auto src = contiguous(as_rows(src_in));
+  const auto indptr = contiguous(indptr_in);
   const int64_t N = indptr.numel() - 1, F = src.size(1);
-  auto out = at::empty({N, F}, src.options());
+  auto out = empty_like_shape(src, {N, F});
   if (N * F > 0) {
-    AT_DISPATCH_FLOATING_TYPES(src.scalar_type(), "segment_sum_csr_cuda", [&] {
+    FGP_DISPATCH_FLOATING_TYPES(src.scalar_type(), "segment_sum_csr", [&] {
       segment_sum_kernel<scalar_t><<<cuda::blocks_for(N * F), cuda::kThreads, 0, cuda::stream()>>>(
-          src.data_ptr<scalar_t>(), indptr.data_ptr<int64_t>(), N, F, out.data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+          src.const_data_ptr<scalar_t>(), indptr.const_data_ptr<int64_t>(), N, F, out.mutable_data_ptr<scalar_t>());
+      cuda::check_launch("segment_sum_csr");
     });
   }
-  return out.reshape(with_rows(src_in, N));
+  return reshape(out, with_rows(src_in, N));
 }
 
 }  // namespace fgp
+
+STABLE_TORCH_LIBRARY_IMPL(fgp, CUDA, m) { m.impl("segment_sum_csr", TORCH_BOX(&fgp::segment_sum_csr_cuda)); }

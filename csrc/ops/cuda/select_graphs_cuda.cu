@@ -1,6 +1,8 @@
 #include "ops/select_graphs.h"
 #include "ops/cuda/cuda_utils.cuh"
 
+#include <vector>
+
 namespace fgp {
 namespace {
 
@@ -23,46 +25,65 @@ __global__ void select_graphs_kernel(int64_t Bn, const int64_t* ids, const int64
 
 }  // namespace
 
-std::vector<at::Tensor> select_graphs_cuda(at::TensorList args_in) {
+SelectedGraphs select_graphs_cuda(const Tensor& node_ptr_in, const Tensor& ids_in, const Tensor& op_in,
+                                  const Tensor& level_in, const Tensor& is_source_in, const Tensor& in_indptr_in,
+                                  const Tensor& in_index_in, const Tensor& in_perm_in, const Tensor& out_indptr_in,
+                                  const Tensor& out_index_in, const Tensor& out_perm_in) {
+  const std::vector<Tensor> args_in{node_ptr_in, ids_in,      op_in,         level_in,     is_source_in, in_indptr_in,
+                                    in_index_in, in_perm_in,  out_indptr_in, out_index_in, out_perm_in};
   check_select_args(args_in);
-  c10::cuda::CUDAGuard guard(args_in[0].device());
-  std::vector<at::Tensor> a;
-  for (const auto& t : args_in) a.push_back(t.contiguous());
+  const auto guard = cuda::guard_for(args_in[0]);
+  std::vector<Tensor> a;
+  for (const auto& t : args_in) a.push_back(contiguous(t));
   const auto &node_ptr = a[0], &ids = a[1], &in_indptr = a[5];
   const int64_t Bn = ids.numel();
-  const auto opts = node_ptr.options();
-  const auto starts = node_ptr.index_select(0, ids), ends = node_ptr.index_select(0, ids + 1);
+  const Device dev = node_ptr.device();
+  // node_ptr[ids] and node_ptr[ids + 1] (= node_ptr[1:][ids]: ids lie in [0, B), checked above).
+  Tensor node_ptr_view = node_ptr;
+  const auto starts = aten::index_select(node_ptr, 0, ids);
+  const auto ends = aten::index_select(torch::stable::narrow(node_ptr_view, 0, 1, node_ptr.numel() - 1), 0, ids);
   // the selected ranges must be ordered and inside the arrays (the kernel checks the rest)
-  TORCH_CHECK(Bn == 0 || ((ends >= starts).all().item<bool>() && (starts >= 0).all().item<bool>() &&
-                          (ends <= a[2].numel()).all().item<bool>()),
-              "select_graphs: node_ptr is not a valid graph partition");
-  auto new_node_ptr = at::zeros({Bn + 1}, opts), new_edge_ptr = at::zeros({Bn + 1}, opts);
+  FGP_CHECK(Bn == 0 || (aten::all(aten::ge(ends, starts)) && item<int64_t>(aten::min_all(starts)) >= 0 &&
+                        item<int64_t>(aten::max_all(ends)) <= a[2].numel()),
+            "select_graphs: node_ptr is not a valid graph partition");
+  auto new_node_ptr = zeros_tensor({Bn + 1}, kLong, dev), new_edge_ptr = zeros_tensor({Bn + 1}, kLong, dev);
   if (Bn > 0) {
-    new_node_ptr.slice(0, 1).copy_(at::cumsum(ends - starts, 0));
-    new_edge_ptr.slice(0, 1).copy_(at::cumsum(in_indptr.index_select(0, ends) - in_indptr.index_select(0, starts), 0));
+    auto node_tail = torch::stable::narrow(new_node_ptr, 0, 1, Bn);
+    torch::stable::copy_(node_tail, aten::cumsum(aten::sub(ends, starts)));
+    auto edge_tail = torch::stable::narrow(new_edge_ptr, 0, 1, Bn);
+    torch::stable::copy_(edge_tail, aten::cumsum(aten::sub(aten::index_select(in_indptr, 0, ends),
+                                                           aten::index_select(in_indptr, 0, starts))));
   }
-  const int64_t N = new_node_ptr[-1].item<int64_t>(), E = new_edge_ptr[-1].item<int64_t>();
-  auto graph = at::empty({N}, opts), op = at::empty({N}, opts), level = at::empty({N}, opts);
-  auto is_source = at::empty({N}, a[4].options());
-  auto in_ptr = at::empty({N + 1}, opts), in_index = at::empty({E}, opts), in_perm = at::empty({E}, opts);
-  auto out_ptr = at::empty({N + 1}, opts), out_index = at::empty({E}, opts), out_perm = at::empty({E}, opts);
-  in_ptr[N].fill_(E);
-  out_ptr[N].fill_(E);
-  auto bad_graph = at::full({1}, -1, opts);
+  const int64_t N = read<int64_t>(new_node_ptr, -1), E = read<int64_t>(new_edge_ptr, -1);
+  auto graph = empty_like_shape(node_ptr, {N}), op = empty_like_shape(node_ptr, {N}),
+       level = empty_like_shape(node_ptr, {N});
+  auto is_source = empty_like_shape(a[4], {N});
+  auto in_ptr = empty_like_shape(node_ptr, {N + 1}), in_index = empty_like_shape(node_ptr, {E}),
+       in_perm = empty_like_shape(node_ptr, {E});
+  auto out_ptr = empty_like_shape(node_ptr, {N + 1}), out_index = empty_like_shape(node_ptr, {E}),
+       out_perm = empty_like_shape(node_ptr, {E});
+  // in_ptr[N] = out_ptr[N] = E (fill_ takes a double: exact for any realistic E < 2^53).
+  torch::stable::fill_(torch::stable::narrow(in_ptr, 0, N, 1), static_cast<double>(E));
+  torch::stable::fill_(torch::stable::narrow(out_ptr, 0, N, 1), static_cast<double>(E));
+  auto bad_graph = full_tensor({1}, -1, kLong, dev);
   if (Bn > 0) {
     select_graphs_kernel<<<cuda::blocks_for(Bn, 128), 128, 0, cuda::stream()>>>(
-        Bn, ids.data_ptr<int64_t>(), node_ptr.data_ptr<int64_t>(), a[2].data_ptr<int64_t>(), a[3].data_ptr<int64_t>(),
-        a[4].data_ptr<bool>(), in_indptr.data_ptr<int64_t>(), a[6].data_ptr<int64_t>(), a[7].data_ptr<int64_t>(),
-        a[8].data_ptr<int64_t>(), a[9].data_ptr<int64_t>(), a[10].data_ptr<int64_t>(), new_node_ptr.data_ptr<int64_t>(),
-        new_edge_ptr.data_ptr<int64_t>(), graph.data_ptr<int64_t>(), op.data_ptr<int64_t>(), level.data_ptr<int64_t>(),
-        is_source.data_ptr<bool>(), in_ptr.data_ptr<int64_t>(), in_index.data_ptr<int64_t>(),
-        in_perm.data_ptr<int64_t>(), out_ptr.data_ptr<int64_t>(), out_index.data_ptr<int64_t>(),
-        out_perm.data_ptr<int64_t>(), bad_graph.data_ptr<int64_t>(), a[6].numel());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    const int64_t bad = bad_graph.item<int64_t>();
+        Bn, ids.const_data_ptr<int64_t>(), node_ptr.const_data_ptr<int64_t>(), a[2].const_data_ptr<int64_t>(),
+        a[3].const_data_ptr<int64_t>(), a[4].const_data_ptr<bool>(), in_indptr.const_data_ptr<int64_t>(),
+        a[6].const_data_ptr<int64_t>(), a[7].const_data_ptr<int64_t>(), a[8].const_data_ptr<int64_t>(),
+        a[9].const_data_ptr<int64_t>(), a[10].const_data_ptr<int64_t>(), new_node_ptr.const_data_ptr<int64_t>(),
+        new_edge_ptr.const_data_ptr<int64_t>(), graph.mutable_data_ptr<int64_t>(), op.mutable_data_ptr<int64_t>(),
+        level.mutable_data_ptr<int64_t>(), is_source.mutable_data_ptr<bool>(), in_ptr.mutable_data_ptr<int64_t>(),
+        in_index.mutable_data_ptr<int64_t>(), in_perm.mutable_data_ptr<int64_t>(), out_ptr.mutable_data_ptr<int64_t>(),
+        out_index.mutable_data_ptr<int64_t>(), out_perm.mutable_data_ptr<int64_t>(),
+        bad_graph.mutable_data_ptr<int64_t>(), a[6].numel());
+    cuda::check_launch("select_graphs");
+    const int64_t bad = item<int64_t>(bad_graph);
     if (bad >= 0) raise_bad_selected_graph(bad);
   }
   return {new_node_ptr, graph, op, level, is_source, in_ptr, in_index, in_perm, out_ptr, out_index, out_perm};
 }
 
 }  // namespace fgp
+
+STABLE_TORCH_LIBRARY_IMPL(fgp, CUDA, m) { m.impl("select_graphs", TORCH_BOX(&fgp::select_graphs_cuda)); }

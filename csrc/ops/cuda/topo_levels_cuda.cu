@@ -14,30 +14,33 @@ __global__ void topo_levels_kernel(const int64_t* indptr, const int64_t* index, 
 
 }  // namespace
 
-at::Tensor topo_levels_cuda(const at::Tensor& indptr_in, const at::Tensor& index_in, const at::Tensor& node_ptr_in) {
+Tensor topo_levels_cuda(const Tensor& indptr_in, const Tensor& index_in, const Tensor& node_ptr_in) {
   check_topo_args(indptr_in, index_in, node_ptr_in);
-  c10::cuda::CUDAGuard guard(index_in.device());
-  const auto indptr = indptr_in.contiguous();
-  const auto index = index_in.contiguous();
-  const auto node_ptr = node_ptr_in.contiguous();
+  const auto guard = cuda::guard_for(index_in);
+  const auto indptr = contiguous(indptr_in);
+  const auto index = contiguous(index_in);
+  const auto node_ptr = contiguous(node_ptr_in);
   const int64_t N = indptr.numel() - 1, B = node_ptr.numel() - 1;
-  auto level = at::empty({N}, index.options());
-  auto scratch = at::empty({2, N}, index.options());
-  auto status = at::zeros({B}, index.options());
-  auto detail = at::full({B}, -1, index.options());
+  auto level = empty_like_shape(index, {N});
+  auto scratch = empty_like_shape(index, {2, N});  // rows: cursor, stack
+  auto status = zeros_tensor({B}, kLong, index.device());
+  auto detail = full_tensor({B}, -1, kLong, index.device());
   if (B > 0) {
+    int64_t* sc = scratch.mutable_data_ptr<int64_t>();
     topo_levels_kernel<<<cuda::blocks_for(B, 128), 128, 0, cuda::stream()>>>(
-        indptr.data_ptr<int64_t>(), index.data_ptr<int64_t>(), node_ptr.data_ptr<int64_t>(), B,
-        level.data_ptr<int64_t>(), scratch[0].data_ptr<int64_t>(), scratch[1].data_ptr<int64_t>(),
-        status.data_ptr<int64_t>(), detail.data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+        indptr.const_data_ptr<int64_t>(), index.const_data_ptr<int64_t>(), node_ptr.const_data_ptr<int64_t>(), B,
+        level.mutable_data_ptr<int64_t>(), sc, sc + N, status.mutable_data_ptr<int64_t>(),
+        detail.mutable_data_ptr<int64_t>());
+    cuda::check_launch("topo_levels");
   }
-  if (B > 0 && status.any().item<bool>()) {
-    const auto s = status.cpu(), d = detail.cpu(), gp = node_ptr.cpu(), idx = index.cpu();
-    raise_graph_errors(s.data_ptr<int64_t>(), d.data_ptr<int64_t>(), gp.data_ptr<int64_t>(), B,
-                       idx.data_ptr<int64_t>(), 0);
+  if (B > 0 && aten::any(status)) {
+    const auto s = to_cpu(status), d = to_cpu(detail), gp = to_cpu(node_ptr), idx = to_cpu(index);
+    raise_graph_errors(s.const_data_ptr<int64_t>(), d.const_data_ptr<int64_t>(), gp.const_data_ptr<int64_t>(), B,
+                       idx.const_data_ptr<int64_t>(), 0);
   }
   return level;
 }
 
 }  // namespace fgp
+
+STABLE_TORCH_LIBRARY_IMPL(fgp, CUDA, m) { m.impl("topo_levels", TORCH_BOX(&fgp::topo_levels_cuda)); }
