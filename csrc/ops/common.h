@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #if defined(__CUDACC__)
@@ -102,6 +103,32 @@ inline void check_csr_device(const Tensor& indptr, const Tensor& index, int64_t 
                              const char* index_name) {
   check_indptr_full(indptr, index.numel(), indptr_name);
   check_index_range(index, num_cols, index_name);
+}
+
+// Outputs and scratch whose size follows from index VALUES (num_cols, levels, pair counts) rather
+// than from the input sizes are refused above a limit, before anything is allocated: a bad value
+// must give an error, not a multi-GB allocation that the kernel then kills the process filling.
+// FGP_MAX_OUTPUT_BYTES (read at every check, so os.environ changes apply at once) sets the limit;
+// default 8 GiB.
+constexpr int64_t kDefaultMaxOutputBytes = int64_t{8} << 30;
+
+inline int64_t max_output_bytes() {
+  const char* env = std::getenv("FGP_MAX_OUTPUT_BYTES");
+  if (env != nullptr && *env != '\0') {
+    char* end = nullptr;
+    const long long value = std::strtoll(env, &end, 10);
+    FGP_CHECK(*end == '\0' && value > 0, "FGP_MAX_OUTPUT_BYTES must be a positive integer (bytes), got '", env, "'");
+    return static_cast<int64_t>(value);
+  }
+  return kDefaultMaxOutputBytes;
+}
+
+// `count` elements of `element_bytes` each, for `what` (e.g. "csr_transpose: num_cols + 1 row pointers").
+inline void check_output_size(int64_t count, int64_t element_bytes, const char* what) {
+  const int64_t limit = max_output_bytes();
+  FGP_CHECK(count >= 0 && count <= limit / element_bytes, what, " would need ", count, " elements of ", element_bytes,
+            " bytes (", static_cast<double>(count) * static_cast<double>(element_bytes) / double(1 << 30),
+            " GiB), above the limit of ", limit, " bytes; set the environment variable FGP_MAX_OUTPUT_BYTES to allow more");
 }
 
 // Flatten everything after dim 0 into one feature dimension: ops see [rows, F].

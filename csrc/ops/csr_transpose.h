@@ -20,6 +20,7 @@ inline void check_csr_transpose_args(const Tensor& index, const Tensor& indptr, 
   check_index_vector(index, "index");
   check_same_device(index, "index", indptr, "indptr");
   FGP_CHECK(num_cols >= 0, "num_cols must be non-negative, got ", num_cols);
+  check_output_size(num_cols + 1, sizeof(int64_t), "csr_transpose: num_cols + 1 row pointers");
   check_indptr_ends(indptr, index.numel(), "indptr");
 }
 

@@ -143,6 +143,7 @@ inline std::vector<int64_t> flow_scratch_offsets(const Tensor& node_ptr) {
     const int64_t n = p[g + 1] - p[g];
     offsets[g + 1] = offsets[g] + 2 * n * flow_words(n);
   }
+  check_output_size(offsets.back(), sizeof(uint64_t), "flow_pairs: the reachability bitsets of the batch");
   return offsets;
 }
 

@@ -55,6 +55,10 @@ inline int64_t check_schedule_args(const Tensor& indptr, const Tensor& index, co
   const auto [mn, mx] = aten::aminmax(level);
   const int64_t lo = item<int64_t>(mn), hi = item<int64_t>(mx);
   FGP_CHECK(lo >= 0, "level must be non-negative, found ", lo);
+  // level_ptr and group_level_ptr hold max(level) + 2 entries each: a gapped levelling is valid,
+  // but one with a huge value must be refused before it is allocated.
+  check_output_size(std::min<int64_t>(hi, INT64_MAX - 2) + 2, 2 * sizeof(int64_t),
+                    "level_schedule: the per-level pointers of max(level) + 1 levels");
   return hi + 1;  // number of levels
 }
 

@@ -6,6 +6,7 @@ with every CPython and every torch from 2.10 on, and is loaded with :func:`torch
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import torch
@@ -16,6 +17,11 @@ MIN_TORCH = (2, 10)
 
 
 def _library_path() -> Path:
+    override = os.environ.get("FGP_OPS_LIBRARY")  # another build of the library (scripts/sanitize.sh)
+    if override:
+        if not Path(override).is_file():
+            raise ImportError(f"FGP_OPS_LIBRARY={override} is not a file")
+        return Path(override)
     beside = Path(__file__).resolve().parent.parent / LIBRARY_NAME
     if beside.is_file():  # an installed wheel, or a build copied into the source tree
         return beside

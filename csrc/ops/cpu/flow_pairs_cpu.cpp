@@ -32,6 +32,7 @@ std::tuple<Tensor, Tensor, Tensor> flow_pairs_cpu(const Tensor& indptr_in, const
   raise_flow_pair_errors(status.data(), detail.data(), gp, B, idx, E, tp);
   for (int64_t v = 0; v < N; ++v) pp[v + 1] += pp[v];
   const int64_t P = pp[N];
+  check_output_size(P, 2 * sizeof(int64_t), "flow_pairs: the flow-related pairs (index and perm)");
   auto pair_index = empty_tensor({P}, kLong, dev), pair_perm = empty_tensor({P}, kLong, dev);
   std::vector<int64_t> cursor(N);
   int64_t* pi = pair_index.mutable_data_ptr<int64_t>();

@@ -60,6 +60,7 @@ std::tuple<Tensor, Tensor, Tensor> flow_pairs_cuda(const Tensor& indptr_in, cons
     torch::stable::copy_(tail, aten::cumsum(count));
   }
   const int64_t P = read<int64_t>(pair_indptr, -1);
+  check_output_size(P, 2 * sizeof(int64_t), "flow_pairs: the flow-related pairs (index and perm)");
   auto pair_index = empty_tensor({P}, kLong, dev), pair_perm = empty_tensor({P}, kLong, dev);
   auto cursor = empty_tensor({N}, kLong, dev);
   if (B > 0) {
