@@ -91,7 +91,7 @@ struct FlowArgs {
 // m has k entries. It first checks that the graph's edges, both directions, stay inside the graph,
 // so a task never touches another graph's nodes. Returns a GraphStatus.
 template <typename T, int K = 0>
-FGP_HOST_DEVICE inline int64_t flow_surrogate_graph(const FlowArgs<T>& a, int64_t begin, int64_t end, int64_t* order,
+FGP_HOST_DEVICE FGP_INLINE_IN_CLONES int64_t flow_surrogate_graph(const FlowArgs<T>& a, int64_t begin, int64_t end, int64_t* order,
                                                     int64_t* indeg, T* h, T* m, T* readout, int64_t* detail) {
   const int64_t k = K > 0 ? K : a.k;
   int64_t status = check_graph_edges(begin, end, a.in_ptr, a.in_idx, detail);
