@@ -509,18 +509,20 @@ def flow_pass(h0, level_ptr, indptr, index, group_level_ptr, group_perm, group_p
     return h
 
 
-def flow_pass_train(args):
-    """:func:`flow_pass` returning ``[h]`` plus placeholders for the fused kernel's saved
-    intermediates (the reference backward recomputes instead)."""
-    h = flow_pass(*args)
-    return [h, *(h.new_zeros(0) for _ in range(5))]
+def flow_pass_forward(h0, *args):
+    """:func:`flow_pass` shaped like ``fgp::_flow_pass_forward``: ``(h, msg, rz, n, gh_n, logit)``
+    with empty placeholders for the fused kernel's saved intermediates (the reference backward
+    recomputes instead)."""
+    h = flow_pass(h0, *args)
+    return (h, *(h.new_zeros(0) for _ in range(5)))
 
 
-def flow_pass_backward(grad, saved, args):
-    """Gradients of :func:`flow_pass` (``[grad_h0, grad_att_dst, grad_att_src, grad_att_bias,
-    grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh]``) by autograd through the reference."""
-    h0, schedule, params = args[0], args[1:8], args[8:]
+def flow_pass_backward(grad, h, msg, rz, n, gh_n, logit, h0, *args):
+    """Gradients of :func:`flow_pass` shaped like ``fgp::_flow_pass_backward`` (``(grad_h0,
+    grad_att_dst, grad_att_src, grad_att_bias, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh)``), by
+    autograd through the reference; the saved intermediates are accepted and unused."""
+    schedule, params = args[:7], args[7:]
     with torch.enable_grad():
         leaves = [t.detach().requires_grad_(True) for t in (h0, *params)]
         out = flow_pass(leaves[0], *schedule, *leaves[1:])
-        return list(torch.autograd.grad(out, leaves, grad))
+        return tuple(torch.autograd.grad(out, leaves, grad))

@@ -619,3 +619,23 @@ def test_flow_pairs_refuses_a_repeated_topo_value():
     with pytest.raises(RuntimeError, match="listed twice"):
         torch.ops.fgp.flow_pairs(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1]), torch.tensor([0, 3]),
                                  torch.tensor([0, 1, 1]))
+
+
+def test_flow_pass_reference_fallback_matches_the_kernels():
+    """The plain-PyTorch forward/backward registered as the CUDA fallback (fgp_ext/ops/flow.py)
+    computes what the CPU kernels compute, in the same argument layout."""
+    b = collate([ArchGraph([0, 1, 2, 3], [[0, 0, 1, 2], [1, 2, 3, 3]]), ArchGraph([0, 1, 2], [[0, 1], [2, 2]])])
+    torch.manual_seed(3)
+    step = FlowStep(4).double()
+    plan = LevelPlan(b.schedule())
+    w = [t.detach() for t in _flow_weights(step)]
+    args = (torch.randn(b.num_nodes, 4, dtype=torch.float64), plan.level_ptr, plan.indptr, plan.index,
+            plan.group_level_ptr, plan.group_perm, plan.group_ptr, plan.group_src, w[0].reshape(-1),
+            w[1].reshape(-1), w[2].reshape(1), *w[3:])
+    saved = torch.ops.fgp._flow_pass_forward(*args)
+    ref_out = ref.flow_pass_forward(*args)
+    torch.testing.assert_close(ref_out[0], saved[0])
+    grad = torch.randn_like(saved[0])
+    for got, want in zip(ref.flow_pass_backward(grad, *ref_out, *args), torch.ops.fgp._flow_pass_backward(grad, *saved,
+                                                                                                         *args)):
+        torch.testing.assert_close(got, want.reshape(got.shape))

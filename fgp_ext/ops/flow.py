@@ -78,17 +78,6 @@ def _backward_fake(grad, h, msg, rz, n, gh_n, logit, h0, *args):
 
 
 # ---- CUDA fallbacks ---------------------------------------------------------------------------
-def _reference_forward(*args):
-    """The plain-PyTorch pass, with empty placeholders for the intermediates (the reference
-    backward recomputes instead)."""
-    h = _ref.flow_pass(*args)
-    return (h, *(h.new_zeros(0) for _ in range(5)))
-
-
-def _reference_backward(grad, h, msg, rz, n, gh_n, logit, *args):
-    return tuple(_ref.flow_pass_backward(grad, [h, msg, rz, n, gh_n, logit], list(args)))
-
-
 if not CUDA_KERNELS:
-    torch.library.register_kernel("fgp::_flow_pass_forward", "cuda", _reference_forward)
-    torch.library.register_kernel("fgp::_flow_pass_backward", "cuda", _reference_backward)
+    torch.library.register_kernel("fgp::_flow_pass_forward", "cuda", _ref.flow_pass_forward)
+    torch.library.register_kernel("fgp::_flow_pass_backward", "cuda", _ref.flow_pass_backward)
