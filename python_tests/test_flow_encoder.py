@@ -639,3 +639,14 @@ def test_flow_pass_reference_fallback_matches_the_kernels():
     for got, want in zip(ref.flow_pass_backward(grad, *ref_out, *args), torch.ops.fgp._flow_pass_backward(grad, *saved,
                                                                                                          *args)):
         torch.testing.assert_close(got, want.reshape(got.shape))
+
+
+def test_level_schedule_and_flow_pairs_refuse_outputs_above_the_limit(monkeypatch):
+    b = collate([ArchGraph([0, 1, 2], [[0, 1], [1, 2]])])
+    indptr, index = b.in_csr.indptr, b.in_csr.index
+    # a gapped but valid levelling with a huge last level: its per-level pointers are refused
+    with pytest.raises(RuntimeError, match="level_schedule: the per-level pointers .* would need"):
+        ops.level_schedule(indptr, index, torch.tensor([0, 1, 2**40]))
+    monkeypatch.setenv("FGP_MAX_OUTPUT_BYTES", "16")  # less than the 3 x 3 pairs' index and perm
+    with pytest.raises(RuntimeError, match="flow_pairs: .* would need"):
+        ops.flow_pairs(indptr, index, b.node_ptr, torch.arange(3))

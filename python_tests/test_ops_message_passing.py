@@ -202,3 +202,18 @@ def test_bad_input_raises_clear_error(name, call, message):
     with pytest.raises((RuntimeError, ValueError, TypeError)) as info:
         call()
     assert message in str(info.value), str(info.value)
+
+
+def test_outputs_sized_by_values_are_refused_above_the_limit(monkeypatch):
+    """A num_cols of 2^40 would ask for 8 TiB of row pointers: refused before allocating, with the
+    size and the setting that allows more (FGP_MAX_OUTPUT_BYTES, read at every call)."""
+    index, indptr = torch.tensor([0, 1]), torch.tensor([0, 1, 2])
+    with pytest.raises(RuntimeError, match=r"csr_transpose: num_cols \+ 1 row pointers would need .*FGP_MAX_OUTPUT_BYTES"):
+        ops.csr_transpose(index, indptr, 2**40)
+    monkeypatch.setenv("FGP_MAX_OUTPUT_BYTES", "64")  # 8 int64 row pointers
+    assert ops.csr_transpose(index, indptr, 7).indptr.numel() == 8
+    with pytest.raises(RuntimeError, match="above the limit of 64 bytes"):
+        ops.csr_transpose(index, indptr, 8)
+    monkeypatch.setenv("FGP_MAX_OUTPUT_BYTES", "lots")
+    with pytest.raises(RuntimeError, match="FGP_MAX_OUTPUT_BYTES must be a positive integer"):
+        ops.csr_transpose(index, indptr, 2)
