@@ -32,26 +32,11 @@ namespace fgp {
 
 namespace detail_flow_pass {
 
-// A shape as the old ATen messages printed a std::vector<int64_t> (c10::str: elements separated
-// by spaces, e.g. "12 4").
-inline std::string shape_list(const std::vector<int64_t>& shape) {
-  std::ostringstream out;
-  for (size_t i = 0; i < shape.size(); ++i) out << (i ? " " : "") << shape[i];
-  return out.str();
-}
-
 inline bool has_shape(const Tensor& t, const std::vector<int64_t>& shape) {
   if (t.dim() != static_cast<int64_t>(shape.size())) return false;
   for (int64_t d = 0; d < t.dim(); ++d)
     if (t.size(d) != shape[d]) return false;
   return true;
-}
-
-// A whole 1-D int64 tensor as a host vector.
-inline std::vector<int64_t> host_vector(const Tensor& t) {
-  const Tensor c = host_long(t);
-  const int64_t* p = c.const_data_ptr<int64_t>();
-  return std::vector<int64_t>(p, p + c.numel());
 }
 
 }  // namespace detail_flow_pass
@@ -145,16 +130,8 @@ FGP_HOST_DEVICE inline T flow_attention_row_backward(int64_t v, int64_t row, int
   return ds;
 }
 
-// torch::stable::Tensor has hidden visibility (torch declares its namespace hidden), which a struct
-// with default visibility must not hold (GCC warns): the structs below that keep Tensors are hidden
-// too.
-#if defined(__GNUC__) && !defined(_WIN32)
-#define FGP_FLOW_PASS_HIDDEN __attribute__((visibility("hidden")))
-#else
-#define FGP_FLOW_PASS_HIDDEN
-#endif
-
-struct FGP_FLOW_PASS_HIDDEN FlowPassArgs {
+// The structs below keep Tensors, hence FGP_HIDDEN (stable.h).
+struct FGP_HIDDEN FlowPassArgs {
   Tensor h0, level_ptr, indptr, index, group_level_ptr, group_perm, group_ptr, group_src;
   Tensor att_dst, att_src, att_bias, w_ih, w_hh, b_ih, b_hh;
 };
@@ -163,7 +140,6 @@ struct FGP_FLOW_PASS_HIDDEN FlowPassArgs {
 // before level l). The level pointers are returned on the host for the level loop.
 inline std::pair<std::vector<int64_t>, std::vector<int64_t>> check_flow_pass_args(const FlowPassArgs& a) {
   using detail_flow_pass::has_shape;
-  using detail_flow_pass::shape_list;
   check_float(a.h0, "h0");
   FGP_CHECK(a.h0.dim() == 2, "h0 must be [N, F], got ", sizes_str(a.h0));
   const int64_t N = a.h0.size(0), F = a.h0.size(1);
@@ -172,12 +148,12 @@ inline std::pair<std::vector<int64_t>, std::vector<int64_t>> check_flow_pass_arg
     check_index_vector(*t, "schedule tensors");
     check_same_device(a.h0, "h0", *t, "the schedule tensors");
   }
-  const struct FGP_FLOW_PASS_HIDDEN { const Tensor* t; std::vector<int64_t> shape; const char* name; } params[] = {
+  const struct FGP_HIDDEN { const Tensor* t; std::vector<int64_t> shape; const char* name; } params[] = {
       {&a.att_dst, {F}, "att_dst"}, {&a.att_src, {F}, "att_src"}, {&a.att_bias, {1}, "att_bias"},
       {&a.w_ih, {3 * F, F}, "w_ih"}, {&a.w_hh, {3 * F, F}, "w_hh"}, {&a.b_ih, {3 * F}, "b_ih"},
       {&a.b_hh, {3 * F}, "b_hh"}};
   for (const auto& p : params) {
-    FGP_CHECK(has_shape(*p.t, p.shape), p.name, " must have shape ", shape_list(p.shape), ", got ", sizes_str(*p.t));
+    FGP_CHECK(has_shape(*p.t, p.shape), p.name, " must have shape ", spaced(p.shape), ", got ", sizes_str(*p.t));
     FGP_CHECK(p.t->scalar_type() == a.h0.scalar_type(), p.name, " must have the dtype of h0");
     check_same_device(a.h0, "h0", *p.t, p.name);
   }
@@ -191,8 +167,8 @@ inline std::pair<std::vector<int64_t>, std::vector<int64_t>> check_flow_pass_arg
   check_indptr_full(a.group_level_ptr, a.group_src.numel(), "group_level_ptr");
   check_index_range(a.group_perm, std::max<int64_t>(a.index.numel(), 1), "group_perm");
   check_index_range(a.group_src, std::max<int64_t>(N, 1), "group_src");
-  std::vector<int64_t> levels = detail_flow_pass::host_vector(a.level_ptr);
-  std::vector<int64_t> groups = detail_flow_pass::host_vector(a.group_level_ptr);
+  std::vector<int64_t> levels = host_vector(a.level_ptr);
+  std::vector<int64_t> groups = host_vector(a.group_level_ptr);
   if (a.index.numel()) {
     // Every entry must read a finished row: index[e] < start of its destination's level.
     const Device dev = a.indptr.device();
@@ -227,13 +203,12 @@ inline std::pair<std::vector<int64_t>, std::vector<int64_t>> check_flow_pass_arg
 }
 
 // The tensors the forward saves for the backward, checked and made contiguous.
-struct FGP_FLOW_PASS_HIDDEN FlowPassSaved {
+struct FGP_HIDDEN FlowPassSaved {
   Tensor h, msg, rz, n, gh_n, logit;
 };
 
 inline FlowPassSaved unpack_flow_pass_saved(const Tensor& grad, const FlowPassSaved& saved, const FlowPassArgs& a) {
   using detail_flow_pass::has_shape;
-  using detail_flow_pass::shape_list;
   FGP_CHECK(has_shape(grad, {a.h0.size(0), a.h0.size(1)}), "grad must have the shape of h0");
   FGP_CHECK(grad.scalar_type() == a.h0.scalar_type(), "grad must have the dtype of h0");
   check_same_device(a.h0, "h0", grad, "grad");
@@ -243,7 +218,7 @@ inline FlowPassSaved unpack_flow_pass_saved(const Tensor& grad, const FlowPassSa
   const std::vector<int64_t> shapes[6] = {{N, F}, {N, F}, {N, 2 * F}, {N, F}, {N, F}, {a.index.numel()}};
   for (size_t i = 0; i < 6; ++i) {
     FGP_CHECK(has_shape(*tensors[i], shapes[i]), "flow_pass_backward: saved tensor ", i, " must have shape ",
-              shape_list(shapes[i]), ", got ", sizes_str(*tensors[i]));
+              spaced(shapes[i]), ", got ", sizes_str(*tensors[i]));
     FGP_CHECK(tensors[i]->scalar_type() == a.h0.scalar_type(), "flow_pass_backward: saved tensor ", i,
               " must have the dtype of h0");
     check_same_device(a.h0, "h0", *tensors[i], "the saved tensors");
@@ -261,7 +236,7 @@ using FlowPassGrads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor,
 // logit sum ds [N]). Nothing in them feeds back into earlier levels, so the gradients of h0 and of
 // every weight are formed from them once, after the level loop, with the same dispatcher calls on
 // every device (finish()).
-struct FGP_FLOW_PASS_HIDDEN FlowPassGradBuffers {
+struct FGP_HIDDEN FlowPassGradBuffers {
   Tensor dgi, dgh, g_src_rows, g_bias_rows, ds;
 
   FlowPassGradBuffers(int64_t N, int64_t F, const Tensor& like)

@@ -122,16 +122,8 @@ inline const T* rows_view(const Tensor& t, Tensor* keep, int64_t* ld) {
   return keep->template const_data_ptr<T>();
 }
 
-// torch::stable::Tensor has hidden visibility (torch declares its namespace hidden), which a struct
-// with default visibility must not hold (GCC warns): GatedViews, which keeps three, is hidden too.
-#if defined(__GNUC__) && !defined(_WIN32)
-#define FGP_GATED_VIEWS_HIDDEN __attribute__((visibility("hidden")))
-#else
-#define FGP_GATED_VIEWS_HIDDEN
-#endif
-
 template <typename T>
-struct FGP_GATED_VIEWS_HIDDEN GatedViews {
+struct FGP_HIDDEN GatedViews {
   Tensor dst, src, value;
   GatedInputs<T> in;
   GatedViews(const Tensor& gate_dst, const Tensor& gate_src, const Tensor& val) {

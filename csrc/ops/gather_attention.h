@@ -96,16 +96,6 @@ FGP_HOST_DEVICE inline void attention_row_head_backward(const T* g, const T* x, 
   }
 }
 
-namespace detail_gather_attention {
-// A shape printed as the messages always showed this std::vector<int64_t> (c10 style: values
-// separated by spaces), so the error text stays the same.
-inline std::string spaced(const std::vector<int64_t>& v) {
-  std::ostringstream s;
-  for (size_t i = 0; i < v.size(); ++i) s << (i ? " " : "") << v[i];
-  return s.str();
-}
-}  // namespace detail_gather_attention
-
 // Shapes, dtypes and devices (index range and row pointers: check_index_range / the kernels).
 inline void check_attention_args(const Tensor& x, const Tensor& logit, const Tensor& index, const Tensor& indptr) {
   check_float(x, "x");
@@ -129,7 +119,7 @@ inline void check_attention_backward_args(const Tensor& grad, const Tensor& x, c
   const int64_t R = indptr.numel() - 1;
   const std::vector<int64_t> out_shape{R, x.size(1), x.size(2)};
   FGP_CHECK(grad.sizes() == out_shape && out.sizes() == out_shape, "grad and out must have shape ",
-            detail_gather_attention::spaced(out_shape), ", got ", sizes_str(grad), " and ", sizes_str(out));
+            spaced(out_shape), ", got ", sizes_str(grad), " and ", sizes_str(out));
   FGP_CHECK(grad.scalar_type() == x.scalar_type() && out.scalar_type() == x.scalar_type(),
             "grad and out must have the dtype of x");
   check_index_vector(t_index, "t_index");

@@ -80,16 +80,6 @@ inline void raise_schedule_error(const Tensor& indptr, const Tensor& index, cons
            "; compute it with topo_levels on the same CSR");
 }
 
-namespace detail_level_schedule {
-// a + b for int64 tensors of one shape, exact: stack([a, b], 1).sum(1). aten::add and aten::sub take
-// a Scalar alpha, which the stable ABI passes as a double, and torch refuses a floating alpha for
-// integer tensors (so aten::sub of stable.h fails on int64).
-inline Tensor add_long(const Tensor& a, const Tensor& b) {
-  const Tensor pair = aten::call_tensor("aten::stack", "", std::vector<Tensor>{a, b}, int64_t{1});
-  return torch::stable::sum(pair, std::vector<int64_t>{1}, false, kLong);
-}
-}  // namespace detail_level_schedule
-
 using ScheduleTensors = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 ScheduleTensors level_schedule_cpu(const Tensor& indptr, const Tensor& index, const Tensor& level);

@@ -95,6 +95,22 @@ inline std::string device_str(const Tensor& t) {
   return detail::concat("device type ", static_cast<int>(t.device().type()));
 }
 
+// A shape as torch's C++ messages printed a std::vector<int64_t> (values separated by spaces, e.g.
+// "12 4"): the ops' error texts keep that form.
+inline std::string spaced(const std::vector<int64_t>& values) {
+  std::ostringstream out;
+  for (size_t i = 0; i < values.size(); ++i) out << (i ? " " : "") << values[i];
+  return out.str();
+}
+
+// torch::stable::Tensor has hidden visibility (torch declares its namespace hidden); a struct that
+// holds one must be hidden too, or GCC warns.
+#if defined(__GNUC__) && !defined(_WIN32)
+#define FGP_HIDDEN __attribute__((visibility("hidden")))
+#else
+#define FGP_HIDDEN
+#endif
+
 inline bool same_device(const Tensor& a, const Tensor& b) {
   return a.device().type() == b.device().type() && a.get_device_index() == b.get_device_index();
 }
@@ -158,6 +174,12 @@ inline T item(const Tensor& t) {
 }
 // A whole 1-D int64 tensor on the host (contiguous CPU copy or the tensor itself).
 inline Tensor host_long(const Tensor& t) { return contiguous(to_cpu(t)); }
+// ... and as a host vector.
+inline std::vector<int64_t> host_vector(const Tensor& t) {
+  const Tensor c = host_long(t);
+  const int64_t* p = c.const_data_ptr<int64_t>();
+  return std::vector<int64_t>(p, p + c.numel());
+}
 
 // ---- ATen ops through the dispatcher ---------------------------------------------------------
 // Arguments are passed exactly as the op's schema lists them (defaults included): the dispatcher's
@@ -188,8 +210,8 @@ inline std::pair<Tensor, Tensor> aminmax(const Tensor& t) {
   auto s = call("aten::aminmax", "", t, OptInt(), false);
   return {torch::stable::detail::to<Tensor>(s[0]), torch::stable::detail::to<Tensor>(s[1])};
 }
-inline Tensor diff(const Tensor& t) {
-  return call_tensor("aten::diff", "", t, int64_t{1}, int64_t{-1}, OptTensor(), OptTensor());
+inline Tensor diff(const Tensor& t, int64_t dim = -1) {
+  return call_tensor("aten::diff", "", t, int64_t{1}, dim, OptTensor(), OptTensor());
 }
 // Stable ascending sort along dim 0: (values, indices).
 inline std::pair<Tensor, Tensor> sort_stable(const Tensor& t) {
@@ -247,10 +269,7 @@ inline Tensor stack_columns(const Tensor& a, const Tensor& b) {
 inline Tensor add(const Tensor& a, const Tensor& b) {
   return torch::stable::sum(stack_columns(a, b), std::vector<int64_t>{1});
 }
-inline Tensor sub(const Tensor& a, const Tensor& b) {
-  return reshape(call_tensor("aten::diff", "", stack_columns(b, a), int64_t{1}, int64_t{1}, OptTensor(), OptTensor()),
-                 {-1});
-}
+inline Tensor sub(const Tensor& a, const Tensor& b) { return reshape(diff(stack_columns(b, a), 1), {-1}); }
 
 }  // namespace aten
 

@@ -57,12 +57,12 @@ ScheduleTensors level_schedule_cuda(const Tensor& indptr_in, const Tensor& index
   // Groups by (level, predecessor position), with a stable device sort (same order as the CPU's
   // per-level stable sort). key = level * max(N, 1) + sched_index, built without Scalar arguments:
   // the per-level offsets come from the host and are repeated over each level's entries, and the
-  // int64 sum is a stack-and-sum (detail_level_schedule::add_long).
+  // int64 sum is a stack-and-sum (aten::add of stable.h).
   const auto entry_ptr = aten::index_select(sched_indptr, 0, level_ptr);
   std::vector<int64_t> level_offset(static_cast<size_t>(L));
   for (int64_t l = 0; l < L; ++l) level_offset[l] = l * std::max<int64_t>(N, 1);
   const auto entry_offset = aten::repeat_interleave(from_host(level_offset, dev), aten::diff(entry_ptr), E);
-  const auto key = detail_level_schedule::add_long(entry_offset, sched_index);
+  const auto key = aten::add(entry_offset, sched_index);
   const auto group_perm = aten::sort_stable(key).second;
   const auto sorted_key = aten::index_select(key, 0, group_perm);
   auto is_first = full_tensor({E}, 1.0, kBool, dev);
