@@ -22,7 +22,7 @@ from test_bench_surrogate import random_dag_batch
 from fgp_ext import batch_from_arrays
 from fgp_ext.encoders import FlowerFormer, GatedGCN, segment_mean
 from fgp_ext.encoders.flowerformer import LevelBackend
-from fgp_ext.reference import MaskedFlowBackend
+from fgp_ext.encoders.flowerformer import MaskedFlowBackend
 
 HIDDEN, LAYERS, HEADS = 64, 3, 4
 

@@ -27,7 +27,7 @@ from fgp_ext import ops
 from fgp_ext.encoders import GatedGCN, segment_mean
 from fgp_ext.encoders.gatedgcn import GatedGCNLayer
 from fgp_ext.ops import CSR
-from fgp_ext.reference import csr_row_ids
+from fgp_ext.sparse import csr_row_ids
 
 HIDDEN, LAYERS, EPS = 64, 3, 1e-6
 
@@ -168,10 +168,10 @@ class UnfusedGatedGCNLayer(GatedGCNLayer):
     """Our layer as it was before the fused op: gather, sigmoid and one segment sum of
     ``[gated message | gate]`` (same weights, same function)."""
 
-    def forward(self, h, batch):
+    def forward(self, h, csr):
         d = self.dim
         uh, ah, vbh = self.proj(h).split([d, d, 2 * d], dim=-1)
-        csr, rows = batch.undirected_csr, batch.undirected_rows
+        rows = csr.rows()
         vb_src = vbh.index_select(0, csr.index)
         gate = torch.sigmoid(ah.index_select(0, rows) + vb_src[:, d:])
         num, den = ops.segment_sum_csr(torch.cat([gate * vb_src[:, :d], gate], dim=-1), csr.indptr).split(d, dim=-1)

@@ -28,6 +28,7 @@ import torch
 
 from benchutil import record, run_bench
 
+from fgp_ext.sparse import CSR
 from fgp_ext import ops
 
 try:  # optional third-party peer: never a dependency
@@ -88,7 +89,7 @@ def _make(name, src, dst, num_nodes, F, seed=0) -> Workload:
         csr_seg = torch.sparse_csr_tensor(indptr, torch.arange(E), ones, size=(num_nodes, E))
     return Workload(
         name=name, N=num_nodes, M=num_nodes, index=src, dst=dst, indptr=indptr,
-        transpose=ops.csr_transpose(src, indptr, num_nodes), x=x, grad=grad,
+        transpose=ops.csr_transpose(CSR(indptr, src), num_nodes), x=x, grad=grad,
         msg=x.index_select(0, src).contiguous(),
         csr=csr, csr_seg=csr_seg,
         lengths=indptr.diff(), dst_exp=dst.view(-1, 1).expand(-1, F),
@@ -145,10 +146,10 @@ def _ts():
 
 
 GATHER = {
-    "fgp.gather_segment_sum": ("ours", lambda w: lambda x: ops.gather_segment_sum(x, w.index, w.indptr,
+    "fgp.gather_segment_sum": ("ours", lambda w: lambda x: ops.gather_segment_sum(x, CSR(w.indptr, w.index),
                                                                                    transpose=w.transpose)),
     "fgp.gather_segment_sum(no transpose=)": ("ours-alt", lambda w: lambda x: ops.gather_segment_sum(
-        x, w.index, w.indptr)),
+        x, CSR(w.indptr, w.index))),
     "torch.sparse.mm(CSR)": ("builtin", lambda w: lambda x: torch.sparse.mm(w.csr, x)),
     "x[index] + index_add_": ("builtin", lambda w: lambda x: x.new_zeros(w.N, x.shape[1]).index_add_(
         0, w.dst, x.index_select(0, w.index))),
@@ -186,11 +187,11 @@ def _reference_out(kind, w, device):
     key = (kind, w.name, device)
     if key not in _REF_OUT:
         if kind == "gather_fwd":
-            _REF_OUT[key] = ops.gather_segment_sum(w.x, w.index, w.indptr)
+            _REF_OUT[key] = ops.gather_segment_sum(w.x, CSR(w.indptr, w.index))
         elif kind == "segsum_fwd":
             _REF_OUT[key] = ops.segment_sum_csr(w.msg, w.indptr)
         else:  # gradient of <out, grad> w.r.t. x = A^T grad
-            _REF_OUT[key] = ops.gather_segment_sum(w.grad, w.transpose.index, w.transpose.indptr)
+            _REF_OUT[key] = ops.gather_segment_sum(w.grad, w.transpose)
     return _REF_OUT[key]
 
 

@@ -83,7 +83,7 @@ def test_surrogate_nb201(benchmark, device_threads, nb201_batch, nb201_graphs, n
     benchmark.group = _group(f"flow_surrogate | NB201 all {B} cells (k={K})", device, threads)
     if contender.startswith("fgp."):
         schedule = contender.split("=")[1].rstrip(")")
-        fn = lambda: ops.flow_surrogate(*_args(batch), r, P, W, ALPHA, schedule, transpose=batch.out_csr)  # noqa: E731
+        fn = lambda: ops.flow_surrogate(batch.op, batch.in_csr, batch.node_ptr, batch.is_source, r, P, W, ALPHA, schedule)  # noqa: E731
         per, expected = B, nb201_expected
     elif contender == "reference.flow_surrogate_batched":
         fn = lambda: reference.flow_surrogate_batched(*_args(batch), r, P, W, ALPHA)  # noqa: E731
@@ -165,7 +165,7 @@ def test_surrogate_dag(benchmark, device_threads, dag, contender):
     benchmark.group = _group(f"flow_surrogate | random DAGs {dag} ({batch.num_edges} edges)", device, threads)
     if contender.startswith("fgp."):
         schedule = contender.split("=")[1].rstrip(")")
-        fn = lambda: ops.flow_surrogate(*_args(batch), r, P, W, ALPHA, schedule, transpose=batch.out_csr)  # noqa: E731
+        fn = lambda: ops.flow_surrogate(batch.op, batch.in_csr, batch.node_ptr, batch.is_source, r, P, W, ALPHA, schedule)  # noqa: E731
         torch.testing.assert_close(fn().cpu(), expected, rtol=1e-5, atol=1e-6)
         run_bench(benchmark, fn, device=device)
     else:
@@ -186,7 +186,7 @@ def test_collate_nb201(benchmark, nb201_graphs, nb201_expected):
         benchmark.group = f"collate | NB201 all {len(nb201_graphs)} cells | cpu 2 thread(s)"
         batch = run_bench(benchmark, lambda: fgp_ext.collate(nb201_graphs), target=1.5)
         r, P, W = _params("cpu")
-        torch.testing.assert_close(ops.flow_surrogate(*_args(batch), r, P, W, ALPHA), nb201_expected,
+        torch.testing.assert_close(ops.flow_surrogate(batch.op, batch.in_csr, batch.node_ptr, batch.is_source, r, P, W, ALPHA), nb201_expected,
                                    rtol=1e-5, atol=1e-6)
         record(benchmark, role="ours", contender="fgp_ext.collate(list of ArchGraph)",
                per=len(nb201_graphs), unit="graph")

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import torch
 
 from fgp_ext import ops
-from fgp_ext.ops import CSR, LevelSchedule
-from fgp_ext.reference import csr_row_ids
+from fgp_ext.ops import LevelSchedule
+from fgp_ext.sparse import CSR, csr_row_ids
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class _Propagate(torch.autograd.Function):
             g[lv.start:lv.stop] = gh if gh is not None else 0.0
             if gx is not None:
                 # distinct predecessors only: index_add_ without repeated rows is deterministic
-                g.index_add_(0, lv.group_src, ops.gather_segment_sum(gx, lv.group_perm, lv.group_ptr))
+                g.index_add_(0, lv.group_src, ops.gather_segment_sum(gx, CSR(lv.group_ptr, lv.group_perm)))
             for i, pg in zip(trainable, grads[2:]):
                 if pg is not None:
                     param_grads[i] = pg if param_grads[i] is None else param_grads[i] + pg

@@ -12,12 +12,7 @@ from typing import Sequence
 
 import torch
 
-
-def csr_row_ids(indptr: torch.Tensor, num_entries: int | None = None) -> torch.Tensor:
-    """The CSR row of every entry (``int64 [E]``)."""
-    counts = indptr.diff()
-    rows = torch.arange(counts.numel(), device=indptr.device)
-    return torch.repeat_interleave(rows, counts, output_size=num_entries)
+from fgp_ext.sparse import csr_row_ids
 
 
 def _check_indptr(indptr: torch.Tensor, num_entries: int, name: str = "indptr") -> None:
@@ -378,109 +373,6 @@ def dropout(x, p, seed):
     keep = (bits >= math.ceil(float(p) * 16777216.0)).reshape(x.shape)
     scale = torch.tensor(1.0 / (1.0 - float(p)) if p < 1 else 0.0, dtype=x.dtype, device=x.device)
     return torch.where(keep, x * scale, torch.zeros_like(x))
-
-
-class MaskedFlowBackend:
-    """The FlowerFormer computation written the way the original code is: per-generation boolean
-    masks over *all* edges (a dense ``[depth, E]`` edge mask and ``[depth, N]`` node mask per
-    direction, built at collate time); every generation step computes attention scores for all
-    edges (masked), scatters messages over the whole batch, runs the GRU on the rows its node mask
-    selects and writes them back; the flow-aware attention is dense padded ``[B, H, n, n]``
-    attention with a reachability mask (transitive closure by repeated boolean matrix products).
-
-    Same weights, same function as :class:`fgp_ext.encoders.flowerformer.LevelBackend`; it is the
-    reference of the tests and the "masked" peer of the benchmarks
-    (``model.node_embeddings(batch, backend=MaskedFlowBackend(batch))``).
-
-    ``reverse_successors="earliest"`` runs the reversed pass as the original code does, not through
-    a pruned graph: sinks first (zero message), then the *forward* generations from the last to the
-    first, each step updating the predecessors of that generation from their successors in it; a
-    node fed into several generations is updated several times, from the same input state, and
-    keeps its last update.
-    """
-
-    def __init__(self, batch, reverse_successors: str = "all"):
-        from fgp_ext.graph import check_reverse_successors
-
-        self.reverse_successors = check_reverse_successors(reverse_successors)
-        n, dev = batch.num_nodes, batch.op.device
-        src, dst = batch.in_csr.index, csr_row_ids(batch.in_csr.indptr, batch.in_csr.index.numel())
-        self.num_nodes = n
-        level = batch.level
-        rev_level = topo_levels(batch.out_csr.indptr, batch.out_csr.index, batch.node_ptr)
-
-        def masks(lv, edge_dst):
-            depth = int(lv.max()) + 1 if n else 0
-            steps = torch.arange(depth, device=dev)[:, None]
-            return lv.index_select(0, edge_dst)[None, :] == steps, lv[None, :] == steps
-
-        # forward pass: messages src -> dst; backward pass: dst -> src, generations from the sinks
-        self.passes = {False: (src, dst, *masks(level, dst)), True: (dst, src, *masks(rev_level, src))}
-        if reverse_successors == "earliest":
-            # the original's reversed pass: a sink step, then forward generations depth-1 .. 1
-            fwd_edge, _ = masks(level, dst)
-            steps = torch.arange(fwd_edge.shape[0] - 1, 0, -1, device=dev)
-            edge_mask = torch.cat([torch.zeros(1, src.numel(), dtype=torch.bool, device=dev),
-                                   fwd_edge.index_select(0, steps)])
-            node_mask = torch.zeros(edge_mask.shape[0], n, dtype=torch.bool, device=dev)
-            node_mask[0] = batch.out_csr.indptr.diff() == 0
-            hit = edge_mask.nonzero()  # (step, edge): the edge's source is updated at that step
-            node_mask[hit[:, 0], src.index_select(0, hit[:, 1])] = True
-            self.passes[True] = (dst, src, edge_mask, node_mask)
-        # dense padded layout for the attention
-        graph = batch.graph
-        pos = torch.arange(n, device=dev) - batch.node_ptr.index_select(0, graph)
-        b = batch.num_graphs
-        nmax = int(batch.node_ptr.diff().max()) if b else 0
-        self.slot = graph * nmax + pos
-        self.shape = (b, nmax)
-        adj = torch.zeros(b, nmax, nmax, device=dev)
-        adj[graph.index_select(0, src), pos.index_select(0, src), pos.index_select(0, dst)] = 1.0
-        reach = (adj + torch.eye(nmax, device=dev)).clamp_max(1.0)
-        for _ in range(max(1, math.ceil(math.log2(max(nmax, 2))))):
-            reach = (reach @ reach).clamp_max(1.0)
-        self.mask = (reach + reach.transpose(1, 2)) > 0                       # [B, n, n], diagonal set
-
-    def flow(self, step, h, reverse: bool):
-        src, dst, edge_mask, node_mask = self.passes[bool(reverse)]
-        n = self.num_nodes
-        h_in = h  # the pass's input states: the GRU input and the attention query of every update
-        for lv in range(edge_mask.shape[0]):
-            em = edge_mask[lv]
-            logit = (step.att_dst(h_in).index_select(0, dst) + step.att_src(h).index_select(0, src)).squeeze(-1)
-            logit = torch.where(em, logit, torch.zeros_like(logit))
-            row_max = logit.new_full((n,), float("-inf")).scatter_reduce(
-                0, dst, logit.masked_fill(~em, float("-inf")), "amax")
-            row_max = torch.where(torch.isinf(row_max), torch.zeros_like(row_max), row_max).detach()
-            ex = torch.where(em, torch.exp(logit - row_max.index_select(0, dst)), torch.zeros_like(logit))
-            den = ex.new_zeros(n).index_add(0, dst, ex)
-            alpha = ex / den.index_select(0, dst).clamp_min(torch.finfo(ex.dtype).tiny)
-            msg = h.new_zeros(h.shape).index_add(0, dst, alpha[:, None] * h.index_select(0, src))
-            # as the original: the GRU runs on the generation's rows only (boolean selection), and
-            # the rows are written back into the whole-batch state
-            rows = torch.nonzero(node_mask[lv]).reshape(-1)
-            # (GRU input: the node's state; hidden state: the message, zero in the first generation)
-            h = h.index_put((rows,), step.gru(h_in.index_select(0, rows), msg.index_select(0, rows)))
-        return h
-
-    def attend(self, q, k, v, dropout: float = 0.0):
-        """Dense padded attention over the flow-related pairs; ``dropout`` drops attention weights
-        (its mask is drawn over the padded ``[B, H, n, n]`` layout, so it is not the level
-        backend's mask for the same seed, only the same distribution)."""
-        b, nmax = self.shape
-        heads, d = q.shape[1], q.shape[2]
-
-        def pad(t):
-            return t.new_zeros(b * nmax, heads, d).index_copy(0, self.slot, t).view(b, nmax, heads, d)
-
-        scores = torch.einsum("bihd,bjhd->bhij", pad(q), pad(k)) / math.sqrt(d)
-        scores = scores.masked_fill(~self.mask[:, None], float("-inf"))
-        weight = torch.softmax(scores, dim=-1)
-        if dropout > 0.0:
-            from fgp_ext.ops import dropout as drop
-            weight = drop(weight, dropout)
-        out = torch.einsum("bhij,bjhd->bihd", weight, pad(v))
-        return out.reshape(b * nmax, heads, d).index_select(0, self.slot)
 
 
 def flow_pass(h0, level_ptr, indptr, index, group_level_ptr, group_perm, group_ptr, group_src, att_dst, att_src,

@@ -50,6 +50,5 @@ def flow_surrogate(batch, *, k: int, std: float, alpha: float = 0.5, seed: int =
         num_ops = int(batch.op.max()) + 1 if batch.num_nodes else 1
     params = flow_params(num_ops, k, std, seed, dtype)
     dev = batch.device
-    return ops.flow_surrogate(batch.op, batch.in_csr.indptr, batch.in_csr.index, batch.node_ptr, batch.is_source,
-                              params.r.to(dev), params.P.to(dev), params.W.to(dev), alpha, schedule,
-                              transpose=batch.out_csr)
+    return ops.flow_surrogate(batch.op, batch.in_csr, batch.node_ptr, batch.is_source,
+                              params.r.to(dev), params.P.to(dev), params.W.to(dev), alpha, schedule)

@@ -110,3 +110,15 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def assert_csr_equal(a, b, what: str = "csr") -> None:
+    """Two :class:`~fgp_ext.sparse.CSR` hold the same tensors (perm and transpose included)."""
+    assert torch.equal(a.indptr, b.indptr), f"{what}.indptr"
+    assert torch.equal(a.index, b.index), f"{what}.index"
+    assert (a.perm is None) == (b.perm is None), f"{what}.perm"
+    if a.perm is not None:
+        assert torch.equal(a.perm, b.perm), f"{what}.perm"
+    assert (a.transpose is None) == (b.transpose is None), f"{what}.transpose"
+    if a.transpose is not None:
+        assert_csr_equal(a.transpose, b.transpose, what + ".transpose")

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from conftest import random_csr, random_dag
+from fgp_ext.sparse import CSR
 from fgp_ext import ArchGraph, collate, ops
 from fgp_ext.surrogate import flow_params
 
@@ -25,13 +26,13 @@ def _problem(seed=0):
 def test_message_passing_cuda_equals_cpu(dtype):
     x, index, indptr, w = (t.to(dtype) if t.is_floating_point() else t for t in _problem())
     c = lambda t: t.cuda()  # noqa: E731
-    assert torch.equal(ops.gather_segment_sum(c(x), c(index), c(indptr), c(w)).cpu(),
-                       ops.gather_segment_sum(x, index, indptr, w))
+    assert torch.equal(ops.gather_segment_sum(c(x), CSR(c(indptr), c(index)), c(w)).cpu(),
+                       ops.gather_segment_sum(x, CSR(indptr, index), w))
     src = x.index_select(0, index)
     assert torch.equal(ops.segment_sum_csr(c(src), c(indptr)).cpu(), ops.segment_sum_csr(src, indptr))
     a = torch.randn(500, 17, dtype=dtype)
-    torch.testing.assert_close(ops.edge_dot(c(a), c(x), c(index), c(indptr)).cpu(), ops.edge_dot(a, x, index, indptr))
-    for got, want in zip(ops.csr_transpose(c(index), c(indptr), 400), ops.csr_transpose(index, indptr, 400)):
+    torch.testing.assert_close(ops.edge_dot(c(a), c(x), CSR(c(indptr), c(index))).cpu(), ops.edge_dot(a, x, CSR(indptr, index)))
+    for got, want in zip(ops.csr_transpose(CSR(c(indptr), c(index)), 400)[:3], ops.csr_transpose(CSR(indptr, index), 400)[:3]):
         assert torch.equal(got.cpu(), want)
 
 
@@ -41,7 +42,7 @@ def test_gradients_cuda_equal_cpu():
     for dev in ("cpu", "cuda"):
         xd = x.to(dev).requires_grad_()
         wd = w.to(dev).requires_grad_()
-        ops.gather_segment_sum(xd, index.to(dev), indptr.to(dev), wd).square().sum().backward()
+        ops.gather_segment_sum(xd, CSR(indptr.to(dev), index.to(dev)), wd).square().sum().backward()
         outs.append((xd.grad.cpu(), wd.grad.cpu()))
     torch.testing.assert_close(outs[0], outs[1])
 
@@ -54,13 +55,12 @@ def test_dag_ops_cuda_equal_cpu(schedule):
     b = collate(graphs)
     r, P, W = flow_params(5, 7, 0.1, seed=0)
     args = (b.op, b.in_csr.indptr, b.in_csr.index, b.node_ptr, b.is_source, r, P, W)
-    want = ops.flow_surrogate(*args, 0.5, schedule)
-    got = ops.flow_surrogate(*(t.cuda() for t in args), 0.5, schedule)
+    want = torch.ops.fgp.flow_surrogate(*args, 0.5, schedule)
+    got = ops.flow_surrogate(b.op.cuda(), b.in_csr.to("cuda"), *(t.cuda() for t in args[3:]), 0.5, schedule)
     assert torch.equal(got.cpu(), want)
-    assert torch.equal(ops.topo_levels(*(t.cuda() for t in (b.in_csr.indptr, b.in_csr.index, b.node_ptr))).cpu(),
-                       b.level)
+    assert torch.equal(ops.topo_levels(b.in_csr.to("cuda"), b.node_ptr.cuda()).cpu(), b.level)
 
 
 def test_cuda_cycle_error_names_graph():
     with pytest.raises(RuntimeError, match="graph 0 .*cycle"):
-        ops.topo_levels(torch.tensor([0, 1, 2], device="cuda"), torch.tensor([1, 0], device="cuda"))
+        ops.topo_levels(CSR(torch.tensor([0, 1, 2], device="cuda"), torch.tensor([1, 0], device="cuda")))

@@ -8,10 +8,11 @@ import torch
 from conftest import batch_tensors, dag_batches
 from hypothesis import given, settings
 
+from fgp_ext.sparse import CSR
 from fgp_ext import ArchGraph, collate, ops
 from fgp_ext import reference as ref
 from fgp_ext.encoders import FlowerFormer, build_encoder
-from fgp_ext.encoders.flowerformer import FlowStep, LevelBackend
+from fgp_ext.encoders.flowerformer import FlowStep, LevelBackend, MaskedFlowBackend
 from fgp_ext.levels import LevelPlan, propagate
 
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -27,7 +28,7 @@ def test_level_schedule_matches_reference_both_directions(graphs):
     for reverse in (False, True):
         s = b.schedule(reverse=reverse)
         csr = b.out_csr if reverse else b.in_csr
-        level = ops.topo_levels(csr.indptr, csr.index, b.node_ptr) if reverse else b.level
+        level = ops.topo_levels(csr, b.node_ptr) if reverse else b.level
         expect = ref.level_schedule(csr.indptr, csr.index, level)
         got = (s.order, s.rank, s.level_ptr, s.csr.indptr, s.csr.index, s.entry_perm, s.group_level_ptr,
                s.group_perm, s.group_ptr, s.group_src)
@@ -46,13 +47,13 @@ def test_opcheck_schedule_pairs_and_select():
     torch.library.opcheck(torch.ops.fgp.level_schedule, (b.in_csr.indptr, b.in_csr.index, b.level))
     topo = torch.arange(b.num_nodes)
     torch.library.opcheck(torch.ops.fgp.flow_pairs, (b.in_csr.indptr, b.in_csr.index, b.node_ptr, topo))
-    args = (b.node_ptr, torch.tensor([2, 0, 1, 0]), b.op, b.level, b.is_source, *b.in_csr, *b.out_csr)
+    args = (b.node_ptr, torch.tensor([2, 0, 1, 0]), b.op, b.level, b.is_source, *b.in_csr[:3], *b.out_csr[:3])
     torch.library.opcheck(torch.ops.fgp.select_graphs, args)
 
 
 def test_select_graphs_refuses_malformed_batches():
     b = collate([ArchGraph([0, 1, 2], [[0, 1], [1, 2]]), ArchGraph([0, 1], [[0], [1]])])
-    good = [b.node_ptr, torch.tensor([1, 0]), b.op, b.level, b.is_source, *b.in_csr, *b.out_csr]
+    good = [b.node_ptr, torch.tensor([1, 0]), b.op, b.level, b.is_source, *b.in_csr[:3], *b.out_csr[:3]]
     assert torch.equal(torch.ops.fgp.select_graphs(*good)[2], torch.tensor([0, 1, 0, 1, 2]))
     bad = list(good)
     bad[6] = b.in_csr.index.clone()
@@ -69,13 +70,13 @@ def test_level_schedule_rejects_bad_levels():
     b = collate([ArchGraph([0, 1, 2], [[0, 1], [1, 2]])])
     indptr, index = b.in_csr.indptr, b.in_csr.index
     with pytest.raises(RuntimeError, match="not a topological levelling"):
-        ops.level_schedule(indptr, index, torch.tensor([0, 1, 1]))
+        ops.level_schedule(CSR(indptr, index), torch.tensor([0, 1, 1]))
     with pytest.raises(RuntimeError, match="one entry per node"):
-        ops.level_schedule(indptr, index, torch.tensor([0, 1]))
+        ops.level_schedule(CSR(indptr, index), torch.tensor([0, 1]))
     with pytest.raises(RuntimeError, match="non-negative"):
-        ops.level_schedule(indptr, index, torch.tensor([-1, 1, 2]))
+        ops.level_schedule(CSR(indptr, index), torch.tensor([-1, 1, 2]))
     with pytest.raises(RuntimeError, match="int64"):
-        ops.level_schedule(indptr, index, torch.tensor([0.0, 1.0, 2.0]))
+        ops.level_schedule(CSR(indptr, index), torch.tensor([0.0, 1.0, 2.0]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,17 +100,17 @@ def test_flow_pairs_rejects_bad_orders_and_huge_graphs():
     b = collate([ArchGraph([0, 1, 2], [[0, 1], [1, 2]])])
     indptr, index, node_ptr = b.in_csr.indptr, b.in_csr.index, b.node_ptr
     with pytest.raises(RuntimeError, match="not a topological order"):
-        ops.flow_pairs(indptr, index, node_ptr, torch.tensor([2, 1, 0]))
+        ops.flow_pairs(CSR(indptr, index), node_ptr, torch.tensor([2, 1, 0]))
     with pytest.raises(RuntimeError, match="not a topological order"):
-        ops.flow_pairs(indptr, index, node_ptr, torch.tensor([0, 0, 1]))
+        ops.flow_pairs(CSR(indptr, index), node_ptr, torch.tensor([0, 0, 1]))
     with pytest.raises(RuntimeError, match="every node once"):
-        ops.flow_pairs(indptr, index, node_ptr, torch.tensor([0, 1]))
+        ops.flow_pairs(CSR(indptr, index), node_ptr, torch.tensor([0, 1]))
     # a self-loop is a cycle
     with pytest.raises(RuntimeError, match="cycle"):
-        ops.flow_pairs(torch.tensor([0, 1]), torch.tensor([0]), torch.tensor([0, 1]), torch.tensor([0]))
+        ops.flow_pairs(CSR(torch.tensor([0, 1]), torch.tensor([0])), torch.tensor([0, 1]), torch.tensor([0]))
     n = (1 << 14) + 1
     with pytest.raises(RuntimeError, match="limited to"):
-        ops.flow_pairs(torch.zeros(n + 1, dtype=torch.int64), torch.zeros(0, dtype=torch.int64),
+        ops.flow_pairs(CSR(torch.zeros(n + 1, dtype=torch.int64), torch.zeros(0, dtype=torch.int64)),
                        torch.tensor([0, n]), torch.arange(n))
 
 
@@ -131,22 +132,22 @@ def _attention_problem(seed, dtype=torch.float64, heads=3, width=4):
 @pytest.mark.parametrize("seed", range(12))
 def test_gather_attention_matches_reference_and_gradcheck(seed):
     x, logit, index, indptr = _attention_problem(seed)
-    t = ops.csr_transpose(index, indptr, x.shape[0])
-    got = ops.gather_attention(x, logit, index, indptr, transpose=t)
+    t = ops.csr_transpose(CSR(indptr, index), x.shape[0])
+    got = ops.gather_attention(x, logit, CSR(indptr, index), transpose=t)
     torch.testing.assert_close(got, ref.gather_attention(x, logit, index, indptr), rtol=1e-12, atol=1e-12)
     empty = indptr.diff() == 0
     assert bool((got[empty] == 0).all())
     x.requires_grad_(True)
     logit.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda a, b: ops.gather_attention(a, b, index, indptr, transpose=t), (x, logit))
-    assert torch.autograd.gradcheck(lambda a, b: ops.gather_attention(a, b, index, indptr), (x, logit))
+    assert torch.autograd.gradcheck(lambda a, b: ops.gather_attention(a, b, CSR(indptr, index), transpose=t), (x, logit))
+    assert torch.autograd.gradcheck(lambda a, b: ops.gather_attention(a, b, CSR(indptr, index)), (x, logit))
 
 
 def test_gather_attention_single_head_and_opcheck():
     x, logit, index, indptr = _attention_problem(3, torch.float32, heads=1)
-    one = ops.gather_attention(x[:, 0], logit[:, 0], index, indptr)
-    torch.testing.assert_close(one, ops.gather_attention(x, logit, index, indptr)[:, 0])
-    t = ops.csr_transpose(index, indptr, x.shape[0])
+    one = ops.gather_attention(x[:, 0], logit[:, 0], CSR(indptr, index))
+    torch.testing.assert_close(one, ops.gather_attention(x, logit, CSR(indptr, index))[:, 0])
+    t = ops.csr_transpose(CSR(indptr, index), x.shape[0])
     torch.library.opcheck(torch.ops.fgp.gather_attention, (x, logit, index, indptr))
     torch.library.opcheck(torch.ops.fgp.gather_attention, (x, logit, index, indptr, t.indptr, t.index, t.perm))
 
@@ -156,14 +157,14 @@ def test_gather_attention_bad_input():
     with pytest.raises(RuntimeError, match=r"\[M, H, D\]"):
         torch.ops.fgp.gather_attention(x[:, 0], logit, index, indptr)
     with pytest.raises(RuntimeError, match="logit must have shape"):
-        ops.gather_attention(x, logit[:, :1], index, indptr)
+        ops.gather_attention(x, logit[:, :1], CSR(indptr, index))
     with pytest.raises(RuntimeError, match="dtype"):
-        ops.gather_attention(x, logit.float(), index, indptr)
+        ops.gather_attention(x, logit.float(), CSR(indptr, index))
     bad = index.clone()
     if bad.numel():
         bad[0] = x.shape[0]
         with pytest.raises(RuntimeError, match="out of range"):
-            ops.gather_attention(x, logit, bad, indptr)
+            ops.gather_attention(x, logit, CSR(indptr, bad))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,7 +299,7 @@ def test_fast_exp_matches_torch_exp():
         indptr = torch.arange(0, 2 * n + 1, 2)
         vals = torch.tensor([[[1.0]], [[0.0]]], dtype=dtype)
         logit = torch.stack([x, torch.zeros_like(x)], 1).reshape(-1, 1)
-        got = ops.gather_attention(vals, logit, index, indptr)[:, 0, 0]
+        got = ops.gather_attention(vals, logit, CSR(indptr, index))[:, 0, 0]
         torch.testing.assert_close(got, torch.sigmoid(x), rtol=rtol * 4, atol=1e-300)
 
 
@@ -358,7 +359,7 @@ def test_flowerformer_equals_masked_implementation(graphs):
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
         model = FlowerFormer(num_ops=5, hidden=8, layers=2, heads=2, dropout=0.1).to(dtype).eval()
         level = model.node_embeddings(b)
-        masked = model.node_embeddings(b, backend=ref.MaskedFlowBackend(b))
+        masked = model.node_embeddings(b, backend=MaskedFlowBackend(b))
         torch.testing.assert_close(level, masked, rtol=tol, atol=tol)
         _assert_same_parameter_grads(model, level, masked, rtol=tol, atol=tol * 10)
 
@@ -380,7 +381,7 @@ def test_flowerformer_variants_equal_masked_implementation(variant, graphs):
     for training in modes:  # batch norm in training needs two nodes
         model.train(training)
         level = model.node_embeddings(b)
-        masked = model.node_embeddings(b, backend=ref.MaskedFlowBackend(b))
+        masked = model.node_embeddings(b, backend=MaskedFlowBackend(b))
         torch.testing.assert_close(level, masked, rtol=1e-10, atol=1e-10)
         _assert_same_parameter_grads(model, level, masked, rtol=1e-9, atol=1e-9)
 
@@ -394,7 +395,7 @@ def test_parallel_layout_attends_to_the_layer_input():
     par = FlowerFormer(num_ops=5, hidden=8, layers=1, heads=2, dropout=0.0, layout="parallel").double().eval()
     par.load_state_dict(seq.state_dict())
     layer, backend = seq.blocks[0], LevelBackend(b)
-    h = seq.embed(b.op)
+    h = seq.node_encoder(b.op)
 
     def attention(x):
         q, k, v = layer.qkv(x).view(x.shape[0], 3, 2, 4).unbind(1)
@@ -567,7 +568,7 @@ def test_earliest_reverse_pass_equals_the_originals_loop(graphs):
     for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-5)):
         model = FlowerFormer(num_ops=5, hidden=8, layers=2, heads=2, reverse_successors="earliest").to(dtype).eval()
         level = model.node_embeddings(b)
-        masked = model.node_embeddings(b, backend=ref.MaskedFlowBackend(b, reverse_successors="earliest"))
+        masked = model.node_embeddings(b, backend=MaskedFlowBackend(b, reverse_successors="earliest"))
         generic = model.node_embeddings(b, backend=LevelBackend(b, fused=False, reverse_successors="earliest"))
         torch.testing.assert_close(level, masked, rtol=tol, atol=tol)
         torch.testing.assert_close(generic, masked, rtol=tol, atol=tol)
@@ -596,14 +597,14 @@ def test_reverse_successors_bad_values_and_mismatched_backend():
     with pytest.raises(ValueError, match="reverse_successors"):
         FlowerFormer(num_ops=3, hidden=8, heads=2, reverse_successors="latest")
     with pytest.raises(ValueError, match="reverse_successors"):
-        ref.MaskedFlowBackend(b, reverse_successors="first")
+        MaskedFlowBackend(b, reverse_successors="first")
     with pytest.raises(ValueError, match="reverse=True"):
         b.schedule(successors="earliest")
     with pytest.raises(ValueError, match="'all' or 'earliest'"):
         b.schedule(reverse=True, successors="some")
     model = FlowerFormer(num_ops=3, hidden=8, layers=1, heads=2, reverse_successors="earliest")
     with pytest.raises(ValueError, match="backend aggregates"):
-        model.node_embeddings(b, backend=ref.MaskedFlowBackend(b))
+        model.node_embeddings(b, backend=MaskedFlowBackend(b))
 
 
 @pytest.mark.parametrize("bad", [2**40, 5, -1, 3])
@@ -646,7 +647,7 @@ def test_level_schedule_and_flow_pairs_refuse_outputs_above_the_limit(monkeypatc
     indptr, index = b.in_csr.indptr, b.in_csr.index
     # a gapped but valid levelling with a huge last level: its per-level pointers are refused
     with pytest.raises(RuntimeError, match="level_schedule: the per-level pointers .* would need"):
-        ops.level_schedule(indptr, index, torch.tensor([0, 1, 2**40]))
+        ops.level_schedule(CSR(indptr, index), torch.tensor([0, 1, 2**40]))
     monkeypatch.setenv("FGP_MAX_OUTPUT_BYTES", "16")  # less than the 3 x 3 pairs' index and perm
     with pytest.raises(RuntimeError, match="flow_pairs: .* would need"):
-        ops.flow_pairs(indptr, index, b.node_ptr, torch.arange(3))
+        ops.flow_pairs(CSR(indptr, index), b.node_ptr, torch.arange(3))

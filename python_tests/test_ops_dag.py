@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 
 from conftest import batch_tensors, dag_batches, random_dag
+from fgp_ext.sparse import CSR
 from fgp_ext import ArchGraph, batch_from_arrays, collate, ops
 from fgp_ext import reference as ref
 from fgp_ext.surrogate import flow_params
@@ -38,7 +39,7 @@ def test_topo_levels_matches_python(graphs):
     b = batch_tensors(graphs)
     want = levels_python(graphs)
     assert torch.equal(b.level, want)
-    assert torch.equal(ops.topo_levels(b.in_csr.indptr, b.in_csr.index, b.node_ptr), want)
+    assert torch.equal(ops.topo_levels(b.in_csr, b.node_ptr), want)
     assert torch.equal(ref.topo_levels(b.in_csr.indptr, b.in_csr.index, b.node_ptr), want)
     # Every edge goes from a lower to a higher level.
     dst = ref.csr_row_ids(b.in_csr.indptr)
@@ -59,9 +60,9 @@ def test_flow_surrogate_matches_per_graph_reference(graphs):
         want = ref.flow_surrogate_per_graph(*zip(*graphs), r, P, W, alpha=0.5)
         args = (b.op, b.in_csr.indptr, b.in_csr.index, b.node_ptr, b.is_source, r, P, W, 0.5)
         atol = 1e-5 if dtype == torch.float32 else 1e-12
-        by_graph = ops.flow_surrogate(*args, schedule="graph")
-        by_level = ops.flow_surrogate(*args, schedule="level")
-        assert torch.equal(ops.flow_surrogate(*args, schedule="graph", transpose=b.out_csr), by_graph)
+        by_graph = _surrogate(*args, schedule="graph")
+        by_level = _surrogate(*args, schedule="level")
+        assert torch.equal(_surrogate(*args, schedule="graph", transpose=b.out_csr), by_graph)
         assert by_graph.dtype == dtype and by_graph.shape == (len(graphs), 6)
         torch.testing.assert_close(by_graph, want, rtol=atol, atol=atol)
         # The two schedules do the same arithmetic per node: bitwise identical.
@@ -76,7 +77,7 @@ def test_flow_surrogate_hand_worked_chain():
     P = torch.randn(2, k)
     W = torch.zeros(2 * k, k)
     b = collate([ArchGraph([0, 1, 1], [[0, 1], [1, 2]])])
-    out = ops.flow_surrogate(b.op, b.in_csr.indptr, b.in_csr.index, b.node_ptr, b.is_source, r, P, W, 0.5)
+    out = ops.flow_surrogate(b.op, b.in_csr, b.node_ptr, b.is_source, r, P, W, 0.5)
     # forward: h1 = r/2, h2 = r/4; backward: h1 = h2/2 = r/8, h0 = h1/2 = r/16.
     torch.testing.assert_close(out, (r / 16).unsqueeze(0))
 
@@ -88,7 +89,7 @@ def test_flow_surrogate_two_sources_sum_and_isolated_graph():
     g1 = ArchGraph([0, 0, 2], [[0, 1], [2, 2]], sources=(0, 1))
     g2 = ArchGraph([1], [])
     b = collate([g1, g2])
-    out = ops.flow_surrogate(b.op, b.in_csr.indptr, b.in_csr.index, b.node_ptr, b.is_source, r, P, W, 0.5)
+    out = ops.flow_surrogate(b.op, b.in_csr, b.node_ptr, b.is_source, r, P, W, 0.5)
     want = ref.flow_surrogate_per_graph([[0, 0, 2], [1]], [[(0, 2), (1, 2)], []], [[0, 1], [0]], r, P, W)
     torch.testing.assert_close(out, want)
     # A graph that is a lone source keeps r.
@@ -118,8 +119,8 @@ def test_flow_surrogate_large_dag_schedules_agree(num_threads):
     b = collate([graph, graph, ArchGraph([0], [])])
     r, P, W = flow_params(4, 8, 0.1, seed=1, dtype=torch.float64)
     args = (b.op, b.in_csr.indptr, b.in_csr.index, b.node_ptr, b.is_source, r, P, W, 0.5)
-    a = ops.flow_surrogate(*args, schedule="graph")
-    assert torch.equal(a, ops.flow_surrogate(*args, schedule="level"))
+    a = _surrogate(*args, schedule="graph")
+    assert torch.equal(a, _surrogate(*args, schedule="level"))
     assert torch.equal(a[0], a[1])
     want = ref.flow_surrogate_per_graph([graph.ops.tolist()], [edges], [np.flatnonzero(b.is_source[:300]).tolist()],
                                         r, P, W)
@@ -136,9 +137,9 @@ def test_surrogate_deterministic_across_threads():
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = [ops.flow_surrogate(*args, schedule=s) for s in ("graph", "level")]
+        one = [_surrogate(*args, schedule=s) for s in ("graph", "level")]
         torch.set_num_threads(2)
-        two = [ops.flow_surrogate(*args, schedule=s) for s in ("graph", "level")]
+        two = [_surrogate(*args, schedule=s) for s in ("graph", "level")]
     finally:
         torch.set_num_threads(old)
     for a in one + two:
@@ -150,8 +151,8 @@ def test_compile_and_fake_kernels():
     r, P, W = flow_params(3, 4, 0.1, seed=0)
 
     def fn(op, indptr, index, node_ptr, is_source, r, P, W):
-        lv = ops.topo_levels(indptr, index, node_ptr)
-        return ops.flow_surrogate(op, indptr, index, node_ptr, is_source, r, P, W, 0.5), lv
+        lv = ops.topo_levels(CSR(indptr, index), node_ptr)
+        return ops.flow_surrogate(op, CSR(indptr, index), node_ptr, is_source, r, P, W, 0.5), lv
 
     args = (b.op, b.in_csr.indptr, b.in_csr.index, b.node_ptr, b.is_source, r, P, W)
     got = torch.compile(fn, fullgraph=True, backend="aot_eager")(*args)
@@ -185,20 +186,25 @@ def test_cycle_names_the_graph():
     is_source = torch.tensor([1, 0, 0, 1, 0, 0], dtype=torch.bool)
     for schedule in ("graph", "level"):
         with pytest.raises(RuntimeError, match=r"graph 1 .*cycle"):
-            ops.flow_surrogate(op, indptr, src, node_ptr, is_source, r, P, W, 0.5, schedule)
+            ops.flow_surrogate(op, CSR(indptr, src), node_ptr, is_source, r, P, W, 0.5, schedule)
     with pytest.raises(RuntimeError, match=r"graph 1 .*cycle"):
         ref.topo_levels(indptr, src, node_ptr)
 
 
 def test_self_loop_is_a_cycle():
     with pytest.raises(RuntimeError, match="cycle"):
-        ops.topo_levels(torch.tensor([0, 1]), torch.tensor([0]))
+        ops.topo_levels(CSR(torch.tensor([0, 1]), torch.tensor([0])))
 
 
 def test_edge_across_graphs_is_an_error():
     # node 3 (graph 1) has predecessor 0 (graph 0)
     with pytest.raises(RuntimeError, match="outside the graph"):
-        ops.topo_levels(torch.tensor([0, 0, 0, 0, 1]), torch.tensor([0]), torch.tensor([0, 3, 4]))
+        ops.topo_levels(CSR(torch.tensor([0, 0, 0, 0, 1]), torch.tensor([0])), torch.tensor([0, 3, 4]))
+
+
+def _surrogate(op, indptr, index, *rest, **kw):
+    """The wrapper called with the raw op's leading arguments (op, indptr, index, ...)."""
+    return ops.flow_surrogate(op, CSR(indptr, index), *rest, **kw)
 
 
 def _good_args():
@@ -235,20 +241,20 @@ def test_flow_surrogate_bad_input(name, override, message, schedule):
         if t:
             torch.ops.fgp.flow_surrogate(*args.values(), 0.5, schedule, t.get("t_indptr"), t.get("t_index"))
         else:
-            ops.flow_surrogate(**args, schedule=schedule)
+            _surrogate(**args, schedule=schedule)
     assert re.search(message, str(info.value)), str(info.value)
 
 
 def test_flow_surrogate_bad_alpha_and_schedule():
     with pytest.raises(RuntimeError, match="alpha"):
-        ops.flow_surrogate(**_good_args(), alpha=1.5)
+        _surrogate(**_good_args(), alpha=1.5)
     with pytest.raises(RuntimeError, match="schedule"):
-        ops.flow_surrogate(**_good_args(), schedule="fastest")
+        _surrogate(**_good_args(), schedule="fastest")
 
 
 def test_empty_batch():
     b = batch_from_arrays(torch.zeros(0, dtype=torch.int64), torch.zeros(2, 0, dtype=torch.int64),
                           torch.zeros(1, dtype=torch.int64))
     r, P, W = flow_params(2, 3, 0.1)
-    out = ops.flow_surrogate(b.op, b.in_csr.indptr, b.in_csr.index, b.node_ptr, b.is_source, r, P, W)
+    out = ops.flow_surrogate(b.op, b.in_csr, b.node_ptr, b.is_source, r, P, W)
     assert out.shape == (0, 3)

@@ -7,6 +7,7 @@ import subprocess
 import pytest
 import torch
 
+from fgp_ext.sparse import CSR
 from fgp_ext import ops
 
 # Read from the dispatcher, not kept by hand: an op added to csrc/ops is checked here automatically.
@@ -64,16 +65,16 @@ def test_meta_tensors_give_shapes(name):
     x = torch.empty(6, 3, device=m)
     calls = {
         "segment_sum_csr": lambda: ops.segment_sum_csr(torch.empty(5, 3, device=m), ptr),
-        "gather_segment_sum": lambda: ops.gather_segment_sum(x, idx, ptr),
-        "edge_dot": lambda: ops.edge_dot(torch.empty(3, 3, device=m), x, idx, ptr),
-        "csr_transpose": lambda: ops.csr_transpose(idx, ptr, 6).indptr,
-        "topo_levels": lambda: ops.topo_levels(ptr, idx, torch.empty(2, dtype=torch.int64, device=m)),
+        "gather_segment_sum": lambda: ops.gather_segment_sum(x, CSR(ptr, idx)),
+        "edge_dot": lambda: ops.edge_dot(torch.empty(3, 3, device=m), x, CSR(ptr, idx)),
+        "csr_transpose": lambda: ops.csr_transpose(CSR(ptr, idx), 6).indptr,
+        "topo_levels": lambda: ops.topo_levels(CSR(ptr, idx), torch.empty(2, dtype=torch.int64, device=m)),
         "flow_surrogate": lambda: ops.flow_surrogate(
-            torch.empty(3, dtype=torch.int64, device=m), ptr, idx, torch.empty(2, dtype=torch.int64, device=m),
+            torch.empty(3, dtype=torch.int64, device=m), CSR(ptr, idx), torch.empty(2, dtype=torch.int64, device=m),
             torch.empty(3, dtype=torch.bool, device=m), torch.empty(4, device=m), torch.empty(2, 4, device=m),
             torch.empty(8, 4, device=m)),
         "gather_attention": lambda: ops.gather_attention(torch.empty(6, 2, 3, device=m), torch.empty(5, 2, device=m),
-                                                         idx, ptr),
+                                                         CSR(ptr, idx)),
         "flow_pass": lambda: torch.ops.fgp.flow_pass(
             torch.empty(6, 3, device=m), *(torch.empty(4, dtype=torch.int64, device=m) for _ in range(7)),
             torch.empty(3, device=m), torch.empty(3, device=m), torch.empty(1, device=m), torch.empty(9, 3, device=m),
@@ -100,7 +101,7 @@ def test_cuda_fallback_flag_matches_build():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device: the CUDA path is verified by compilation only")
     x = torch.randn(4, 3, device="cuda")
-    out = ops.gather_segment_sum(x, torch.tensor([0, 3], device="cuda"), torch.tensor([0, 1, 2], device="cuda"))
+    out = ops.gather_segment_sum(x, CSR(torch.tensor([0, 1, 2], device="cuda"), torch.tensor([0, 3], device="cuda")))
     torch.testing.assert_close(out.cpu(), x.cpu()[[0, 3]])
 
 

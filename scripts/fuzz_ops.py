@@ -65,7 +65,7 @@ def make_world(rng, torch, fgp_ops):
     heads, dim, k = int(rng.choice([1, 2])), int(rng.choice([1, 2, 3])), int(rng.choice([3, 4, 7]))
     dtype = torch.float64 if rng.random() < 0.3 else torch.float32
     randn = lambda *shape: torch.randn(*shape, dtype=dtype)  # noqa: E731
-    sched = fgp_ops.level_schedule(b.in_csr.indptr, b.in_csr.index, b.level)
+    sched = fgp_ops.level_schedule(b.in_csr, b.level)
     w = World(num_nodes=n, num_edges=e)
     t = w.tensors
     t.update(indptr=b.in_csr.indptr, index=b.in_csr.index, node_ptr=b.node_ptr, level=b.level, op=b.op,

@@ -5,7 +5,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from fgp_ext.graph import ArchGraph
+from fgp_ext.data.arch import ArchGraph
 
 __all__ = ["Dataset"]
 

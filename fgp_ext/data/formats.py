@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from fgp_ext.data import spaces as _spaces
-from fgp_ext.graph import ArchGraph
+from fgp_ext.data.arch import ArchGraph
 from fgp_ext.data.dataset import Dataset
 from fgp_ext.data.spaces import SearchSpace, get_space
 

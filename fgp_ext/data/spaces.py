@@ -67,7 +67,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from fgp_ext.graph import ArchGraph
+from fgp_ext.data.arch import ArchGraph
 
 __all__ = [
     "SearchSpace",

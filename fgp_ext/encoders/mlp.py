@@ -20,6 +20,7 @@ class MLPEncoder(Encoder):
 
     def __init__(self, num_ops: int, hidden: int = 128, layers: int = 3, dropout: float = 0.1,
                  max_nodes: int = 8):
+        # no node encoder: the input is the padded one-hot op layout itself
         super().__init__(num_ops, hidden, dropout)
         if int(layers) < 1 or int(max_nodes) < 1:
             raise ValueError(f"layers and max_nodes must be >= 1, got {layers}, {max_nodes}")

@@ -10,7 +10,7 @@ import torch
 from fgp_ext import reference as _ref
 from fgp_ext.ops._library import CUDA_KERNELS, ops as _ops
 from fgp_ext.ops.dropout import draw_seed
-from fgp_ext.sparse import CSR
+from fgp_ext.sparse import CSR, as_csr
 
 __all__ = ["gather_attention", "dot_attention"]
 
@@ -18,43 +18,44 @@ __all__ = ["gather_attention", "dot_attention"]
 def gather_attention(
     x: torch.Tensor,
     logit: torch.Tensor,
-    index: torch.Tensor,
-    indptr: torch.Tensor,
+    csr: CSR,
     transpose: CSR | None = None,
 ) -> torch.Tensor:
     """Fused attention aggregation: segment softmax + gather + segment sum, multi-head.
 
-    ``out[r, h] = sum_{e in row r} alpha[e, h] * x[index[e], h]`` with
+    ``out[r, h] = sum_{e in row r} alpha[e, h] * x[csr.index[e], h]`` with
     ``alpha[:, h] = softmax(logit[:, h])`` over the entries of row ``r``.
 
     Args:
         x: ``[M, H, D]`` values (heads ``H`` of width ``D``), or ``[M, D]`` with ``logit [E]`` for one
             head.
         logit: ``[E, H]`` (or ``[E]``) attention scores of the CSR entries.
-        index, indptr: the CSR (entry ``e`` reads row ``index[e]`` of ``x``).
-        transpose: optional :func:`~fgp_ext.ops.csr_transpose` of ``(index, indptr)``, read by the
-            backward pass.
+        csr: the CSR (entry ``e`` reads row ``csr.index[e]`` of ``x``); ``R = csr.num_rows``.
+        transpose: the CSR's transpose (:func:`~fgp_ext.ops.csr_transpose`), read by the backward
+            pass; default ``csr.transpose``, else built in the backward.
 
     Returns ``[R, H, D]`` (or ``[R, D]``); rows without entries are zero. Differentiable in ``x``
     and ``logit``; the backward recomputes the softmax and never uses atomics.
     """
+    csr = as_csr(csr, "gather_attention")
+    transpose = csr.transpose if transpose is None else transpose
     single = logit.dim() == 1
     if single:
         x, logit = x.unsqueeze(1), logit.unsqueeze(1)
     t = (None, None, None) if transpose is None else (transpose.indptr, transpose.index, transpose.perm)
-    out = _ops.gather_attention(x, logit, index, indptr, *t)
+    out = _ops.gather_attention(x, logit, csr.index, csr.indptr, *t)
     return out.squeeze(1) if single else out
 
 
 def dot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pairs: CSR, scale: float | None = None,
-                  dropout: float = 0.0, seed: int | None = None) -> torch.Tensor:
+                  dropout: float = 0.0, seed: int | None = None, transpose: CSR | None = None) -> torch.Tensor:
     """Sparse multi-head dot-product attention over allowed (query, key) pairs, fused.
 
     ``out[r, h] = sum_{e in row r} softmax_e(scale * <q[r, h], k[index[e], h]>) * v[index[e], h]``
     for ``q [M, H, D]``, ``k, v [C, H, D]`` and ``pairs`` a CSR (``indptr [M+1]``, ``index [E]``) of
-    the keys each query may attend to; ``pairs.perm`` (optional) is its transpose permutation when
-    the relation is symmetric (as :attr:`fgp_ext.graph.ArchBatch.flow_pairs`), else the transpose
-    is built for the backward. ``scale`` defaults to ``1 / sqrt(D)``. Rows without pairs give zeros.
+    the keys each query may attend to. ``transpose`` (default ``pairs.transpose``, which
+    :attr:`fgp_ext.graph.ArchBatch.flow_pairs` carries) is the transpose the backward reads; when
+    absent it is built there. ``scale`` defaults to ``1 / sqrt(D)``. Rows without pairs give zeros.
     Neither the gathered queries/keys nor the scores are materialised; differentiable in q, k, v.
 
     ``dropout`` in ``[0, 1)`` drops attention weights after the softmax (kept ones scaled by
@@ -68,9 +69,9 @@ def dot_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pairs: CSR,
         raise ValueError(f"attention dropout must be in [0, 1), got {dropout}")
     if float(dropout) > 0.0 and seed is None:
         seed = draw_seed()
-    t = (None, None, None)
-    if pairs.perm is not None:
-        t = (pairs.indptr, pairs.index, pairs.perm)
+    pairs = as_csr(pairs, "dot_attention", "pairs")
+    transpose = pairs.transpose if transpose is None else transpose
+    t = (None, None, None) if transpose is None else (transpose.indptr, transpose.index, transpose.perm)
     return _ops.dot_attention(q, k, v, pairs.index, pairs.indptr, scale, *t, float(dropout),
                               0 if seed is None else int(seed))
 

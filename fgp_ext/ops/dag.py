@@ -12,28 +12,28 @@ import torch
 
 from fgp_ext import reference as _ref
 from fgp_ext.ops._library import CUDA_KERNELS, ops as _ops
-from fgp_ext.sparse import CSR
+from fgp_ext.sparse import CSR, as_csr
 
 __all__ = ["topo_levels", "flow_surrogate", "select_graphs", "LevelSchedule", "level_schedule", "flow_pairs"]
 
 
-def topo_levels(indptr: torch.Tensor, index: torch.Tensor, node_ptr: torch.Tensor | None = None) -> torch.Tensor:
-    """Topological generation of every node of a batch of DAGs (CSR by destination).
+def topo_levels(csr: CSR, node_ptr: torch.Tensor | None = None) -> torch.Tensor:
+    """Topological generation of every node of a batch of DAGs given as one CSR by destination.
 
     ``level[v]`` is 0 for nodes without predecessors and otherwise ``1 + max`` over predecessors
     (the longest path from a source). ``node_ptr`` ``int64 [B+1]`` delimits the graphs (graph ``g``
     owns nodes ``node_ptr[g]:node_ptr[g+1]``; default: one graph). Edges must stay inside their
     graph. Raises ``RuntimeError`` naming the graph on a cycle.
     """
+    csr = as_csr(csr, "topo_levels")
     if node_ptr is None:
-        node_ptr = torch.tensor([0, indptr.numel() - 1], dtype=torch.int64, device=indptr.device)
-    return _ops.topo_levels(indptr, index, node_ptr)
+        node_ptr = torch.tensor([0, csr.num_rows], dtype=torch.int64, device=csr.indptr.device)
+    return _ops.topo_levels(csr.indptr, csr.index, node_ptr)
 
 
 def flow_surrogate(
     op: torch.Tensor,
-    indptr: torch.Tensor,
-    index: torch.Tensor,
+    csr: CSR,
     node_ptr: torch.Tensor,
     is_source: torch.Tensor,
     r: torch.Tensor,
@@ -47,7 +47,7 @@ def flow_surrogate(
 
     Args:
         op: ``int64 [N]`` op id of every node (rows of ``P``).
-        indptr, index: CSR by destination of the whole batch (predecessor lists).
+        csr: the whole batch as one CSR by destination (predecessor lists).
         node_ptr: ``int64 [B+1]`` graph boundaries.
         is_source: ``bool [N]``: nodes that start at ``r`` and are summed into the readout.
         r: ``[k]`` the random input vector; ``P``: ``[F, k]`` op embeddings; ``W``: ``[2k, k]``.
@@ -57,13 +57,16 @@ def flow_surrogate(
         schedule: ``"graph"`` (one task per graph, for many small DAGs), ``"level"`` (level-synchronous
             over the batch, for few large DAGs) or ``"auto"`` (per graph when there are at least as
             many graphs as threads). All give bitwise-identical results.
-        transpose: optional successor CSR, :func:`~fgp_ext.ops.csr_transpose` of ``(index, indptr)``
-            (an :class:`~fgp_ext.graph.ArchBatch` holds it as ``out_csr``); built when omitted.
+        transpose: the successor CSR (:func:`~fgp_ext.ops.csr_transpose` of ``csr``); default
+            ``csr.transpose`` (an :class:`~fgp_ext.graph.ArchBatch`'s ``in_csr`` carries it), else
+            built inside.
     """
+    csr = as_csr(csr, "flow_surrogate")
+    transpose = csr.transpose if transpose is None else transpose
     t_indptr = t_index = None
     if transpose is not None:
         t_indptr, t_index = transpose.indptr, transpose.index
-    return _ops.flow_surrogate(op, indptr, index, node_ptr, is_source, r, P, W, float(alpha), schedule, t_indptr,
+    return _ops.flow_surrogate(op, csr.indptr, csr.index, node_ptr, is_source, r, P, W, float(alpha), schedule, t_indptr,
                                t_index)
 
 
@@ -110,7 +113,7 @@ class LevelSchedule(NamedTuple):
         return self.level_ptr.numel() - 1
 
 
-def level_schedule(indptr: torch.Tensor, index: torch.Tensor, level: torch.Tensor) -> LevelSchedule:
+def level_schedule(csr: CSR, level: torch.Tensor) -> LevelSchedule:
     """The level schedule of a batch of DAGs given as a CSR by destination and its levels
     (:func:`topo_levels`): nodes ordered by generation, with per-level position ranges, and the
     predecessor CSR in those positions, so that the entries of all nodes of level ``l`` form one
@@ -121,23 +124,26 @@ def level_schedule(indptr: torch.Tensor, index: torch.Tensor, level: torch.Tenso
     Raises when ``level`` is not a topological levelling of the CSR (a predecessor not below its
     node).
     """
-    order, rank, level_ptr, sched_indptr, sched_index, entry_perm, *groups = _ops.level_schedule(indptr, index, level)
+    csr = as_csr(csr, "level_schedule")
+    order, rank, level_ptr, sched_indptr, sched_index, entry_perm, *groups = _ops.level_schedule(
+        csr.indptr, csr.index, level)
     return LevelSchedule(order, rank, level_ptr, CSR(sched_indptr, sched_index), entry_perm, *groups)
 
 
-def flow_pairs(indptr: torch.Tensor, index: torch.Tensor, node_ptr: torch.Tensor, topo: torch.Tensor) -> CSR:
+def flow_pairs(csr: CSR, node_ptr: torch.Tensor, topo: torch.Tensor) -> CSR:
     """Flow-related node pairs of every DAG of a batch as a CSR: row ``v`` lists, ascending, each
     node ``u`` of ``v``'s graph with ``u == v``, ``u`` reaching ``v`` or ``v`` reaching ``u``.
 
     ``topo`` is a per-graph topological order: graph ``g``'s nodes at positions
     ``node_ptr[g]:node_ptr[g+1]``, predecessors first (e.g. ``argsort`` of ``(graph, level)``).
     The relation is symmetric, so the result is its own transpose: ``perm[q]`` is the position of
-    the mirrored pair of entry ``q`` (pass the CSR as ``transpose=`` of
-    :func:`~fgp_ext.ops.gather_attention`). Bitset closure in C++, O(n^2/64) per graph of n nodes;
+    the mirrored pair of entry ``q``, and ``transpose`` is the same structure, which the backward
+    passes of :func:`~fgp_ext.ops.dot_attention` and :func:`~fgp_ext.ops.gather_attention` read. Bitset closure in C++, O(n^2/64) per graph of n nodes;
     graphs above 16,384 nodes are refused.
     """
-    pair_indptr, pair_index, pair_perm = _ops.flow_pairs(indptr, index, node_ptr, topo)
-    return CSR(pair_indptr, pair_index, pair_perm)
+    csr = as_csr(csr, "flow_pairs")
+    pair_indptr, pair_index, pair_perm = _ops.flow_pairs(csr.indptr, csr.index, node_ptr, topo)
+    return CSR(pair_indptr, pair_index, pair_perm, transpose=CSR(pair_indptr, pair_index, pair_perm))
 
 
 # ---- fake kernels -----------------------------------------------------------------------------

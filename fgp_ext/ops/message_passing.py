@@ -7,7 +7,7 @@ import torch
 
 from fgp_ext import reference as _ref
 from fgp_ext.ops._library import CUDA_KERNELS, ops as _ops
-from fgp_ext.sparse import CSR
+from fgp_ext.sparse import CSR, as_csr
 
 __all__ = ["segment_sum_csr", "gather_segment_sum", "edge_dot", "csr_transpose", "gated_aggregate"]
 
@@ -20,46 +20,43 @@ def segment_sum_csr(src: torch.Tensor, indptr: torch.Tensor) -> torch.Tensor:
     return _ops.segment_sum_csr(src, indptr)
 
 
-def gather_segment_sum(
-    x: torch.Tensor,
-    index: torch.Tensor,
-    indptr: torch.Tensor,
-    weight: torch.Tensor | None = None,
-    transpose: CSR | None = None,
-) -> torch.Tensor:
-    """The message-passing step ``out[i] = sum_{e in row i} weight[e] * x[index[e]]``.
+def gather_segment_sum(x: torch.Tensor, csr: CSR, weight: torch.Tensor | None = None,
+                       transpose: CSR | None = None) -> torch.Tensor:
+    """The message-passing step ``out[v] = sum_{e in row v} weight[e] * x[csr.index[e]]``.
 
     Args:
         x: node features ``[M, ...]`` (float32/float64).
-        index: ``int64 [E]``, the gathered row of ``x`` for each entry (an edge's source).
-        indptr: ``int64 [N+1]``, CSR row pointers (rows are the output nodes, edge destinations).
+        csr: the graph by destination (:class:`~fgp_ext.sparse.CSR`): row ``v`` lists the rows of
+            ``x`` it sums (its predecessors); ``N = csr.num_rows``.
         weight: optional ``[E]`` per-entry weights (same dtype as ``x``); differentiable.
-        transpose: optional :func:`csr_transpose` of ``(index, indptr)``; used only by the backward
-            pass. Pass the batch's precomputed transpose to avoid rebuilding it on every call.
+        transpose: the CSR's transpose, used only by the backward pass; default ``csr.transpose``,
+            else built in the backward. Pass a batch's precomputed one to avoid rebuilding it.
 
     Returns ``[N, ...]``. Differentiable in ``x`` and ``weight``.
     """
-    t_indptr = t_index = t_perm = None
-    if transpose is not None:
-        t_indptr, t_index, t_perm = transpose.indptr, transpose.index, transpose.perm
-    return _ops.gather_segment_sum(x, index, indptr, weight, t_indptr, t_index, t_perm)
+    csr = as_csr(csr, "gather_segment_sum")
+    t = _transpose_of(csr, transpose)
+    t_indptr, t_index, t_perm = (None, None, None) if t is None else (t.indptr, t.index, t.perm)
+    return _ops.gather_segment_sum(x, csr.index, csr.indptr, weight, t_indptr, t_index, t_perm)
 
 
-def edge_dot(a: torch.Tensor, b: torch.Tensor, index: torch.Tensor, indptr: torch.Tensor) -> torch.Tensor:
-    """Per-entry dot products ``out[e] = <a[row(e)], b[index[e]]>`` for a CSR ``(indptr, index)``.
+def edge_dot(a: torch.Tensor, b: torch.Tensor, csr: CSR) -> torch.Tensor:
+    """Per-entry dot products ``out[e] = <a[row(e)], b[csr.index[e]]>`` (``[E]``).
 
     ``a`` has one row per CSR row, ``b`` one per column. The weight gradient of
     :func:`gather_segment_sum`; also dot-product attention scores on edges. Differentiable.
     """
-    return _ops.edge_dot(a, b, index, indptr)
+    csr = as_csr(csr, "edge_dot")
+    return _ops.edge_dot(a, b, csr.index, csr.indptr)
 
 
-def csr_transpose(index: torch.Tensor, indptr: torch.Tensor, num_cols: int) -> CSR:
-    """Transpose a CSR with ``num_cols`` columns: returns ``CSR(indptr, index, perm)`` where
-    column ``c``'s rows are ``index[indptr[c]:indptr[c+1]]`` in original entry order (stable), and
-    ``perm`` gives each transposed entry's original position. For a graph in CSR by destination this
-    is the CSR by source (successor lists)."""
-    t_indptr, t_index, t_perm = _ops.csr_transpose(index, indptr, int(num_cols))
+def csr_transpose(csr: CSR, num_cols: int) -> CSR:
+    """The transpose of a CSR with ``num_cols`` columns: ``CSR(indptr, index, perm)`` where row
+    ``c`` lists the rows of ``csr`` that hold ``c``, in original entry order (stable), and ``perm``
+    gives each transposed entry's position in ``csr``. For a graph by destination this is the graph
+    by source (successor lists)."""
+    csr = as_csr(csr, "csr_transpose")
+    t_indptr, t_index, t_perm = _ops.csr_transpose(csr.index, csr.indptr, int(num_cols))
     return CSR(t_indptr, t_index, t_perm)
 
 
@@ -77,14 +74,20 @@ def gated_aggregate(gate_dst: torch.Tensor, gate_src: torch.Tensor, value: torch
         csr: the CSR (``indptr [N + 1]``, ``index [E]``).
         eps: ``> 0``; keeps rows whose gates are all ~0 finite; rows without entries give 0.
         transpose: the CSR's transpose (its ``indptr``/``index``; the perm is not needed), read by
-            the backward only. A symmetric CSR (e.g. :attr:`ArchBatch.undirected_csr`) is its own
-            transpose: pass it again. Default: built by :func:`csr_transpose` in the backward.
+            the backward only; default ``csr.transpose``, else built in the backward. A symmetric
+            CSR (e.g. :attr:`ArchBatch.undirected_csr`) is its own transpose: pass it again.
 
     Returns ``[N, F]``. Differentiable in the three inputs; neither the forward nor the backward
     stores per-entry tensors (the backward recomputes the gates), and no atomics are used.
     """
+    csr = as_csr(csr, "gated_aggregate")
+    transpose = _transpose_of(csr, transpose)
     t = (None, None) if transpose is None else (transpose.indptr, transpose.index)
     return _ops.gated_aggregate(gate_dst, gate_src, value, csr.index, csr.indptr, float(eps), *t)
+
+
+def _transpose_of(csr: CSR, transpose: CSR | None) -> CSR | None:
+    return csr.transpose if transpose is None else transpose
 
 
 # ---- autograd ---------------------------------------------------------------------------------
