@@ -46,15 +46,16 @@ class CSR(NamedTuple):
         return csr_row_ids(self.indptr, self.index.numel())
 
     def with_transpose(self, num_cols: int | None = None) -> "CSR":
-        """This CSR carrying its transpose (built with the compiled ``csr_transpose`` unless already
-        there). ``num_cols``: the transpose's number of rows; default: this CSR's number of rows
-        (a graph's nodes)."""
+        """This CSR carrying its transpose (unless it already does): row ``c`` of the transpose
+        lists the rows holding ``c`` in entry order, ``perm`` each transposed entry's position here
+        (what :func:`fgp_ext.ops.csr_transpose` returns). ``num_cols``: the transpose's number of
+        rows; default: this CSR's number of rows (a graph's nodes)."""
         if self.transpose is not None:
             return self
-        from fgp_ext.ops import csr_transpose  # the compiled op; sparse stays below ops
-
         cols = self.num_rows if num_cols is None else int(num_cols)
-        return self._replace(transpose=csr_transpose(self, cols))
+        # the entries read as an edge list (entry order = edge order) reversed: its CSR by
+        # destination is the transpose, stable, with perm = the entry positions
+        return self._replace(transpose=csr_from_edge_index(torch.stack([self.rows(), self.index]), cols))
 
     def to(self, device) -> "CSR":
         """A copy on ``device`` (its transpose too)."""

@@ -1,9 +1,14 @@
-"""Architecture encoders built on the fgp ops (no PyG).
+"""Architecture encoders built on the fgp ops (PyG not needed; :meth:`ArchBatch.from_pyg` bridges).
 
 Every encoder maps an :class:`~fgp_ext.graph.ArchBatch` to node embeddings ``[N, out_dim]``
 (:meth:`Encoder.node_embeddings`) and to graph embeddings ``[B, out_dim]`` by segment mean
 (:meth:`Encoder.forward`). Inputs are the op ids of the nodes (a learned embedding, i.e. one-hot
-op ids times a matrix).
+op ids times a matrix), or continuous node features (``node_features=F``), or any module
+(``node_encoder=``).
+
+Layers usable on their own, on node states and a :class:`~fgp_ext.sparse.CSR` (e.g. inside a PyG
+model): :class:`GatedGCNLayer` (fused gated aggregation) and :class:`FlowPass` (FlowerFormer's
+forward + backward pass over the topological generations of a DAG).
 
 * :class:`GIN` — graph isomorphism network, 3 layers, layer-concat readout.
 * :class:`GatedGCN` — residual gated graph conv, graphs made undirected, residual
@@ -18,8 +23,8 @@ that dict back, which is what checkpoints store.
 from __future__ import annotations
 
 from fgp_ext.encoders.base import Encoder, segment_mean
-from fgp_ext.encoders.flowerformer import FlowerFormer
-from fgp_ext.encoders.gatedgcn import GatedGCN
+from fgp_ext.encoders.flowerformer import FlowerFormer, FlowPass
+from fgp_ext.encoders.gatedgcn import GatedGCN, GatedGCNLayer
 from fgp_ext.encoders.gin import GIN
 from fgp_ext.encoders.mlp import MLPEncoder
 
@@ -39,4 +44,5 @@ def build_encoder(name: str, num_ops: int, **config) -> Encoder:
     return ENCODERS[key](num_ops=num_ops, **config)
 
 
-__all__ = ["Encoder", "GIN", "GatedGCN", "FlowerFormer", "MLPEncoder", "ENCODERS", "build_encoder", "segment_mean"]
+__all__ = ["Encoder", "GIN", "GatedGCN", "FlowerFormer", "MLPEncoder", "ENCODERS", "build_encoder", "segment_mean",
+           "GatedGCNLayer", "FlowPass"]

@@ -84,6 +84,48 @@ class FlowStep(nn.Module):
         return self.gru(hv, msg)  # as FlowerFormer: the node's state is the input, the message the hidden state
 
 
+class FlowPass(nn.Module):
+    """FlowerFormer's flow encoding as a layer on ``(x, csr)``: a forward pass over the topological
+    generations of a DAG (every node attends over its predecessors' new states, then a GRU updates
+    it), then, with ``bidirectional=True``, the same over the reversed graph with its own weights.
+    Each pass is one fused C++ op (:func:`fgp_ext.ops.flow_pass`).
+
+    ``csr`` is the graph (or a batch of graphs) by destination, e.g.
+    :func:`~fgp_ext.sparse.csr_from_edge_index` of a PyG ``edge_index``; ``node_ptr`` (optional,
+    ``int64 [B+1]``, PyG's ``ptr``) delimits the graphs so that a cycle is reported with its
+    graph. The level schedules are rebuilt on every call (two C++ ops, linear in the edges); pass
+    ``plans=FlowPass.plans(csr, node_ptr)`` to reuse them.
+    """
+
+    def __init__(self, dim: int, bidirectional: bool = True):
+        super().__init__()
+        self.forward_step = FlowStep(dim)
+        self.backward_step = FlowStep(dim) if bidirectional else None
+
+    @staticmethod
+    def plans(csr: CSR, node_ptr: torch.Tensor | None = None) -> tuple[LevelPlan, LevelPlan]:
+        """The forward and reversed level plans of a DAG (batch) given by destination."""
+        csr = csr.with_transpose()
+        forward = LevelPlan(ops.level_schedule(csr, ops.topo_levels(csr, node_ptr)))
+        reverse = csr.transpose
+        backward = LevelPlan(ops.level_schedule(reverse, ops.topo_levels(reverse, node_ptr)))
+        return forward, backward
+
+    def forward(self, x: torch.Tensor, csr: CSR | None = None, node_ptr: torch.Tensor | None = None,
+                plans: tuple[LevelPlan, LevelPlan] | None = None) -> torch.Tensor:
+        if plans is None:
+            if csr is None:
+                raise ValueError("FlowPass needs the graph: a csr or precomputed plans")
+            plans = self.plans(csr, node_ptr)
+        forward_plan, backward_plan = plans
+        h = self.forward_step.fused(x.index_select(0, forward_plan.order), forward_plan).index_select(
+            0, forward_plan.rank)
+        if self.backward_step is not None:
+            h = self.backward_step.fused(h.index_select(0, backward_plan.order), backward_plan).index_select(
+                0, backward_plan.rank)
+        return h
+
+
 class LevelBackend:
     """How a :class:`FlowerFormer` runs its passes and attention on one batch: level schedule and
     fused ops (built once per batch and cached on it). ``fused=False`` runs the passes through the
