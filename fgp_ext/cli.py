@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fgp_ext import _args
+
 DEFAULT_TARGETS = ("cifar10_test_200ep", "val_accuracy", "test_accuracy", "accuracy")
 
 
@@ -67,6 +69,16 @@ def _load_unlabelled(args, ds):
 
 
 def _target(args, ds) -> str:
+    """The label column (``--target``, else the first of DEFAULT_TARGETS present, else the first);
+    refused when it holds +-inf (NaN marks an unlabelled architecture)."""
+    from fgp_ext.data.formats import check_target
+
+    t = _pick_target(args, ds)
+    check_target(ds, t)
+    return t
+
+
+def _pick_target(args, ds) -> str:
     if getattr(args, "target", None):
         if args.target not in ds.target_names:
             raise SystemExit(f"fgp: unknown target {args.target!r}; available: {ds.target_names}")
@@ -337,11 +349,11 @@ def cmd_pretrain(args) -> int:
 
 def _add_finetune_optimizer(p, prefix: str = "") -> None:
     """Fine-tuning weight decay and learning-rate schedule (``prefix`` "finetune-" for ``fgp run``)."""
-    p.add_argument(f"--{prefix}weight-decay", type=float, default=0.0, help="fine-tuning AdamW weight decay (0)")
+    p.add_argument(f"--{prefix}weight-decay", type=_args.non_negative_float, default=0.0, help="fine-tuning AdamW weight decay (0)")
     p.add_argument(f"--{prefix}schedule", choices=["constant", "cosine"], default="constant",
                    help="fine-tuning lr schedule, stepped per epoch (constant)")
-    p.add_argument(f"--{prefix}warmup", type=int, default=0, help="linear warm-up epochs of the fine-tuning lr (0)")
-    p.add_argument(f"--{prefix}schedule-epochs", type=int, default=None,
+    p.add_argument(f"--{prefix}warmup", type=_args.non_negative_int, default=0, help="linear warm-up epochs of the fine-tuning lr (0)")
+    p.add_argument(f"--{prefix}schedule-epochs", type=_args.positive_int, default=None,
                    help="length of the cosine schedule in epochs (default: the fine-tuning epochs; "
                         "FlowerFormer's NB201 recipe: 600 with 500 epochs)")
 
@@ -473,54 +485,54 @@ def cmd_run(args) -> int:
 def _add_data(p, target=True):
     p.add_argument("--data", default="nb201", help="'nb201' (embedded, default) or an architecture file")
     p.add_argument("--space", default=None, help="search space of --data (default: inferred)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="use a fixed random sample of this many architectures (quick trials)")
+    p.add_argument("--limit", type=_args.limit, default=None,
+                   help="use a fixed random sample of this many architectures, >= 50 (quick trials)")
     if target:
         p.add_argument("--target", default=None,
                        help="label column (default: cifar10_test_200ep if present, else the first)")
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--threads", type=_args.threads, default=1,
                    help="torch intra-op CPU threads (default 1: the batches are small, and extra threads "
                         "on busy cores slow training down by 10x or more)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (default: only on a TTY)")
 
 
 def _add_surrogate(p):
-    p.add_argument("--sur-k", type=int, default=None, help="surrogate dimension (default: the space's)")
-    p.add_argument("--sur-std", type=float, default=None, help="surrogate std (default: the space's)")
-    p.add_argument("--sur-alpha", type=float, default=None, help="surrogate alpha (default 0.5)")
-    p.add_argument("--sur-seed", type=int, default=0, help="surrogate random seed (default 0)")
+    p.add_argument("--sur-k", type=_args.surrogate_dim, default=None, help="surrogate dimension (default: the space's)")
+    p.add_argument("--sur-std", type=_args.positive_float, default=None, help="surrogate std (default: the space's)")
+    p.add_argument("--sur-alpha", type=_args.unit_interval, default=None, help="surrogate alpha (default 0.5)")
+    p.add_argument("--sur-seed", type=_args.seed, default=0, help="surrogate random seed (default 0)")
 
 
 def _add_encoder(p):
     p.add_argument("--encoder", default="gatedgcn", choices=["gatedgcn", "gin", "flowerformer", "mlp"])
-    p.add_argument("--hidden", type=int, default=None, help="width (default 128)")
-    p.add_argument("--dropout", type=float, default=None, help="dropout (default 0.1)")
+    p.add_argument("--hidden", type=_args.positive_int, default=None, help="width (default 128)")
+    p.add_argument("--dropout", type=_args.dropout, default=None, help="dropout (default 0.1)")
     p.add_argument("--reverse-successors", choices=["all", "earliest"], default=None,
                    help="flowerformer only: the reversed pass aggregates all successors (default) or, "
                         "as the original code, only those of the earliest forward generation")
     p.add_argument("--directed", action="store_true",
                    help="gatedgcn only: pass messages along the edges only, not both ways (FGP.md makes "
                         "the graphs undirected; the authors' published gatedgcn runs do not)")
-    p.add_argument("--layers", type=int, default=None, help="encoder layers (default: the encoder's, 3)")
+    p.add_argument("--layers", type=_args.positive_int, default=None, help="encoder layers (default: the encoder's, 3)")
     f = p.add_argument_group("flowerformer only (the original's NB201 model: --hidden 64 --layers 9 --heads 8 "
                              "--dropout 0 --layout parallel --norm batch --flow-relu --attention-dropout 0.5)")
     f.add_argument("--flowerformer-original", action="store_true",
                    help="the original's NB201 model (all of the above; explicit flags override)")
-    f.add_argument("--heads", type=int, default=None, help="attention heads (default 4)")
+    f.add_argument("--heads", type=_args.positive_int, default=None, help="attention heads (default 4)")
     f.add_argument("--layout", choices=["sequential", "parallel"], default=None,
                    help="attention after the flow block (default) or beside it, on the layer input, as the original")
     f.add_argument("--norm", choices=["layer", "batch"], default=None, help="layer norm (default) or batch norm")
     f.add_argument("--flow-relu", action="store_true", default=None,
                    help="a ReLU on the flow passes' output, as the original")
-    f.add_argument("--attention-dropout", type=float, default=None,
+    f.add_argument("--attention-dropout", type=_args.dropout, default=None,
                    help="dropout on the attention weights (default 0; the original 0.5)")
 
 
 def _add_split(p):
-    p.add_argument("--ratio", type=float, default=0.01, help="labelled share of the training pool (0.01)")
-    p.add_argument("--n-train", type=int, default=None,
+    p.add_argument("--ratio", type=_args.ratio, default=0.01, help="labelled share of the training pool (0.01)")
+    p.add_argument("--n-train", type=_args.positive_int, default=None,
                    help="training-pool size (default: the paper's, 7813 for NB201, else half the data)")
-    p.add_argument("--n-val", type=int, default=40, help="validation architectures (40)")
+    p.add_argument("--n-val", type=_args.non_negative_int, default=40, help="validation architectures (40)")
 
 
 AUX_HELP = ("auxiliary pre-training ranking target: a data column; for NB201 a shipped zero-cost proxy "
@@ -555,12 +567,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p, target=False)
     _add_surrogate(p)
     _add_encoder(p)
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-6)
+    p.add_argument("--epochs", type=_args.non_negative_int, default=200)
+    p.add_argument("--batch-size", type=_args.positive_int, default=256)
+    p.add_argument("--lr", type=_args.positive_float, default=1e-3)
+    p.add_argument("--weight-decay", type=_args.non_negative_float, default=1e-6)
     _add_pretrain_losses(p)
-    p.add_argument("--seed", type=int, default=21)
+    p.add_argument("--seed", type=_args.seed, default=21)
     p.add_argument("--out", required=True, help="checkpoint to write")
     p.set_defaults(func=cmd_pretrain)
 
@@ -569,13 +581,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_encoder(p)
     _add_split(p)
     p.add_argument("--checkpoint", default=None, help="pre-trained checkpoint (default: train from scratch)")
-    p.add_argument("--epochs", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--margin", type=float, default=0.5)
+    p.add_argument("--epochs", type=_args.non_negative_int, default=200)
+    p.add_argument("--batch-size", type=_args.positive_int, default=16)
+    p.add_argument("--lr", type=_args.positive_float, default=1e-3)
+    p.add_argument("--margin", type=_args.non_negative_float, default=0.5)
     _add_finetune_optimizer(p)
-    p.add_argument("--seed", type=int, default=21)
-    p.add_argument("--perm-seed", type=int, default=21, help="split permutation (21 = identity)")
+    p.add_argument("--seed", type=_args.seed, default=21)
+    p.add_argument("--perm-seed", type=_args.seed, default=21, help="split permutation (21 = identity)")
     p.add_argument("--out", required=True, help="checkpoint to write")
     p.set_defaults(func=cmd_finetune)
 
@@ -583,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data(p)
     _add_split(p)
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--perm-seed", type=int, default=21, help="split permutation (21 = identity)")
+    p.add_argument("--perm-seed", type=_args.seed, default=21, help="split permutation (21 = identity)")
     p.add_argument("--split", default="test", choices=["test", "val", "train", "pool", "all"])
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     p.set_defaults(func=cmd_evaluate)
@@ -593,16 +605,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_surrogate(p)
     _add_encoder(p)
     _add_split(p)
-    p.add_argument("--runs", type=int, default=3,
+    p.add_argument("--runs", type=_args.runs, default=3,
                    help="(seed, permutation) runs, 1..9 (default 3: seeds 21/2021/202121, each with its permutation)")
-    p.add_argument("--epochs-pretrain", type=int, default=5, help="pre-training epochs (default 5; paper 200)")
-    p.add_argument("--epochs-finetune", type=int, default=100, help="fine-tuning epochs (default 100; paper 500)")
-    p.add_argument("--batch-size-pretrain", type=int, default=256)
-    p.add_argument("--batch-size-finetune", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3, help="pre-training lr, and fine-tuning lr unless --finetune-lr")
-    p.add_argument("--finetune-lr", type=float, default=None, help="fine-tuning lr (default: --lr)")
+    p.add_argument("--epochs-pretrain", type=_args.non_negative_int, default=5, help="pre-training epochs (default 5; paper 200)")
+    p.add_argument("--epochs-finetune", type=_args.non_negative_int, default=100, help="fine-tuning epochs (default 100; paper 500)")
+    p.add_argument("--batch-size-pretrain", type=_args.positive_int, default=256)
+    p.add_argument("--batch-size-finetune", type=_args.positive_int, default=16)
+    p.add_argument("--lr", type=_args.positive_float, default=1e-3, help="pre-training lr, and fine-tuning lr unless --finetune-lr")
+    p.add_argument("--finetune-lr", type=_args.positive_float, default=None, help="fine-tuning lr (default: --lr)")
     _add_finetune_optimizer(p, "finetune-")
-    p.add_argument("--margin", type=float, default=0.5)
+    p.add_argument("--margin", type=_args.non_negative_float, default=0.5)
     _add_pretrain_losses(p)
     p.add_argument("--unlabelled", default=None,
                    help="extra architectures for pre-training only: a file of the same space, or sample:N "

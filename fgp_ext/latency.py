@@ -35,6 +35,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fgp_ext import _args
+
 __all__ = ["LatencyResult", "measure_latency", "measure_arch_latency", "add_latency_parser",
            "run_latency", "main"]
 
@@ -159,16 +161,16 @@ def _fill_parser(p: argparse.ArgumentParser) -> None:
     src.add_argument("--file", default=None,
                      help="JSON / JSON Lines records, a text file of NB201 cell strings, or "
                           "'nb201' (the embedded table)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N architectures")
-    p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--limit", type=_args.positive_int, default=None, help="only the first N architectures")
+    p.add_argument("--batch-size", type=_args.positive_int, default=1)
+    p.add_argument("--warmup", type=_args.non_negative_int, default=5)
+    p.add_argument("--repeats", type=_args.positive_int, default=20)
     # dest differs from "threads" on purpose: fgp_ext.cli.main applies a generic args.threads
     # before dispatching, which must not happen before this command validates the value
-    p.add_argument("--threads", type=int, default=1, dest="latency_threads",
+    p.add_argument("--threads", type=_args.threads, default=1, dest="latency_threads",
                    help="intra-op threads during the measurement (1)")
-    p.add_argument("--resolution", type=int, default=32, help="input height = width (32)")
-    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--resolution", type=_args.positive_int, default=32, help="input height = width (32)")
+    p.add_argument("--num-classes", type=_args.positive_int, default=10)
     p.add_argument("--out", default=None, help="write JSON Lines records with latency_ms")
     p.set_defaults(func=run_latency)
 
@@ -211,10 +213,17 @@ def _read_file(key: str, path: str) -> list[dict]:
     fp = Path(path)
     if not fp.exists():
         raise FileNotFoundError(f"no such file: {path!r}")
-    text = fp.read_text(encoding="utf-8")
+    from fgp_ext.data.formats import DataFormatError, read_text
+
+    text = read_text(fp)  # one-line errors for folders, binary files, broken gzip; BOM removed
     s = text.lstrip()
     if s.startswith("["):
-        recs = json.loads(text)
+        try:
+            recs = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataFormatError(f"invalid JSON ({e.msg} at line {e.lineno} column {e.colno})", path) from None
+        except RecursionError:
+            raise DataFormatError("JSON nested too deeply", path) from None
     else:
         recs = [_parse_arch(key, line) for line in text.splitlines() if line.strip()]
     out = []
@@ -248,7 +257,7 @@ def run_latency(args) -> int:
     if args.limit is not None:
         recs = recs[: args.limit]
     if not recs:
-        raise ValueError("no architectures to measure")
+        raise ValueError(f"{args.file} holds no architectures" if args.file else "no architectures to measure")
     out_f = open(args.out, "w", encoding="utf-8") if args.out else None
     try:
         for i, rec in enumerate(recs):

@@ -64,9 +64,10 @@ def test_cli(tmp_path, capsys):
     from fgp_ext.data.formats import load
 
     assert load(str(out)).targets("latency_ms")[0] == rec["latency_ms"]
-    assert main(["--space", "nb201", "--arch", ARCH, "--repeats", "0"]) == 2
-    assert main(["--space", "nb201", "--arch", ARCH, "--batch-size", "-1"]) == 2
+    for bad, message in ((["--repeats", "0"], "argument --repeats: must be an integer >= 1, got '0'"),
+                         (["--batch-size", "-1"], "argument --batch-size: must be an integer >= 1, got '-1'")):
+        with pytest.raises(SystemExit) as exc:  # refused by the parser, before any network is built
+            main(["--space", "nb201", "--arch", ARCH, *bad])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
     assert main(["--space", "nb201", "--arch", "garbage"]) == 2
     assert main(["--space", "nb201", "--file", str(tmp_path / "missing.json")]) == 2
-    err = capsys.readouterr().err
-    assert "repeats must be >= 1" in err and "batch_size must be >= 1" in err
