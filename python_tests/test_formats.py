@@ -157,7 +157,7 @@ def test_csv_happy_path(tmp_path):
     (f"arch_str,acc\n{CELL_A},1,5\n", "line 2: expected 2 fields, got 3"),
     (f"cell,acc\n{CELL_A},1\n", "line 1: CSV header has no 'arch_str'"),
     (f"index,arch_str\n1.5,{CELL_A}\n", "line 2: column 'index' must hold integers"),
-    ("", "empty CSV"),
+    ("", "bad.csv holds no architectures"),
 ])
 def test_csv_errors(tmp_path, text, fragment):
     with pytest.raises(F.DataFormatError) as ei:

@@ -25,6 +25,20 @@ anything else with ``ops`` -> a new :class:`~fgp_ext.data.spaces.GenericSpace` w
 grows as ops are seen. Pass a frozen ``GenericSpace(vocab=[...])`` to reject unknown ops.
 
 ``load("nb201")`` returns the NAS-Bench-201 table embedded in the package (all 15,625 cells).
+
+What every reader accepts and refuses:
+
+* Files are UTF-8 text; a leading byte-order mark is removed. A directory, an unreadable file, a
+  truncated or corrupt gzip stream, bytes that are not UTF-8 and NUL bytes are
+  :class:`DataFormatError` errors naming the file (and the line where there is one).
+* An empty file, or one without a single architecture, is "FILE holds no architectures".
+* Targets are numbers; ``null`` / ``NaN`` (JSON) and empty / ``nan`` (CSV) mark a missing value
+  and stay NaN (an unlabelled architecture). Integers beyond float range are errors naming the
+  line and the column. ``Infinity`` / ``inf`` is read (the shared ``nb201_zc_725.json`` holds a
+  ``-Infinity`` nwot proxy) and its first line per column kept in ``Dataset.nonfinite``;
+  :func:`check_target` refuses it, naming that line, in a column used as a target.
+* JSON nested too deeply to parse, integers that do not fit in 64 bits (indices, edges) and
+  ``"sources": []`` (a graph with no source node) are errors naming the line.
 """
 from __future__ import annotations
 
@@ -34,6 +48,7 @@ import io
 import json
 import math
 import os
+import zlib
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
@@ -53,6 +68,8 @@ __all__ = [
     "read_jsonl",
     "read_json",
     "read_csv",
+    "read_text",
+    "check_target",
     "parse_jsonl",
     "from_records",
     "infer_space",
@@ -111,11 +128,26 @@ def infer_space(record) -> SearchSpace:
 
 
 def _number(v, key: str) -> float:
+    """A target value: a number, NaN for missing (``null`` / ``NaN``); integers beyond float range
+    are errors naming the field. Infinities are kept (a proxy column may hold ``-Infinity``) and
+    recorded in ``Dataset.nonfinite``: :func:`check_target` refuses them in a column trained on."""
     if v is None:
         return math.nan
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ValueError(f"target field {key!r} must be a number or null, got {v!r}")
-    return float(v)
+    try:
+        x = float(v)
+    except OverflowError:
+        raise ValueError(f"target field {key!r}: integer {_short(v)} is too large for a float") from None
+    return x
+
+
+def _short(v) -> str:
+    t = str(v)
+    return t if len(t) <= 24 else f"{t[:10]}...{t[-6:]} ({len(t)} digits)"
+
+
+_INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
 
 class _Builder:
@@ -128,6 +160,7 @@ class _Builder:
         self.index: list[int] = []
         self.has_index = False
         self.columns: dict[str, list[float]] = {}
+        self.nonfinite: dict[str, str] = {}
 
     def add(self, rec, where: str) -> None:
         try:
@@ -150,14 +183,25 @@ class _Builder:
             if idx is not None:
                 if isinstance(idx, bool) or not isinstance(idx, int):
                     raise ValueError(f"'index' must be an integer, got {idx!r}")
+                if not _INT64[0] <= idx <= _INT64[1]:
+                    raise ValueError(f"'index' {_short(idx)} does not fit in 64 bits")
                 self.has_index = True
-            graph = self.space.to_graph(rec, targets=targets, name=name)
+            try:
+                graph = self.space.to_graph(rec, targets=targets, name=name)
+            except OverflowError:
+                raise ValueError("an integer in the architecture (edges, matrix or sources) does not "
+                                 "fit in 64 bits") from None
+            if graph.sources is not None and len(graph.sources) == 0:
+                raise ValueError("'sources' is empty: a graph needs at least one source node (omit "
+                                 "'sources' to use every node without predecessors)")
         except DataFormatError:
             raise
         except (ValueError, TypeError) as e:
             raise DataFormatError(str(e), self.source, where) from e
         n = len(self.graphs)
         for k, v in targets.items():
+            if math.isinf(v) and k not in self.nonfinite:
+                self.nonfinite[k] = ": ".join(p for p in (self.source, where) if p)
             col = self.columns.get(k)
             if col is None:
                 col = self.columns[k] = [math.nan] * n
@@ -172,8 +216,10 @@ class _Builder:
         space = self.space if self.space is not None else (
             get_space(space_hint) if space_hint is not None else _spaces.GenericSpace())
         index = self.index if self.has_index else None
-        return Dataset(self.graphs, space, {k: np.asarray(v, dtype=np.float64)
-                                            for k, v in self.columns.items()}, index)
+        ds = Dataset(self.graphs, space, {k: np.asarray(v, dtype=np.float64)
+                                          for k, v in self.columns.items()}, index)
+        ds.nonfinite = dict(self.nonfinite)
+        return ds
 
 
 def from_records(records: Iterable, space=None, *, source: str | None = None) -> Dataset:
@@ -196,11 +242,15 @@ def parse_jsonl(lines: Iterable[str], space=None, *, source: str | None = None) 
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
+        if lineno == 1 and line.startswith(_BOM):
+            line = line[1:]
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
             raise DataFormatError(f"invalid JSON ({e.msg} at column {e.colno})", source,
                                   f"line {lineno}") from None
+        except RecursionError:
+            raise DataFormatError("JSON nested too deeply", source, f"line {lineno}") from None
         b.add(rec, f"line {lineno}")
     return b.finish(space)
 
@@ -209,47 +259,102 @@ def parse_jsonl(lines: Iterable[str], space=None, *, source: str | None = None) 
 # files
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+_BOM = "\ufeff"
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def read_text(path) -> str:
+    """The text of an architecture file: gzip-decompressed (by content, or a ``.gz`` name), UTF-8
+    decoded, a leading byte-order mark removed.
+
+    Anything that is not readable UTF-8 text is a one-line :class:`DataFormatError` naming the file
+    (and the line where it can): a directory, an unreadable file, a truncated or corrupt gzip
+    stream, bytes that are not UTF-8, NUL bytes (a binary file).
+    """
+    path = Path(path)
+    src = str(path)
+    if path.is_dir():
+        raise DataFormatError("a directory, not an architecture file", src)
+    try:
+        data = path.read_bytes()
+        gz = data[:2] == _GZIP_MAGIC
+        if path.suffix.lower() == ".gz" and not gz:
+            raise DataFormatError("named .gz but not gzip-compressed", src)
+        if gz:
+            data = gzip.decompress(data)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise DataFormatError(f"a truncated or corrupt gzip file ({e})", src) from None
+    except OSError as e:
+        raise DataFormatError(f"cannot be read ({e.strerror or type(e).__name__})", src) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise DataFormatError(f"not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}; a "
+                              f"binary file?)", src, f"line {line}") from None
+    nul = text.find("\x00")
+    if nul >= 0:
+        raise DataFormatError("NUL bytes: a binary file, not JSON, JSON Lines or CSV text", src,
+                              f"line {text.count(chr(10), 0, nul) + 1}")
+    return text[1:] if text.startswith(_BOM) else text
+
+
+def _no_architectures(src: str, detail: str = "") -> DataFormatError:
+    err = DataFormatError(f"{src} holds no architectures{detail}")
+    err.source = src
+    return err
+
+
+def _nonempty(ds: Dataset, src: str) -> Dataset:
+    if len(ds) == 0:
+        raise _no_architectures(src)
+    return ds
 
 
 def read_jsonl(path, space=None) -> Dataset:
     """Read a JSON Lines file (one architecture per line); see the module docstring."""
-    path = Path(path)
-    with _open_text(path) as f:
-        return parse_jsonl(f, space, source=str(path))
+    return _jsonl_text(read_text(path), space, str(path))
+
+
+def _jsonl_text(text: str, space, src: str) -> Dataset:
+    return _nonempty(parse_jsonl(text.split("\n"), space, source=src), src)
 
 
 def read_json(path, space=None) -> Dataset:
     """Read a JSON file holding an array of architecture records; see the module docstring."""
-    path = Path(path)
-    with _open_text(path) as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise DataFormatError(f"invalid JSON ({e.msg} at line {e.lineno} column {e.colno})",
-                                  str(path)) from None
+    return _json_text(read_text(path), space, str(path))
+
+
+def _json_text(text: str, space, src: str) -> Dataset:
+    if not text.strip():
+        raise _no_architectures(src, " (the file is empty)")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataFormatError(f"invalid JSON ({e.msg} at line {e.lineno} column {e.colno})",
+                              src) from None
+    except RecursionError:
+        raise DataFormatError("JSON nested too deeply", src) from None
     if not isinstance(data, list):
-        raise DataFormatError(f"expected a JSON array of records, got {type(data).__name__}",
-                              str(path))
-    return from_records(data, space, source=str(path))
+        raise DataFormatError(f"expected a JSON array of records, got {type(data).__name__}", src)
+    return _nonempty(from_records(data, space, source=src), src)
 
 
 def read_csv(path, space=None) -> Dataset:
     """Read a CSV file with a NAS-Bench-201 ``arch_str`` column; see the module docstring."""
-    path = Path(path)
-    src = str(path)
+    return _csv_text(read_text(path), space, str(path))
+
+
+def _csv_text(text: str, space, src: str) -> Dataset:
     sp = get_space("nb201" if space is None else space)
     if not isinstance(sp, _spaces.NB201Space):
         raise DataFormatError(f"CSV files are read as NAS-Bench-201 (an 'arch_str' column); "
                               f"space {sp.name!r} is not supported for CSV", src)
-    with _open_text(path) as f:
+    with io.StringIO(text, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
-            raise DataFormatError("empty CSV file (no header)", src)
+            raise _no_architectures(src, " (the file is empty)")
         header = [h.strip() for h in header]
         if "arch_str" not in header:
             raise DataFormatError(f"CSV header has no 'arch_str' column (columns: {header})",
@@ -266,6 +371,8 @@ def read_csv(path, space=None) -> Dataset:
                                       f"line {reader.line_num}")
             rows.append(row)
             lines.append(reader.line_num)
+    if not rows:
+        raise _no_architectures(src, " (a header and no rows)")
     a_col = header.index("arch_str")
     strs = [r[a_col].strip() for r in rows]
     try:
@@ -280,6 +387,7 @@ def read_csv(path, space=None) -> Dataset:
     index = None
     names = [None] * len(rows)
     cols: dict[str, np.ndarray] = {}
+    nonfinite: dict[str, str] = {}
     for j, h in enumerate(header):
         if j == a_col:
             continue
@@ -297,7 +405,13 @@ def read_csv(path, space=None) -> Dataset:
             except ValueError:
                 raise DataFormatError(f"column {h!r}: {s!r} is not a number", src,
                                       f"line {lines[i]}") from None
+            if math.isinf(vals[i]) and h not in nonfinite:
+                nonfinite[h] = f"{src}: line {lines[i]}"
         if h == "index":
+            big = np.flatnonzero(np.abs(vals) >= 2.0 ** 63)
+            if big.size:
+                raise DataFormatError(f"column 'index': {rows[big[0]][j].strip()!r} does not fit in "
+                                      f"64 bits", src, f"line {lines[big[0]]}")
             if np.isnan(vals).any() or (vals != np.round(vals)).any():
                 bad = int(np.flatnonzero(np.isnan(vals) | (vals != np.round(vals)))[0])
                 raise DataFormatError(f"column 'index' must hold integers, got "
@@ -305,7 +419,28 @@ def read_csv(path, space=None) -> Dataset:
             index = vals.astype(np.int64)
         else:
             cols[h] = vals
-    return _nb201_dataset(ops, cols, index, names, sp)
+    ds = _nb201_dataset(ops, cols, index, names, sp)
+    ds.nonfinite = nonfinite
+    return ds
+
+
+def check_target(ds: Dataset, column: str) -> None:
+    """Refuse a target column holding +-inf (NaN is fine: an unlabelled architecture).
+
+    ``DataFormatError`` naming the file, line and column when ``ds`` was read from a file (its
+    ``nonfinite`` record), else the architecture.
+    """
+    y = np.asarray(ds.targets(column), dtype=np.float64)
+    bad = np.flatnonzero(np.isinf(y))
+    if not bad.size:
+        return
+    i = int(bad[0])
+    where = getattr(ds, "nonfinite", {}).get(column)
+    if where is None:
+        name = ds.names[i] if ds.names and ds.names[i] else None
+        where = f"architecture {i}" + (f" ({name})" if name else "")
+    raise DataFormatError(f"{where}: target {column!r} is {y[i]}; targets must be finite (null, NaN "
+                          f"or an empty CSV cell marks an unlabelled architecture)")
 
 
 def _nb201_dataset(ops: np.ndarray, cols: Mapping[str, np.ndarray], index, names,
@@ -324,9 +459,7 @@ def _nb201_dataset(ops: np.ndarray, cols: Mapping[str, np.ndarray], index, names
     return Dataset(graphs, space, cols, index)
 
 
-def _sniff(path: Path) -> str:
-    with _open_text(path) as f:
-        head = f.read(4096)
+def _sniff(head: str, path: Path) -> str:
     s = head.lstrip()
     if s.startswith("["):
         return "json"
@@ -362,16 +495,20 @@ def load(path_or_name, space=None) -> Dataset:
     if suffixes and suffixes[-1] == ".gz":
         suffixes = suffixes[:-1]
     ext = suffixes[-1] if suffixes else ""
+    src = str(path)
+    text = read_text(path)
+    if not text.strip():
+        raise _no_architectures(src, " (the file is empty)")
     if ext == ".csv":
-        return read_csv(path, space)
+        return _csv_text(text, space, src)
     if ext in (".jsonl", ".ndjson"):
-        return read_jsonl(path, space)
-    kind = _sniff(path)
+        return _jsonl_text(text, space, src)
+    kind = _sniff(text[:4096], path)
     if kind == "json":
-        return read_json(path, space)
+        return _json_text(text, space, src)
     if kind == "jsonl":
-        return read_jsonl(path, space)
-    return read_csv(path, space)
+        return _jsonl_text(text, space, src)
+    return _csv_text(text, space, src)
 
 
 # ----------------------------------------------------------------------------------------------
