@@ -243,6 +243,9 @@ def test_inf_targets_are_refused_by_line_and_column(tmp_path):
     c = write(tmp_path, "inf.csv", f"arch_str,acc,lat\n{CELL_A},1,2\n{CELL_B},inf,3\n")
     with pytest.raises(F.DataFormatError, match=f"^{c}: line 3: target 'acc' is inf"):
         F.check_target(F.load(str(c)), "acc")
+    none = write(tmp_path, "none.jsonl", lines(dict(GEN, acc=None), dict(GEN, acc=None)))
+    with pytest.raises(F.DataFormatError, match=f"^{none}: target 'acc' has no value"):
+        F.check_target(F.load(str(none)), "acc")
     mem = F.from_records([dict(GEN, name="first"), dict(GEN, name="second", acc=math.inf)])
     with pytest.raises(F.DataFormatError, match=r"^architecture 1 \(second\): target 'acc' is inf"):
         F.check_target(mem.subset([0, 1]), "acc")

@@ -219,6 +219,7 @@ class _Builder:
         ds = Dataset(self.graphs, space, {k: np.asarray(v, dtype=np.float64)
                                           for k, v in self.columns.items()}, index)
         ds.nonfinite = dict(self.nonfinite)
+        ds.source = self.source
         return ds
 
 
@@ -421,16 +422,21 @@ def _csv_text(text: str, space, src: str) -> Dataset:
             cols[h] = vals
     ds = _nb201_dataset(ops, cols, index, names, sp)
     ds.nonfinite = nonfinite
+    ds.source = src
     return ds
 
 
 def check_target(ds: Dataset, column: str) -> None:
-    """Refuse a target column holding +-inf (NaN is fine: an unlabelled architecture).
+    """Refuse a target column holding +-inf, or no value at all (NaN alone is fine: an
+    unlabelled architecture).
 
     ``DataFormatError`` naming the file, line and column when ``ds`` was read from a file (its
     ``nonfinite`` record), else the architecture.
     """
     y = np.asarray(ds.targets(column), dtype=np.float64)
+    if y.size and np.isnan(y).all():
+        raise DataFormatError(f"{getattr(ds, 'source', None) or 'the data'}: target {column!r} has no "
+                              f"value (every architecture is unlabelled)")
     bad = np.flatnonzero(np.isinf(y))
     if not bad.size:
         return
