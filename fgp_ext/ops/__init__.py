@@ -11,8 +11,10 @@
 
 Conventions shared by every op:
 
-* CSR by destination: row ``i`` of a CSR ``(indptr, index)`` holds the entries
-  ``index[indptr[i]:indptr[i+1]]``; for a graph these are node ``i``'s predecessors (edge sources).
+* Every op that takes a graph takes one :class:`~fgp_ext.sparse.CSR` by destination: row ``i``
+  holds the entries ``index[indptr[i]:indptr[i+1]]``, for a graph node ``i``'s predecessors (edge
+  sources). :func:`fgp_ext.sparse.csr_from_edge_index` builds one from a PyG ``edge_index``; a CSR
+  carrying its ``transpose`` spares the backward passes from rebuilding it.
 * Index tensors are ``int64``; features are ``float32`` or ``float64``.
 * Every reduction sums in entry order inside one worker: results are bitwise reproducible across
   runs and thread counts (no atomics).
