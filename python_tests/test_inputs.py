@@ -179,6 +179,14 @@ def test_directory_binary_and_broken_compression(tmp_path):
     load_error(write(tmp_path, "n.jsonl.gz", lines(GEN)), "named .gz but not gzip-compressed")
 
 
+def test_symlink_loop_and_mixed_spaces(tmp_path):
+    loop = tmp_path / "loop.jsonl"
+    loop.symlink_to(loop.name)
+    load_error(loop, "a symbolic link that leads nowhere")
+    p = write(tmp_path, "mixed.jsonl", lines({"arch_str": CELL_A, "acc": 1.0}, GEN))
+    load_error(p, "field 'ops' describes an architecture of another search space than 'nb201'", where="line 2")
+
+
 def test_deep_nesting_names_the_line(tmp_path):
     load_error(write(tmp_path, "deep.json", "[" * 100_000 + "]" * 100_000), "JSON nested too deeply")
     text = lines(GEN, GEN) + '{"ops": ["a"], "edges": [], "acc": ' + "[" * 100_000 + "]" * 100_000 + "}\n"

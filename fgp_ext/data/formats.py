@@ -82,6 +82,8 @@ EMBEDDED_NB201_FILE = "nb201.npz"
 #: Names accepted by :func:`load` for the embedded NAS-Bench-201 dataset.
 EMBEDDED_NAMES = frozenset({"nb201", "nasbench201", "nas-bench-201", "nats-tss"})
 _META_KEYS = frozenset({"name", "index"})
+#: Fields that describe an architecture in some search space (never targets).
+_STRUCTURE_KEYS = frozenset({"arch_str", "genotype", "ops", "edges", "matrix", "sources"})
 _MISSING = frozenset({"", "nan", "na", "n/a", "null", "none"})
 
 
@@ -173,6 +175,10 @@ class _Builder:
             for k, v in rec.items():
                 if k in structure or k in _META_KEYS:
                     continue
+                if k in _STRUCTURE_KEYS:
+                    raise ValueError(f"field {k!r} describes an architecture of another search space than "
+                                     f"{self.space.name!r} (the space of the file's first record, or the one "
+                                     f"asked for); one file holds one space")
                 targets[k] = _number(v, k)
             name = rec.get("name")
             if name is not None and not isinstance(name, str):
@@ -494,6 +500,8 @@ def load(path_or_name, space=None) -> Dataset:
     if not isinstance(path_or_name, (str, os.PathLike)):
         raise TypeError(f"expected a path or a dataset name, got {type(path_or_name).__name__}")
     path = Path(path_or_name)
+    if not path.exists() and path.is_symlink():
+        raise DataFormatError("a symbolic link that leads nowhere (a loop, or a missing target)", str(path))
     if not path.exists():
         raise FileNotFoundError(f"no such file: {str(path)!r} (embedded datasets: "
                                 f"{sorted(EMBEDDED_NAMES)})")
