@@ -388,6 +388,11 @@ def catalogue(commands: set[str], predict_help: str) -> list[Case]:
         "error", "dropout in [0, 1)")
     add("pretrain --lr -1", A, [*PRE, "--lr", "-1"], "error", "lr > 0", names=("lr", "learning rate"))
     add("pretrain --lr nan", A, [*PRE, "--lr", "nan"], "error", "lr finite", names=("lr", "learning rate"))
+    # training that diverges: non-finite predictions must stop the run at the epoch they appear in
+    add("run --lr 1e30 (diverges)", A, [*RUN_NB, "--epochs-pretrain", "2", "--lr", "1e30"], "error",
+        "NaN predictions are reported with the epoch", names=("epoch",))
+    add("pretrain --lr 1e30 (diverges)", A, [*PRE, "--lr", "1e30"], "error",
+        "NaN losses are reported with the epoch", names=("epoch",))
     add("pretrain --weight-decay -1", A, [*PRE, "--weight-decay", "-1"], "error", "weight decay >= 0")
     add("finetune --margin -1", A, [*FT, "--margin", "-1"], "error", "margin >= 0")
     add("finetune --warmup -1", A, [*FT, "--warmup", "-1"], "error", "warm-up epochs >= 0")
