@@ -147,7 +147,9 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if args.out:
-        open(args.out, "w", encoding="utf-8").write(text + "\n")
+        from fgp_ext import _io
+
+        _io.write_text(args.out, text + "\n")
 
 
 if __name__ == "__main__":

@@ -220,6 +220,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(h)
     out = os.environ.get("FGP_BENCH_MD")
     if out:
-        Path(out).write_text("\n".join([machine_line(), ""] + md + ["", "Headlines:", ""]
-                                       + [f"- {h}" for h in heads]) + "\n")
+        from fgp_ext import _io
+
+        _io.write_text(out, "\n".join([machine_line(), ""] + md + ["", "Headlines:", ""]
+                                      + [f"- {h}" for h in heads]) + "\n")
         tr.write_line(f"markdown summary written to {out}")

@@ -83,7 +83,9 @@ def main() -> None:
         text += f"\nIn one run only: {missing}"
     print(text)
     if args.out:
-        open(args.out, "w", encoding="utf-8").write(text + "\n")
+        from fgp_ext import _io
+
+        _io.write_text(args.out, text + "\n")
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
 __all__ = ["WriteError", "LockTimeout", "atomic_write", "write_bytes", "write_text", "write_json",
-           "torch_save", "np_save", "np_savetxt", "write_csv", "savefig", "FileLock", "ignore_sigxfsz"]
+           "torch_save", "np_save", "np_savez", "np_savetxt", "write_csv", "savefig", "FileLock", "ignore_sigxfsz"]
 
 #: errno values that mean "the storage refused this write" when raised by a write inside the
 #: ``with atomic_write(...)`` body (other errors from the body, e.g. reading an input, pass through).
@@ -266,6 +266,16 @@ def np_save(path, array) -> Path:
             np.save(rec, np.asarray(array), allow_pickle=False)
         except OSError as e:
             raise WriteError(path, rec.error or e) from None
+    return Path(path)
+
+
+def np_savez(path, compressed: bool = True, **arrays) -> Path:
+    """``numpy.savez_compressed`` (or ``savez``) of ``arrays`` to ``path`` atomically; ``path``
+    is used as given (no ``.npz`` is appended)."""
+    import numpy as np
+
+    with atomic_write(path, "wb") as f:
+        (np.savez_compressed if compressed else np.savez)(f, **arrays)
     return Path(path)
 
 

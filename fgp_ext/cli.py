@@ -9,6 +9,11 @@ Subcommands::
     fgp run        --encoder gatedgcn --out DIR          the whole protocol: FGP vs supervised-only
     fgp latency    --space nb201 --arch "|...|"         measured inference latency of built networks
 
+Every output (checkpoints, caches, ``summary.json``, metrics JSON, ``.npy``/CSV, plots) is written
+atomically through :mod:`fgp_ext._io`: a killed run or a refused write leaves the previous file
+intact. Exit status: 0 done, 2 bad arguments or input, 1 an output could not be written (one line
+``fgp: error: cannot write FILE: CAUSE``).
+
 ``--data`` is ``nb201`` (the embedded NAS-Bench-201 table, default) or a file readable by
 :func:`fgp_ext.data.formats.load` (JSON Lines, JSON, CSV). ``--limit N`` keeps a fixed random
 sample of N architectures (for quick trials).
@@ -175,10 +180,10 @@ def _clean(o):
 
 
 def write_json(path, obj) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(_clean(json.loads(json.dumps(obj, default=_json_default))), f, indent=2)
-        f.write("\n")
+    """Strict JSON (NaN/inf as null) of ``obj`` to ``path``, atomically (:mod:`fgp_ext._io`)."""
+    from fgp_ext import _io
+
+    _io.write_json(path, _clean(json.loads(json.dumps(obj, default=_json_default))), allow_nan=False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -195,6 +200,7 @@ def make_plots(summary: dict, out_dir: Path) -> list[Path]:
     except ImportError:
         warnings.warn("matplotlib is not installed: skipping plots (pip install matplotlib)", stacklevel=2)
         return []
+    from fgp_ext import _io
     from fgp_ext.metrics import rankdata
 
     art = summary.get("_artifacts", {})
@@ -215,7 +221,7 @@ def make_plots(summary: dict, out_dir: Path) -> list[Path]:
         fig.suptitle(f"{summary['encoder']} on {summary['dataset']} ({summary['target']})\nrun 0 test set")
         fig.tight_layout()
         p = out_dir / "rank_scatter.png"
-        fig.savefig(p, dpi=110)
+        _io.savefig(fig, p, dpi=110)
         plt.close(fig)
         paths.append(p)
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
@@ -240,7 +246,7 @@ def make_plots(summary: dict, out_dir: Path) -> list[Path]:
             ax.legend()
     fig.tight_layout()
     p = out_dir / "training_curves.png"
-    fig.savefig(p, dpi=110)
+    _io.savefig(fig, p, dpi=110)
     plt.close(fig)
     paths.append(p)
     return paths
@@ -262,12 +268,16 @@ def cmd_surrogate(args) -> int:
     print(f"surrogate of {len(ds)} architectures, k={sp['k']} std={sp['std']} alpha={sp['alpha']} "
           f"seed={sp['seed']}: collate {t1 - t0:.3f} s, surrogate {t2 - t1:.3f} s")
     if args.out:
+        from fgp_ext import _io
+
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         if out.suffix == ".csv":
-            np.savetxt(out, sur, delimiter=",", header=",".join(f"s{i}" for i in range(sur.shape[1])), comments="")
+            _io.np_savetxt(out, sur, delimiter=",", header=",".join(f"s{i}" for i in range(sur.shape[1])),
+                           comments="")
         else:
-            np.save(out, sur)
+            if out.suffix != ".npy":        # as numpy.save names it
+                out = out.with_name(out.name + ".npy")
+            _io.np_save(out, sur)
         print(f"wrote {out}")
     else:
         np.set_printoptions(precision=4, suppress=True)
@@ -636,6 +646,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run ``fgp``. Exit status: 0 success; 2 bad arguments or input (one ``fgp: error:`` line);
+    1 an output could not be written (one line ``fgp: error: cannot write FILE: CAUSE``, e.g. a
+    full disk or a file-size limit; the previous file, if any, is left intact)."""
+    from fgp_ext import _io
+
+    _io.ignore_sigxfsz()   # a `ulimit -f` limit then fails the write (EFBIG) instead of killing fgp
     args = build_parser().parse_args(argv)
     if getattr(args, "threads", None):
         import torch
@@ -643,6 +659,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
+    except _io.WriteError as e:
+        print(f"fgp: error: {e}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"fgp: error: {msg}", file=sys.stderr)

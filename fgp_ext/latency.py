@@ -22,6 +22,7 @@ dataset with a ``latency_ms`` target.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -258,8 +259,11 @@ def run_latency(args) -> int:
         recs = recs[: args.limit]
     if not recs:
         raise ValueError(f"{args.file} holds no architectures" if args.file else "no architectures to measure")
-    out_f = open(args.out, "w", encoding="utf-8") if args.out else None
-    try:
+    from fgp_ext import _io
+
+    # rows stream into a temporary file beside --out, renamed over it once all are measured: a
+    # failed or killed run leaves the previous --out as it was
+    with (_io.atomic_write(args.out, "w") if args.out else contextlib.nullcontext()) as out_f:
         for i, rec in enumerate(recs):
             try:
                 res = measure_arch_latency(
@@ -278,9 +282,7 @@ def run_latency(args) -> int:
                 row.update(latency_ms=res.median_ms, latency_batch=res.batch_size,
                            latency_threads=res.threads)
                 out_f.write(json.dumps(row) + "\n")
-    finally:
-        if out_f is not None:
-            out_f.close()
+                out_f.flush()
     return 0
 
 
@@ -290,8 +292,14 @@ def main(argv=None) -> int:
                                  "of built networks on this machine.")
     _fill_parser(ap)
     args = ap.parse_args(argv)
+    from fgp_ext import _io
+
+    _io.ignore_sigxfsz()
     try:
         return run_latency(args)
+    except _io.WriteError as e:
+        print(f"fgp latency: error: {e}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError) as e:
         print(f"fgp latency: error: {e}", file=sys.stderr)
         return 2

@@ -29,6 +29,8 @@ def test_helpers_write_what_they_are_given(tmp_path):
     assert json.loads(_io.write_json(tmp_path / "j.json", {"a": [1, 2.5]}).read_text()) == {"a": [1, 2.5]}
     arr = np.arange(12, dtype=np.float32).reshape(3, 4)
     np.testing.assert_array_equal(np.load(_io.np_save(tmp_path / "s.npy", arr), allow_pickle=False), arr)
+    with np.load(_io.np_savez(tmp_path / "z.npz", a=arr, b=arr[0]), allow_pickle=False) as z:
+        assert sorted(z.files) == ["a", "b"] and np.array_equal(z["a"], arr)
     np.testing.assert_array_equal(np.loadtxt(_io.np_savetxt(tmp_path / "s.csv", arr, delimiter=","),
                                              delimiter=","), arr)
     assert _io.write_csv(tmp_path / "r.csv", [[1, "a,b"]], header=["n", "s"]).read_text() == 'n,s\n1,"a,b"\n'

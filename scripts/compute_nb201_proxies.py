@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fgp_ext import _io
+
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -79,12 +81,11 @@ def main(argv=None) -> int:
     else:
         meta.setdefault("added", []).append(settings)
         meta["proxies"] = list(dict.fromkeys(meta.get("proxies", []) + names))
-    out.parent.mkdir(parents=True, exist_ok=True)
     columns = {k: v for k, v in kept.items() if k not in ("index", "arch_str")}
     columns.update({k: v.astype(np.float64) for k, v in vals.items()})
-    np.savez_compressed(out, index=np.asarray(ds.index, dtype=np.int32),
-                        arch_str=np.asarray(strs), meta=np.asarray(json.dumps(meta)),
-                        **columns)
+    _io.np_savez(out, index=np.asarray(ds.index, dtype=np.int32),
+                 arch_str=np.asarray(strs), meta=np.asarray(json.dumps(meta)),
+                 **columns)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB)")
 
     report = {"meta": meta, "accuracy": {}, "published": {}}
@@ -114,7 +115,7 @@ def main(argv=None) -> int:
             print(f"{k:10s} {tau:8.4f} {rho:8.4f} {len(rows):4d}"
                   + ("" if exact is None else f"  exact match: {exact}"))
     if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=2))
+        _io.write_text(args.report, json.dumps(report, indent=2))
     return 0
 
 

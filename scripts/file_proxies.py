@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fgp_ext import _io
+
 
 def space_of(record: dict) -> str:
     """The search space a NASLib-style record describes, from its fields."""
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
         net = build_network(space, rec)
         rec.update(compute_proxies(net, names, input_shape=shape, seed=args.seed))
     wall = time.perf_counter() - t0
-    Path(args.out).write_text(json.dumps(records))
+    _io.write_text(args.out, json.dumps(records))
     print(f"{len(records)} {space} networks, {', '.join(names)}: {wall:.0f} s ({wall / len(records):.2f} s each); "
           f"wrote {args.out}")
     acc = np.array([r.get("val_accuracy", np.nan) for r in records], dtype=np.float64)

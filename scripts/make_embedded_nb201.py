@@ -78,7 +78,9 @@ def main(argv: list[str]) -> int:
     # narrowest integer type that holds the mantissas (int32 compresses better)
     if np.abs(mant).max() < 2**31:
         mant = mant.astype(np.int32)
-    np.savez_compressed(
+    from fgp_ext import _io
+
+    _io.np_savez(
         out,
         format_version=np.int32(1),
         op_names=np.array(OP_NAMES),
