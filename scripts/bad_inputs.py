@@ -249,6 +249,14 @@ def write_data(d: Path) -> None:
     (d / "unknown_op.jsonl").write_text(jsonl(unknown))
     (d / "few_archs.jsonl").write_text(jsonl(nb_recs[:5]))
     (d / "one_arch.jsonl").write_text(jsonl(nb_recs[:1]))
+    single = [dict(r) for r in gen]
+    for r in single[::10]:
+        r.update(ops=["input"], edges=[])
+    (d / "single_node.jsonl").write_text(jsonl(single))
+    dangling = [dict(r) for r in gen]
+    for r in dangling[::10]:
+        r.update(ops=r["ops"] + ["conv1"])  # a node without edges
+    (d / "dangling_node.jsonl").write_text(jsonl(dangling))
     (d / "cells.txt").write_text("".join(s + "\n" for s, _ in cells[:3]))
     (d / "a_file").write_text("x\n")
 
@@ -393,6 +401,10 @@ def catalogue(commands: set[str], predict_help: str) -> list[Case]:
         "NaN predictions are reported with the epoch", names=("epoch",))
     add("pretrain --lr 1e30 (diverges)", A, [*PRE, "--lr", "1e30"], "error",
         "NaN losses are reported with the epoch", names=("epoch",))
+    add("run --space bogus", A, [*RUN_NB, "--space", "bogus"], "error", "unknown space")
+    add("run --space nb101 (data nb201)", A, [*RUN_NB, "--space", "nb101"], "error", "the data is another space",
+        names=("nb101",))
+    add("run --aux-target bogus", A, [*RUN_NB, "--aux-target", "bogus"], "error", "no such column or proxy")
     add("pretrain --weight-decay -1", A, [*PRE, "--weight-decay", "-1"], "error", "weight decay >= 0")
     add("finetune --margin -1", A, [*FT, "--margin", "-1"], "error", "margin >= 0")
     add("finetune --warmup -1", A, [*FT, "--warmup", "-1"], "error", "warm-up epochs >= 0")
@@ -492,6 +504,10 @@ def catalogue(commands: set[str], predict_help: str) -> list[Case]:
         "NaN = unlabelled", run_ok("acc", 120))
     add("run --data <nan / empty targets (CSV)>", F, [*RUN_F, "--data", "{D}/nan_targets.csv"], "handled",
         "nan / empty = unlabelled", run_ok("acc", 120))
+    add("run --data <one-node graphs>", F, [*RUN_F, "--data", "{D}/single_node.jsonl", "--encoder", "flowerformer"],
+        "handled", "a graph of one node is a graph", run_ok("acc", 120))
+    add("run --data <nodes without edges>", F, [*RUN_F, "--data", "{D}/dangling_node.jsonl", "--encoder", "gin"],
+        "handled", "a node without edges is a source and a sink", run_ok("acc", 120))
     add("run --data <generic DAGs>", F, [*RUN_F, "--data", "{D}/good_generic.jsonl"], "handled",
         "a generic space file", run_ok("acc", 120))
 
