@@ -771,6 +771,31 @@ def table(results: list[dict], key: str) -> str:
     return "\n".join(lines)
 
 
+def compare(before_path: str, after_path: str) -> str:
+    """Markdown: outcome counts per class before -> after, and the cases still not as expected."""
+    before = json.loads(Path(before_path).read_text())["cases"]
+    after = json.loads(Path(after_path).read_text())["cases"]
+    classes = [c for c in CLASSES if any(r["class"] == c for r in before + after)]
+    out = ["| class | " + " | ".join(OUTCOMES) + " | as expected | cases |", "|" + "---|" * (len(OUTCOMES) + 3)]
+    for c in [*classes, "all"]:
+        b = [r for r in before if c in ("all", r["class"])]
+        a = [r for r in after if c in ("all", r["class"])]
+        cells = [f"{sum(r['outcome'] == o for r in b)} → {sum(r['outcome'] == o for r in a)}" for o in OUTCOMES]
+        exp = f"{sum(r['as_expected'] for r in b)} → {sum(r['as_expected'] for r in a)}"
+        name = "**all**" if c == "all" else c
+        out.append(f"| {name} | " + " | ".join(cells) + f" | {exp} | {len(b)} → {len(a)} |")
+    only_after = sorted({r["id"] for r in after} - {r["id"] for r in before})
+    if only_after:
+        out.append("")
+        out.append(f"Cases only in the second run (e.g. commands the first tree lacks): {', '.join(only_after)}.")
+    bad = [r for r in after if not r["as_expected"]]
+    out.append("")
+    out.append(f"Not as expected in the second run: {len(bad)}" + (":" if bad else "."))
+    for r in bad:
+        out.append(f"- `{r['id']}` ({r['class']}, expected {r['expect']}): {r['outcome']}, {r['detail']}")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", action="append", choices=CLASSES, help="run only this class (repeatable)")
@@ -786,7 +811,12 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", default=None, help="work in this folder and keep it (default: a temporary one)")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every case's outcome")
+    ap.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"), default=None,
+                    help="print a markdown comparison of two --json files and exit")
     args = ap.parse_args(argv)
+    if args.compare:
+        print(compare(*args.compare))
+        return 0
     if args.workers < 1 or args.timeout <= 0:
         ap.error("--workers and --timeout must be positive")
 
