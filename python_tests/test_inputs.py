@@ -177,6 +177,7 @@ def test_directory_binary_and_broken_compression(tmp_path):
     gz = gzip.compress(lines(*[GEN] * 200).encode())
     load_error(write(tmp_path, "t.jsonl.gz", gz[: len(gz) // 2]), "truncated or corrupt gzip")
     load_error(write(tmp_path, "n.jsonl.gz", lines(GEN)), "named .gz but not gzip-compressed")
+    load_error("/dev/zero", "a device or socket")
 
 
 def test_symlink_loop_and_mixed_spaces(tmp_path):

@@ -466,6 +466,8 @@ def catalogue(commands: set[str], predict_help: str) -> list[Case]:
     for name, fname in err_files.items():
         names = ("test set",) if fname == "few_archs.jsonl" else (fname,)  # too few for the split
         add(f"run --data <{name}>", F, [*RUN_F, "--data", f"{{D}}/{fname}"], "error", name, names=names)
+    add("surrogate --data </dev/zero>", F, ["surrogate", "--data", "/dev/zero"], "error", "an endless device",
+        names=("/dev/zero",))
     add("surrogate --data <directory>", F, ["surrogate", "--data", "{D}/a_dir"], "error", "a directory")
     add("surrogate --data <100000-deep JSON array>", F, ["surrogate", "--data", "{D}/deep.json"], "error", "deep")
     add("surrogate --data <one architecture>", F, ["surrogate", "--data", "{D}/one_arch.jsonl",

@@ -282,6 +282,9 @@ def read_text(path) -> str:
     src = str(path)
     if path.is_dir():
         raise DataFormatError("a directory, not an architecture file", src)
+    if path.is_char_device() or path.is_block_device() or path.is_socket():
+        # /dev/zero and the like never end; pipes (``--data <(zcat f.gz)``) are read as files
+        raise DataFormatError("a device or socket, not an architecture file", src)
     try:
         data = path.read_bytes()
         gz = data[:2] == _GZIP_MAGIC
