@@ -608,6 +608,7 @@ def test_run_protocol_continues_a_killed_pretraining(tmp_path, monkeypatch):
     """Through ``pretrained_dir``: a run killed during pre-training leaves ``*.partial.pt``; the same
     call again completes it and matches a never-interrupted run."""
     import fgp_ext.train as train
+    import fgp_ext.train.protocol as protocol
 
     labelled, acc = _small_labelled(90)
     kw = dict(runs=1, ratio=0.5, n_train=40, n_val=20, epochs_pretrain=3, epochs_finetune=2, hidden=8,
@@ -621,11 +622,11 @@ def test_run_protocol_continues_a_killed_pretraining(tmp_path, monkeypatch):
                 raise _Killed
         return real(*a, **k, on_epoch=stop)
 
-    monkeypatch.setattr(train, "pretrain", killed_pretrain)
+    monkeypatch.setattr(protocol, "pretrain", killed_pretrain)
     with pytest.raises(_Killed):
         train.run_protocol(labelled, "gin", "acc", pretrained_dir=tmp_path, **kw)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gin_seed21.partial.pt"]
-    monkeypatch.setattr(train, "pretrain", real)
+    monkeypatch.setattr(protocol, "pretrain", real)
     resumed = train.run_protocol(labelled, "gin", "acc", pretrained_dir=tmp_path, **kw)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gin_seed21.pt"]
     assert resumed["runs"][0]["fgp"]["kendall_tau"] == clean["runs"][0]["fgp"]["kendall_tau"]

@@ -1,0 +1,39 @@
+"""FGP pre-training, ranking fine-tuning, evaluation and the paper's split protocol (FGP.md §3-4).
+
+Everything works on one pre-collated :class:`~fgp_ext.graph.ArchBatch` of the whole dataset;
+every step takes a sub-batch with :meth:`ArchBatch.select` (vectorised, no per-graph Python).
+
+Modules (every public name is also importable from ``fgp_ext.train``):
+
+* :mod:`~fgp_ext.train.heads` — :class:`MLPHead`, :class:`Predictor`.
+* :mod:`~fgp_ext.train.losses` — :func:`ranking_loss`, :func:`resolve_aux_target` (columns, proxies,
+  rank votes).
+* :mod:`~fgp_ext.train.pretraining` — :func:`pretrain`: surrogate reconstruction (flow head) +
+  optional auxiliary ranking loss, resumable.
+* :mod:`~fgp_ext.train.finetuning` — :func:`finetune` (pairwise hinge ranking loss, gradient
+  clipping, best-validation-tau checkpoint, lr schedules), :func:`evaluate` / :func:`predict`.
+* :mod:`~fgp_ext.train.protocol` — :func:`split_indices` / :func:`permutation` /
+  :func:`protocol_runs` and :func:`run_protocol`: FGP vs supervised-only over several
+  (seed, permutation) runs, with its pre-training cache.
+* :mod:`~fgp_ext.train.checkpoints` — :func:`save_checkpoint` / :func:`load_checkpoint`: our
+  checkpoint format.
+"""
+from __future__ import annotations
+
+from fgp_ext.train.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, Checkpoint, CheckpointError,
+                                       load_checkpoint, save_checkpoint)
+from fgp_ext.train.common import as_batch, set_seed
+from fgp_ext.train.finetuning import LR_SCHEDULES, FinetuneResult, evaluate, finetune, lr_factor, predict
+from fgp_ext.train.heads import MLPHead, Predictor
+from fgp_ext.train.losses import ranking_loss, resolve_aux_target
+from fgp_ext.train.pretraining import PretrainResult, pretrain
+from fgp_ext.train.protocol import (PAPER_N_TRAIN, PROTOCOL_SEEDS, _load_pretrained, _save_pretrained,
+                                    default_n_train, permutation, protocol_runs, run_protocol, split_indices)
+
+__all__ = [
+    "MLPHead", "Predictor", "ranking_loss", "set_seed", "as_batch", "pretrain", "finetune", "predict",
+    "evaluate", "permutation", "split_indices", "protocol_runs", "default_n_train", "run_protocol",
+    "save_checkpoint", "load_checkpoint", "Checkpoint", "CheckpointError", "PretrainResult",
+    "FinetuneResult", "PROTOCOL_SEEDS", "CHECKPOINT_FORMAT", "resolve_aux_target", "lr_factor",
+    "LR_SCHEDULES",
+]

@@ -1,0 +1,171 @@
+"""Ranking fine-tuning with learning-rate schedules, and prediction / evaluation of a model."""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from fgp_ext.encoders import Encoder
+from fgp_ext.metrics import evaluate_ranking, kendall_tau
+from fgp_ext.train.common import _progress, _tqdm, as_batch
+from fgp_ext.train.heads import MLPHead, Predictor
+from fgp_ext.train.losses import ranking_loss
+
+__all__ = ["predict", "evaluate", "LR_SCHEDULES", "lr_factor", "FinetuneResult", "finetune"]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data, indices=None, chunk: int = 4096) -> np.ndarray:
+    """Scores of ``model`` (eval mode) for the graphs ``indices`` of ``data`` (default: all)."""
+    batch = as_batch(data)
+    idx = (torch.arange(batch.num_graphs) if indices is None
+           else torch.as_tensor(np.asarray(indices), dtype=torch.int64).reshape(-1))
+    was = model.training
+    model.eval()
+    out = [model(batch.select(idx[s: s + chunk])).reshape(-1) for s in range(0, idx.numel(), chunk)]
+    model.train(was)
+    return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+
+def evaluate(model: nn.Module, data, targets, indices=None) -> dict[str, float]:
+    """Ranking metrics (Kendall tau-b, Spearman, P@{1,5,10,50,100}%) of ``model`` on ``indices``;
+    ``targets`` is the full ``[B]`` label array of ``data``."""
+    y = np.asarray(targets, dtype=np.float64).reshape(-1)
+    idx = np.arange(y.shape[0]) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+    pred = predict(model, data, idx)
+    out = evaluate_ranking(pred, y[idx])
+    out["n"] = int(idx.shape[0])
+    return out
+
+
+#: Learning-rate schedules of :func:`finetune` (stepped once per epoch).
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def lr_factor(epoch: int, schedule: str = "constant", warmup_epochs: int = 0,
+              schedule_epochs: int | None = None) -> float:
+    """Multiplier of the base learning rate in epoch ``epoch`` (0-based) of fine-tuning.
+
+    ``"constant"``: 1 after the warm-up. ``"cosine"``: half a cosine from 1 after the warm-up down
+    to 0 at ``schedule_epochs`` (it stays 0 after that). Warm-up: linear, ``epoch / warmup_epochs``
+    (floored at 1e-6 so that the first epoch still moves) for the first ``warmup_epochs`` epochs.
+    FlowerFormer's fine-tuning (its NB201 config) uses cosine with 30 warm-up epochs and a
+    600-epoch schedule while training 500 epochs, so the rate never reaches 0 there.
+    """
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"unknown lr schedule {schedule!r}; expected one of {LR_SCHEDULES}")
+    epoch, warmup = int(epoch), int(warmup_epochs)
+    if epoch < 0 or warmup < 0:
+        raise ValueError(f"epoch ({epoch}) and warmup_epochs ({warmup}) must be >= 0")
+    if schedule == "cosine" and (schedule_epochs is None or int(schedule_epochs) <= warmup):
+        raise ValueError(f"the cosine schedule needs schedule_epochs > warmup_epochs ({warmup}), "
+                         f"got {schedule_epochs}")
+    if epoch < warmup:
+        return max(1e-6, epoch / warmup)
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (epoch - warmup) / (int(schedule_epochs) - warmup))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` returns; ``model`` holds the best-validation weights."""
+
+    model: Predictor
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_val_tau: float = math.nan
+
+    @property
+    def time_per_epoch(self) -> float:
+        return float(np.mean([h["seconds"] for h in self.history])) if self.history else math.nan
+
+
+def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=None, epochs: int = 200,
+             batch_size: int = 16, lr: float = 1e-3, weight_decay: float = 0.0, margin: float = 0.5,
+             max_pairs: int | None = None, clip: float = 1.0, seed: int = 0,
+             progress: bool | None = None, head_hidden: int = 128, lr_schedule: str = "constant",
+             warmup_epochs: int = 0, schedule_epochs: int | None = None) -> FinetuneResult:
+    """Fine-tune ``encoder`` (+ a fresh score head, or a :class:`Predictor` as given) with the
+    pairwise hinge :func:`ranking_loss` on the labelled graphs ``train_idx``.
+
+    Each epoch shuffles ``train_idx`` (generator seeded with ``seed``) into batches of
+    ``batch_size``; gradients are clipped to norm ``clip``; AdamW. After every epoch the Kendall tau
+    on ``val_idx`` is measured and the best weights (first best on ties) are kept and restored at
+    the end. Without ``val_idx`` the last epoch is kept.
+
+    ``lr_schedule`` / ``warmup_epochs`` / ``schedule_epochs``: the learning rate of epoch ``e`` is
+    ``lr * lr_factor(e, lr_schedule, warmup_epochs, schedule_epochs)`` (:func:`lr_factor`;
+    ``schedule_epochs`` defaults to ``epochs``); each history row records it as ``"lr"``.
+    """
+    if schedule_epochs is None:
+        schedule_epochs = int(epochs)
+    lr_factor(0, lr_schedule, warmup_epochs, schedule_epochs)   # refuse a bad schedule before any work
+    batch = as_batch(data)
+    y = torch.as_tensor(np.asarray(targets, dtype=np.float64)).reshape(-1)
+    if y.numel() != batch.num_graphs:
+        raise ValueError(f"targets has {y.numel()} values for {batch.num_graphs} graphs")
+    tr = torch.as_tensor(np.asarray(train_idx), dtype=torch.int64).reshape(-1)
+    if tr.numel() < 2:
+        raise ValueError(f"need at least 2 labelled architectures, got {tr.numel()}")
+    if torch.isnan(y[tr]).any():
+        raise ValueError("targets of the training architectures contain NaN")
+    torch.manual_seed(seed)
+    model = encoder if isinstance(encoder, Predictor) else Predictor(encoder, MLPHead(encoder.out_dim, head_hidden, 1))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(int(seed))
+    y_val = None
+    if val_idx is not None and len(val_idx) >= 2:
+        val_idx = np.asarray(val_idx, dtype=np.int64)
+        y_val = y[torch.as_tensor(val_idx)].numpy()
+    result = FinetuneResult(model)
+    best_state = None
+    best = -math.inf
+    show = _progress(progress)
+    bar = _tqdm(range(int(epochs)), show, desc="finetune", unit="epoch", leave=False)
+    for epoch in bar:
+        t0 = time.perf_counter()
+        epoch_lr = lr * lr_factor(epoch, lr_schedule, warmup_epochs, schedule_epochs)
+        for group in opt.param_groups:
+            group["lr"] = epoch_lr
+        model.train()
+        order = tr[torch.randperm(tr.numel(), generator=gen)]
+        tot, steps = 0.0, 0
+        for s in range(0, order.numel(), int(batch_size)):
+            ids = order[s: s + int(batch_size)]
+            if ids.numel() < 2:
+                continue
+            scores = model(batch.select(ids))
+            loss = ranking_loss(scores, y[ids].to(scores.dtype), margin=margin, max_pairs=max_pairs, generator=gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if clip:
+                nn.utils.clip_grad_norm_(model.parameters(), clip)
+            opt.step()
+            tot += float(loss.detach())
+            steps += 1
+        train_s = time.perf_counter() - t0
+        rec = {"epoch": epoch + 1, "loss": tot / max(steps, 1), "lr": epoch_lr, "seconds": train_s}
+        if y_val is not None:
+            vt = kendall_tau(predict(model, batch, val_idx), y_val)
+            vt = -math.inf if math.isnan(vt) else vt
+            rec["val_tau"] = vt
+            if vt > best:
+                best, result.best_epoch = vt, epoch + 1
+                best_state = copy.deepcopy(model.state_dict())
+            if show:
+                bar.set_postfix(val_tau=f"{vt:.3f}", best=f"{best:.3f}")
+        result.history.append(rec)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        result.best_val_tau = best
+    else:
+        result.best_epoch = int(epochs)
+    model.eval()
+    return result

@@ -1,0 +1,318 @@
+"""The paper's split protocol (FGP.md §4), :func:`run_protocol` and its pre-training cache."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fgp_ext.encoders import Encoder, build_encoder
+from fgp_ext.graph import collate
+from fgp_ext.metrics import evaluate_ranking
+from fgp_ext.train.checkpoints import load_checkpoint, save_checkpoint
+from fgp_ext.train.common import set_seed
+from fgp_ext.train.finetuning import finetune, lr_factor, predict
+from fgp_ext.train.heads import Predictor
+from fgp_ext.train.losses import resolve_aux_target
+from fgp_ext.train.pretraining import PretrainResult, pretrain
+
+__all__ = ["PROTOCOL_SEEDS", "PAPER_N_TRAIN", "permutation", "default_n_train", "split_indices", "protocol_runs",
+           "run_protocol"]
+
+#: The paper's seeds (FGP.md §4); seed 21 means the identity permutation.
+PROTOCOL_SEEDS: tuple[int, ...] = (21, 2021, 202121)
+#: Training-pool sizes of the paper by space name.
+PAPER_N_TRAIN = {"nb101": 7290, "nb201": 7813, "nb301": 5611, "darts": 5611}
+
+
+def permutation(n: int, perm_seed: int | None) -> np.ndarray:
+    """The protocol's permutation of ``n`` architectures: the identity for ``perm_seed`` 21 (or
+    None), otherwise ``numpy.random.RandomState(perm_seed).permutation(n)`` (the same stream as
+    ``numpy.random.seed(perm_seed); numpy.random.permutation(n)``)."""
+    if perm_seed is None or int(perm_seed) == 21:
+        return np.arange(n, dtype=np.int64)
+    return np.random.RandomState(int(perm_seed)).permutation(n).astype(np.int64)
+
+
+def default_n_train(n: int, space_name: str | None = None, n_val: int = 40) -> int:
+    """The paper's pool size for the space when the dataset is large enough (NB201 7813 of 15625),
+    else half the dataset (our NB101/NB301 subsets are smaller than the paper's)."""
+    paper = PAPER_N_TRAIN.get(str(space_name).lower()) if space_name else None
+    if paper is not None and paper + n_val < n:
+        return paper
+    return max(2, n // 2)
+
+
+def split_indices(n: int, n_train: int, ratio: float, perm_seed: int | None, n_val: int = 40) -> dict:
+    """FGP.md §4: permute (see :func:`permutation`); the first ``n_train`` are the training pool,
+    the next ``n_val`` validation, the rest test; fine-tune on the first ``int(n_train * ratio)``
+    of the pool. Returns ``{"train", "val", "test", "pool"}`` index arrays into the dataset."""
+    if n_train < 2 or n_train + n_val >= n:
+        raise ValueError(f"n_train={n_train} + n_val={n_val} must leave a test set of the {n} architectures")
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    perm = permutation(n, perm_seed)
+    pool = perm[:n_train]
+    k = int(n_train * ratio)
+    if k < 2:
+        raise ValueError(f"int(n_train * ratio) = {k}: need at least 2 labelled architectures")
+    return {"train": pool[:k], "val": perm[n_train:n_train + n_val], "test": perm[n_train + n_val:],
+            "pool": pool}
+
+
+def protocol_runs(runs: int = 9, seeds=PROTOCOL_SEEDS) -> list[tuple[int, int]]:
+    """The ``(seed, perm_seed)`` pairs of the protocol: all 3 x 3 combinations of the paper's
+    seeds, ordered so that the first 3 pair each seed with its own permutation ((21, identity),
+    (2021, perm 2021), (202121, perm 202121)); ``runs`` > 9 is an error."""
+    seeds = tuple(int(s) for s in seeds)
+    pairs = [(s, s) for s in seeds] + [(s, p) for p in seeds for s in seeds if s != p]
+    if not 1 <= int(runs) <= len(pairs):
+        raise ValueError(f"runs must be in 1..{len(pairs)}, got {runs}")
+    return pairs[: int(runs)]
+
+
+def _protocol_methods(baseline: bool, finetune_aux_head: bool) -> list[str]:
+    return ["fgp"] + (["fgp_aux_head"] if finetune_aux_head else []) + (["supervised"] if baseline else [])
+
+
+def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, *, runs: int = 3,
+                 ratio: float = 0.01, n_train: int | None = None, n_val: int = 40,
+                 epochs_pretrain: int = 200, epochs_finetune: int = 200, batch_size_pretrain: int = 256,
+                 batch_size_finetune: int = 16, lr: float = 1e-3, margin: float = 0.5,
+                 hidden: int = 128, dropout: float = 0.1, surrogate: dict | None = None,
+                 surrogate_targets=None, aux_target=None, aux_name: str | None = None,
+                 standardize: bool = False, reconstruction: bool = True,
+                 baseline: bool = True, progress: bool | None = None, unlabelled=None,
+                 encoder_config: dict | None = None, finetune_aux_head: bool = False,
+                 finetune_lr: float | None = None, finetune_weight_decay: float = 0.0,
+                 finetune_schedule: str = "constant", finetune_warmup: int = 0,
+                 finetune_schedule_epochs: int | None = None, pretrained_dir=None, log=print) -> dict:
+    """The whole protocol on one dataset: FGP (pre-train on all architectures, then fine-tune) vs a
+    supervised-only baseline (same encoder, same fine-tuning budget), over ``runs`` (seed,
+    permutation) pairs of :func:`protocol_runs`. Pre-training depends on the seed only, so it runs
+    once per distinct seed and is reused across permutations.
+
+    ``unlabelled``: optional extra architectures of the same search space (a :class:`Dataset` or a
+    list of graphs, e.g. :func:`fgp_ext.data.spaces.sample_nb101`) added to the pre-training set
+    only; they never enter a split. An auxiliary proxy target, when used, covers the labelled
+    dataset only (the extras sit out the ranking loss). A given ``surrogate_targets`` must then cover
+    the dataset followed by the extras.
+
+    ``encoder_config``: further constructor arguments of the encoder (e.g.
+    ``{"reverse_successors": "earliest"}`` for FlowerFormer); ``hidden`` and ``dropout`` come
+    from their own arguments.
+
+    ``aux_name``: the name recorded for an array ``aux_target`` in the summary and in
+    ``pretrained_dir`` caches (default ``"array"``), e.g. the proxy it was resolved from, so that a
+    cache made with ``aux_target="meco"`` is reused by a caller that resolved ``"meco"`` itself. A
+    string ``aux_target`` is its own name.
+
+    ``finetune_aux_head``: also fine-tune, from the same pre-training, with the pre-trained
+    auxiliary head as the score head instead of a fresh one (method ``"fgp_aux_head"``; needs a
+    one-column ``aux_target``). The auxiliary head already ranks by the proxy, so fine-tuning starts
+    from the proxy's ranking rather than from a random one.
+
+    ``finetune_lr`` (default ``lr``), ``finetune_weight_decay``, ``finetune_schedule``,
+    ``finetune_warmup``, ``finetune_schedule_epochs``: the fine-tuning optimiser of every method
+    (see :func:`finetune`; FlowerFormer's own NB201 recipe is lr 8e-4, weight decay 6e-5, cosine
+    with 30 warm-up epochs over 600, batch 128, 500 epochs).
+
+    ``pretrained_dir``: a folder caching one pre-trained encoder per seed
+    (``<encoder>_seed<seed>.pt``, our checkpoint format, with its heads and pre-training history).
+    A cached file is reused only if everything that shaped it matches (encoder and its config,
+    pre-training epochs, batch, lr, surrogate settings, auxiliary target, and a fingerprint of the
+    surrogate and proxy values); a file from other settings is an error, never silently reused
+    or overwritten. Fine-tuning ablations can then share one pre-training. A pre-training in
+    progress keeps its state in ``<encoder>_seed<seed>.partial.pt`` after every epoch, so a killed
+    run started again with the same arguments continues where it stopped (same numbers).
+
+    Returns a JSON-serialisable summary (``runs``: per-run metrics; ``mean``/``std`` per method;
+    timings) plus, under ``"_artifacts"``, the first run's predictions and training curves.
+    """
+    from fgp_ext.surrogate import flow_surrogate
+
+    space = dataset.space
+    target = target or dataset.target_names[0]
+    y = dataset.targets(target)
+    t_col = time.perf_counter()
+    batch = collate(dataset.graphs)
+    extra = [] if unlabelled is None else list(getattr(unlabelled, "graphs", unlabelled))
+    if extra:
+        extra_space = getattr(unlabelled, "space", None)
+        if extra_space is not None and list(extra_space.vocab) != list(space.vocab):
+            raise ValueError(f"unlabelled architectures are from another search space "
+                             f"({getattr(extra_space, 'name', '?')}, not {getattr(space, 'name', '?')})")
+        op_ids = [int(i) for g in extra if g.num_nodes for i in (g.ops.min(), g.ops.max())]
+        if op_ids and (min(op_ids) < 0 or max(op_ids) >= space.num_ops):
+            raise ValueError(f"an unlabelled architecture uses an op id outside the vocabulary of {space.num_ops} ops")
+    pre_batch = collate(dataset.graphs + extra) if extra else batch
+    collate_s = time.perf_counter() - t_col
+    n = batch.num_graphs
+    n_train = int(n_train) if n_train else default_n_train(n, getattr(space, "name", None), n_val)
+    sp = dict(getattr(space, "surrogate_params", {"k": 8, "std": 0.1, "alpha": 0.5}))
+    sp.setdefault("seed", 0)
+    sp.update(surrogate or {})
+    t_sur = time.perf_counter()
+    if surrogate_targets is None:
+        surrogate_targets = flow_surrogate(pre_batch, k=int(sp["k"]), std=float(sp["std"]),
+                                           alpha=float(sp["alpha"]), seed=int(sp["seed"]), num_ops=space.num_ops)
+    sur_s = time.perf_counter() - t_sur
+    if isinstance(aux_target, str):
+        if aux_name is not None and aux_name != aux_target:
+            raise ValueError(f"aux_name {aux_name!r} names another target than aux_target {aux_target!r}")
+        aux_name = aux_target
+        aux_target = resolve_aux_target(aux_target, dataset)
+    elif aux_target is None:
+        aux_name = None
+    else:
+        aux_name = "array" if aux_name is None else str(aux_name)
+    if aux_target is not None and extra:
+        a = np.asarray(aux_target, dtype=np.float64)
+        if a.ndim not in (1, 2):
+            raise ValueError(f"aux_target must be [B] or [B, P], got shape {list(a.shape)}")
+        aux_target = np.concatenate([a, np.full((len(extra),) + a.shape[1:], np.nan)])
+    if finetune_aux_head and (aux_target is None or np.asarray(aux_target).ndim != 1):
+        raise ValueError("finetune_aux_head needs a one-column aux_target (the head scores with one output)")
+    ft_lr = lr if finetune_lr is None else float(finetune_lr)
+    ft_sched_epochs = epochs_finetune if finetune_schedule_epochs is None else int(finetune_schedule_epochs)
+    lr_factor(0, finetune_schedule, finetune_warmup, ft_sched_epochs)   # a bad schedule fails now, not after pre-training
+    enc_cfg = {**(encoder_config or {}), "hidden": hidden, "dropout": dropout}
+    if encoder == "mlp":
+        enc_cfg["max_nodes"] = int(pre_batch.node_ptr.diff().max())  # the extras may be larger
+    pretrained: dict[int, tuple[dict, PretrainResult]] = {}
+    per_run: list[dict] = []
+    artifacts: dict[str, Any] = {}
+    for r, (seed, perm_seed) in enumerate(protocol_runs(runs)):
+        split = split_indices(n, n_train, ratio, perm_seed, n_val)
+        row = {"run": r, "seed": seed, "perm_seed": perm_seed, "n_labelled": int(split["train"].size),
+               "n_test": int(split["test"].size)}
+        methods = _protocol_methods(baseline, finetune_aux_head)
+        for method in methods:
+            set_seed(seed)
+            enc = build_encoder(encoder, space.num_ops, **enc_cfg)
+            if method.startswith("fgp"):
+                if seed not in pretrained:
+                    cache_meta = None
+                    if pretrained_dir is not None:
+                        cache_meta = _pretrain_cache_meta(encoder, space.num_ops, enc_cfg, seed, epochs_pretrain,
+                                                          batch_size_pretrain, lr, sp, standardize, reconstruction,
+                                                          aux_name, surrogate_targets, aux_target)
+                    cache_path = (None if pretrained_dir is None
+                                  else Path(pretrained_dir) / f"{encoder}_seed{seed}.pt")
+                    pre = None if cache_path is None else _load_pretrained(cache_path, enc, cache_meta)
+                    if pre is None:
+                        log(f"[run {r}] pre-training {encoder} (seed {seed}, {epochs_pretrain} epochs)")
+                        pre = pretrain(enc, pre_batch, surrogate_targets, epochs=epochs_pretrain,
+                                       batch_size=batch_size_pretrain, lr=lr, aux_target=aux_target,
+                                       standardize=standardize, seed=seed, progress=progress,
+                                       reconstruction=reconstruction,
+                                       resume_path=None if cache_path is None else
+                                       cache_path.with_name(cache_path.stem + ".partial.pt"),
+                                       resume_meta=cache_meta)
+                        if cache_path is not None:
+                            _save_pretrained(cache_path, pre, cache_meta)
+                    else:
+                        log(f"[run {r}] pre-trained {encoder} (seed {seed}) loaded from {cache_path}")
+                    pretrained[seed] = (copy.deepcopy(enc.state_dict()), pre)
+                enc.load_state_dict(pretrained[seed][0])
+                if method == "fgp_aux_head":
+                    enc = Predictor(enc, copy.deepcopy(pretrained[seed][1].aux_head))
+            set_seed(seed)
+            ft = finetune(enc, batch, y, split["train"], split["val"], epochs=epochs_finetune,
+                          batch_size=batch_size_finetune, lr=ft_lr, weight_decay=finetune_weight_decay,
+                          margin=margin, seed=seed, progress=progress, lr_schedule=finetune_schedule,
+                          warmup_epochs=finetune_warmup, schedule_epochs=ft_sched_epochs)
+            t_eval = time.perf_counter()
+            pred = predict(ft.model, batch, split["test"])
+            m = evaluate_ranking(pred, y[split["test"]])
+            m.update(best_epoch=ft.best_epoch, best_val_tau=ft.best_val_tau,
+                     finetune_s_per_epoch=ft.time_per_epoch, eval_s=time.perf_counter() - t_eval)
+            if method.startswith("fgp"):
+                m["pretrain_s_per_epoch"] = pretrained[seed][1].time_per_epoch
+            row[method] = m
+            log(f"[run {r}] seed {seed} perm {perm_seed} {method:>10}: tau {m['kendall_tau']:.4f} "
+                f"P@1% {m['p@1%']:.3f} (best epoch {ft.best_epoch}, val tau {ft.best_val_tau:.3f})")
+            if r == 0:
+                artifacts[method] = {"pred": pred, "true": y[split["test"]], "finetune_history": ft.history}
+                if method == "fgp":
+                    artifacts["pretrain_history"] = pretrained[seed][1].history
+        per_run.append(row)
+    summary: dict[str, Any] = {
+        "dataset": getattr(space, "name", "?"), "num_archs": n, "target": target, "encoder": encoder,
+        "encoder_config": enc_cfg, "ratio": ratio, "n_train": n_train, "n_val": n_val, "runs": per_run,
+        "epochs_pretrain": epochs_pretrain, "epochs_finetune": epochs_finetune,
+        "batch_size_pretrain": batch_size_pretrain, "batch_size_finetune": batch_size_finetune, "lr": lr,
+        "margin": margin, "surrogate": sp, "standardize_surrogate": standardize, "aux_target": aux_name,
+        "reconstruction": reconstruction, "num_unlabelled": len(extra), "finetune_aux_head": bool(finetune_aux_head),
+        "finetune_lr": ft_lr, "finetune_weight_decay": float(finetune_weight_decay),
+        "finetune_schedule": finetune_schedule, "finetune_warmup": int(finetune_warmup),
+        "finetune_schedule_epochs": ft_sched_epochs,
+        "pretrained_dir": None if pretrained_dir is None else str(pretrained_dir),
+        "threads": torch.get_num_threads(), "collate_s": collate_s, "surrogate_s": sur_s,
+    }
+    for method in _protocol_methods(baseline, finetune_aux_head):
+        keys = ["kendall_tau", "spearman", "p@1%", "p@5%", "p@10%", "p@50%", "p@100%"]
+        vals = {k: [row[method][k] for row in per_run] for k in keys}
+        summary.setdefault("mean", {})[method] = {k: float(np.mean(v)) for k, v in vals.items()}
+        summary.setdefault("std", {})[method] = {k: float(np.std(v)) for k, v in vals.items()}
+    summary["pretrain_s_per_epoch"] = float(np.mean([p[1].time_per_epoch for p in pretrained.values()]))
+    summary["finetune_s_per_epoch"] = float(np.mean([row["fgp"]["finetune_s_per_epoch"] for row in per_run]))
+    summary["_artifacts"] = artifacts
+    return summary
+
+
+def _fingerprint(*arrays) -> str:
+    """sha256 over the shapes and float64 bytes of ``arrays`` (None counts as absent)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        if a is None:
+            h.update(b"none;")
+            continue
+        a = np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+        h.update(repr(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def _pretrain_cache_meta(encoder, num_ops, enc_cfg, seed, epochs, batch_size, lr, surrogate, standardize,
+                         reconstruction, aux_name, surrogate_targets, aux_target) -> dict:
+    """Everything a cached pre-training depends on, JSON-like, for :func:`_load_pretrained` to compare."""
+    return {"kind": "fgp_pretraining", "encoder": encoder, "num_ops": int(num_ops),
+            "encoder_config": {k: v for k, v in sorted(enc_cfg.items())}, "seed": int(seed),
+            "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
+            "surrogate": {k: v for k, v in sorted(surrogate.items())}, "standardize": bool(standardize),
+            "reconstruction": bool(reconstruction), "aux_target": aux_name,
+            "data_fingerprint": _fingerprint(surrogate_targets, aux_target)}
+
+
+def _save_pretrained(path: Path, pre: PretrainResult, meta: dict) -> None:
+    full = {**meta, "history": pre.history,
+            "target_mean": None if pre.target_mean is None else pre.target_mean.tolist(),
+            "target_std": None if pre.target_std is None else pre.target_std.tolist()}
+    save_checkpoint(path, pre.encoder, {"flow": pre.flow_head, "aux": pre.aux_head}, full)
+
+
+def _load_pretrained(path: Path, encoder: Encoder, meta: dict) -> PretrainResult | None:
+    """The cached pre-training at ``path`` loaded into ``encoder``, or None if there is no file.
+    A file made with other settings raises ``ValueError`` naming what differs."""
+    if not path.is_file():
+        return None
+    ck = load_checkpoint(path)
+    diff = sorted(k for k in meta if ck.meta.get(k) != meta[k])
+    if diff:
+        raise ValueError(f"{str(path)!r} holds a pre-training made with other settings ({', '.join(diff)} "
+                         f"differ); use another pretrained_dir or delete the file")
+    if ck.encoder.config != encoder.config:
+        # same arguments, other model: e.g. a constructor default changed since the file was made
+        theirs, ours = ck.encoder.config, encoder.config
+        keys = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        raise ValueError(f"{str(path)!r} holds a {ck.encoder.name} built with other settings ({', '.join(keys)} "
+                         f"differ); use another pretrained_dir or delete the file")
+    encoder.load_state_dict(ck.encoder.state_dict())
+    tensor = (lambda v: None if v is None else torch.tensor(v, dtype=torch.float32))
+    return PretrainResult(encoder, ck.heads["flow"], ck.heads.get("aux"), list(ck.meta.get("history", [])),
+                          tensor(ck.meta.get("target_mean")), tensor(ck.meta.get("target_std")))
