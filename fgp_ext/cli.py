@@ -96,21 +96,17 @@ def _pick_target(args, ds) -> str:
     return ds.target_names[0]
 
 
-def _surrogate_params(args, ds) -> dict:
-    sp = dict(ds.space.surrogate_params)
-    for key in ("k", "std", "alpha"):
-        v = getattr(args, f"sur_{key}", None)
-        if v is not None:
-            sp[key] = v
-    sp["seed"] = args.sur_seed
-    return sp
+def _surrogate_params(args, ds):
+    """The flow-surrogate parameters: the ``--sur-*`` options over the space's defaults
+    (:func:`fgp_ext.train.resolve_surrogate`, which ``run_protocol`` and its cache key use too)."""
+    from fgp_ext.train import resolve_surrogate
+
+    return resolve_surrogate(ds.space, k=getattr(args, "sur_k", None), std=getattr(args, "sur_std", None),
+                             alpha=getattr(args, "sur_alpha", None), seed=args.sur_seed)
 
 
 def _surrogate(batch, ds, sp):
-    from fgp_ext.surrogate import flow_surrogate
-
-    return flow_surrogate(batch, k=int(sp["k"]), std=float(sp["std"]), alpha=float(sp["alpha"]),
-                          seed=int(sp["seed"]), num_ops=ds.space.num_ops)
+    return sp.compute(batch, ds.space.num_ops)
 
 
 def _aux_name(args, ds) -> str | None:
@@ -265,8 +261,8 @@ def cmd_surrogate(args) -> int:
     sp = _surrogate_params(args, ds)
     sur = _surrogate(batch, ds, sp).numpy()
     t2 = time.perf_counter()
-    print(f"surrogate of {len(ds)} architectures, k={sp['k']} std={sp['std']} alpha={sp['alpha']} "
-          f"seed={sp['seed']}: collate {t1 - t0:.3f} s, surrogate {t2 - t1:.3f} s")
+    print(f"surrogate of {len(ds)} architectures, k={sp.k} std={sp.std} alpha={sp.alpha} "
+          f"seed={sp.seed}: collate {t1 - t0:.3f} s, surrogate {t2 - t1:.3f} s")
     if args.out:
         from fgp_ext import _io
 
@@ -348,7 +344,7 @@ def cmd_pretrain(args) -> int:
     last = res.history[-1] if res.history else {}
     print(f"pre-trained {args.encoder} on {len(ds)} architectures for {args.epochs} epochs: final "
           f"reconstruction loss {_fmt(last.get('rec'))}, {res.time_per_epoch:.2f} s/epoch")
-    meta = {"stage": "pretrain", "space": ds.space.name, "surrogate": sp, "history": res.history,
+    meta = {"stage": "pretrain", "space": ds.space.name, "surrogate": sp.as_dict(), "history": res.history,
             "standardize": args.standardize, "aux_target": _aux_name(args, ds),
             "target_mean": None if res.target_mean is None else res.target_mean.tolist(),
             "target_std": None if res.target_std is None else res.target_std.tolist()}
@@ -425,9 +421,38 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def cmd_run(args) -> int:
-    from fgp_ext.train import run_protocol
+def _seed_list(text: str) -> list[int]:
+    """``--seeds``: pre-training seeds joined by commas, e.g. ``21,2021``."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"must be seeds joined by commas (e.g. 21,2021), got {text!r}")
+    seeds = [_args.seed(p) for p in parts]
+    if len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"a seed is given twice in {text!r}")
+    return seeds
 
+
+def _protocol_runs(args) -> list[tuple[int, int]]:
+    """The (seed, permutation) runs of ``fgp run``: the first ``--runs`` (default 3) of the protocol's
+    nine, or with ``--seeds`` every permutation of those pre-training seeds (the first ``--runs`` of
+    them if given)."""
+    from fgp_ext.train import protocol_runs, seed_runs
+
+    if not args.seeds:
+        return protocol_runs(3 if args.runs is None else args.runs)
+    pairs = seed_runs(args.seeds)
+    if args.runs is not None:
+        if args.runs > len(pairs):
+            raise ValueError(f"--runs {args.runs} is more than the {len(pairs)} runs of --seeds "
+                             f"{','.join(map(str, args.seeds))}")
+        pairs = pairs[: args.runs]
+    return pairs
+
+
+def cmd_run(args) -> int:
+    from fgp_ext.train import ProtocolConfig, run_protocol
+
+    runs = _protocol_runs(args)
     ds = _load_data(args)
     target = _target(args, ds)
     out = Path(args.out or f"fgp_results/{args.encoder}")
@@ -446,23 +471,22 @@ def cmd_run(args) -> int:
     sp = _surrogate_params(args, ds)
     hidden, dropout = _hidden_dropout(args)
     print(f"fgp run: {args.encoder} on {ds.space.name} ({len(ds)} architectures, target {target}), "
-          f"{args.runs} run(s), ratio {args.ratio}, pre-train {args.epochs_pretrain} / fine-tune "
+          f"{len(runs)} run(s), ratio {args.ratio}, pre-train {args.epochs_pretrain} / fine-tune "
           f"{args.epochs_finetune} epochs, {torch.get_num_threads()} thread(s)")
     t0 = time.perf_counter()
-    summary = run_protocol(
-        ds, args.encoder, target, runs=args.runs, ratio=args.ratio, n_train=args.n_train, n_val=args.n_val,
+    config = ProtocolConfig(
+        encoder=args.encoder, target=target, runs=runs, ratio=args.ratio, n_train=args.n_train, n_val=args.n_val,
         epochs_pretrain=args.epochs_pretrain, epochs_finetune=args.epochs_finetune,
         batch_size_pretrain=args.batch_size_pretrain, batch_size_finetune=args.batch_size_finetune, lr=args.lr,
-        margin=args.margin, hidden=hidden, dropout=dropout, surrogate=sp, aux_target=aux,
+        margin=args.margin, hidden=hidden, dropout=dropout, encoder_config=_encoder_options(args), surrogate=sp,
         # named, so that --pretrained-dir caches record 'meco' (not 'array') and are shared with
-        # run_protocol(aux_target='meco') callers such as scripts/protocol_one_seed.py
-        aux_name=_aux_name(args, ds),
-        standardize=args.standardize, baseline=not args.no_baseline, progress=_progress(args),
-        reconstruction=not args.no_reconstruction, unlabelled=_load_unlabelled(args, ds),
-        encoder_config=_encoder_options(args), finetune_aux_head=args.finetune_aux_head,
-        finetune_lr=args.finetune_lr, finetune_weight_decay=args.finetune_weight_decay,
-        finetune_schedule=args.finetune_schedule, finetune_warmup=args.finetune_warmup,
-        finetune_schedule_epochs=args.finetune_schedule_epochs, pretrained_dir=args.pretrained_dir)
+        # run_protocol callers that let it resolve 'meco' itself
+        aux_target=_aux_name(args, ds), standardize=args.standardize, reconstruction=not args.no_reconstruction,
+        baseline=not args.no_baseline, finetune_aux_head=args.finetune_aux_head, finetune_lr=args.finetune_lr,
+        finetune_weight_decay=args.finetune_weight_decay, finetune_schedule=args.finetune_schedule,
+        finetune_warmup=args.finetune_warmup, finetune_schedule_epochs=args.finetune_schedule_epochs,
+        pretrained_dir=args.pretrained_dir, progress=_progress(args))
+    summary = run_protocol(ds, config, aux_values=aux, unlabelled=_load_unlabelled(args, ds))
     summary["aux_target"] = _aux_name(args, ds)
     summary["wall_s"] = time.perf_counter() - t0
     summary["command"] = "fgp " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else None
@@ -615,8 +639,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_surrogate(p)
     _add_encoder(p)
     _add_split(p)
-    p.add_argument("--runs", type=_args.runs, default=3,
-                   help="(seed, permutation) runs, 1..9 (default 3: seeds 21/2021/202121, each with its permutation)")
+    p.add_argument("--runs", type=_args.runs, default=None,
+                   help="(seed, permutation) runs, 1..9 (default 3: seeds 21/2021/202121, each with its permutation; "
+                        "with --seeds: all of theirs)")
+    p.add_argument("--seeds", type=_seed_list, default=None,
+                   help="pre-training seeds, e.g. 21 or 21,2021: each runs with the protocol's 3 permutations "
+                        "(its own first), so that the seeds of one protocol can run as separate processes")
     p.add_argument("--epochs-pretrain", type=_args.non_negative_int, default=5, help="pre-training epochs (default 5; paper 200)")
     p.add_argument("--epochs-finetune", type=_args.non_negative_int, default=100, help="fine-tuning epochs (default 100; paper 500)")
     p.add_argument("--batch-size-pretrain", type=_args.positive_int, default=256)

@@ -202,3 +202,32 @@ def test_flowerformer_layer_options_reach_the_encoder(tmp_path):
                  ["--flowerformer-original"]):
         with pytest.raises(SystemExit, match="flowerformer only"):
             main(["pretrain", "--encoder", "gatedgcn", "--limit", "60", *flag, "--out", str(pre)])
+
+
+def test_run_seeds_runs_one_seeds_permutations(tmp_path, capsys):
+    """``--seeds S`` runs seed S with the protocol's permutations (its own first) and gives the very
+    rows of the full protocol; ``--runs`` keeps the first of them; bad lists stop at parsing."""
+    common = ["run", "--encoder", "gin", "--limit", "200", "--ratio", "0.2", "--hidden", "8",
+              "--epochs-pretrain", "1", "--epochs-finetune", "2", "--no-progress", "--no-plots", "--no-baseline",
+              "--aux-target", "none"]
+    assert main([*common, "--runs", "4", "--out", str(tmp_path / "all")]) == 0
+    assert main([*common, "--seeds", "2021", "--runs", "2", "--out", str(tmp_path / "one")]) == 0
+    assert "2 run(s)" in capsys.readouterr().out
+    full = json.loads((tmp_path / "all" / "summary.json").read_text())["runs"]
+    one = json.loads((tmp_path / "one" / "summary.json").read_text())["runs"]
+    assert [(r["seed"], r["perm_seed"]) for r in one] == [(2021, 2021), (2021, 21)]
+    by_pair = {(r["seed"], r["perm_seed"]): r for r in full}
+    for r in one:
+        assert r["fgp"]["kendall_tau"] == by_pair[r["seed"], r["perm_seed"]]["fgp"]["kendall_tau"]
+        assert r["fgp"]["p@10%"] == by_pair[r["seed"], r["perm_seed"]]["fgp"]["p@10%"]
+    assert main([*common, "--seeds", "5", "--epochs-finetune", "1", "--out", str(tmp_path / "five")]) == 0
+    five = json.loads((tmp_path / "five" / "summary.json").read_text())["runs"]
+    assert [(r["seed"], r["perm_seed"]) for r in five] == [(5, 21), (5, 2021), (5, 202121)]
+    capsys.readouterr()
+    for bad, msg in ((["--seeds", "21,,5"], "seeds joined by commas"), (["--seeds", "21,21"], "twice"),
+                     (["--seeds", "-1"], "--seeds")):
+        with pytest.raises(SystemExit) as e:
+            main([*common, *bad, "--out", str(tmp_path / "x")])
+        assert e.value.code == 2 and msg in capsys.readouterr().err
+    assert main([*common, "--seeds", "21", "--runs", "4", "--out", str(tmp_path / "x")]) == 2
+    assert "fgp: error: --runs 4 is more than the 3 runs of --seeds 21" in capsys.readouterr().err

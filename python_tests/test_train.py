@@ -650,3 +650,77 @@ def test_cached_pretraining_of_another_model_is_refused(tmp_path):
     other = build_encoder("flowerformer", 5, hidden=8, heads=2, norm="batch")
     with pytest.raises(ValueError, match="norm differ"):
         _load_pretrained(path, other, meta)
+
+
+# --------------------------------------------------------------------------------------------
+# the protocol's configuration: explicit runs, surrogate parameters resolved once
+# --------------------------------------------------------------------------------------------
+def test_seed_runs_order_matches_the_protocol():
+    """The runs of a seed are its pairs in the protocol's order: the 3 seeds' runs together are the
+    protocol's 9, and one seed's runs start with its own permutation."""
+    from fgp_ext.train import PROTOCOL_SEEDS, seed_runs
+
+    assert seed_runs(PROTOCOL_SEEDS) == protocol_runs(9)
+    assert seed_runs([21]) == [(21, 21), (21, 2021), (21, 202121)]
+    assert seed_runs([2021]) == [(2021, 2021), (2021, 21), (2021, 202121)]
+    assert seed_runs([7]) == [(7, 21), (7, 2021), (7, 202121)]
+    for s in PROTOCOL_SEEDS:
+        assert seed_runs([s]) == [p for p in protocol_runs(9) if p[0] == s]
+    with pytest.raises(ValueError, match="twice"):
+        seed_runs([21, 21])
+
+
+def test_protocol_config_validates_runs():
+    from fgp_ext.train import ProtocolConfig
+
+    assert ProtocolConfig(runs=2).runs == protocol_runs(2)
+    assert ProtocolConfig(runs=[(5, 21), [6, 2021]]).runs == [(5, 21), (6, 2021)]
+    assert ProtocolConfig(runs=[(5, 21), (6, 21), (5, 2021)]).seeds == [5, 6]
+    for bad, match in (([], "empty"), ([(1, 2), (1, 2)], "twice"), ("x", "pairs"), (10, "1..9")):
+        with pytest.raises(ValueError, match=match):
+            ProtocolConfig(runs=bad)
+
+
+def test_resolve_surrogate_one_place():
+    """The space's defaults, seed 0, then the overrides; one object that records itself as the dict
+    summaries and cache keys hold; an unknown parameter is refused."""
+    from fgp_ext.train import SurrogateParams, resolve_surrogate
+
+    space = fgp_ext.load("nb201").space
+    base = resolve_surrogate(space)
+    assert base.as_dict() == {**space.surrogate_params, "seed": 0}
+    assert resolve_surrogate(space, {"k": 4}, seed=3).as_dict() == {**space.surrogate_params, "k": 4, "seed": 3}
+    assert resolve_surrogate(space, std=None, alpha=0.25).alpha == 0.25
+    assert resolve_surrogate(None).as_dict() == {"k": 8, "std": 0.1, "alpha": 0.5, "seed": 0}
+    given = SurrogateParams(k=3, std=0.2, alpha=0.1, seed=9)
+    assert resolve_surrogate(space, given) is given
+    with pytest.raises(ValueError, match="unknown surrogate parameter"):
+        resolve_surrogate(space, {"kk": 4})
+
+
+def test_run_protocol_config_equals_keyword_form_and_explicit_runs_reproduce_rows():
+    """``run_protocol(dataset, ProtocolConfig)`` gives the numbers of the keyword form; a config
+    with explicit runs (one pre-training seed's, as ``fgp run --seeds`` makes) reproduces those
+    rows of the full protocol exactly, so seeds can run as separate processes."""
+    from fgp_ext.train import ProtocolConfig, run_protocol, seed_runs
+
+    labelled, acc = _small_labelled(90)
+    quiet = dict(log=lambda *a: None)
+    kw = dict(ratio=0.5, n_train=40, n_val=20, epochs_pretrain=2, epochs_finetune=2, hidden=8, progress=False,
+              surrogate={"k": 4})
+    old = run_protocol(labelled, "gin", "acc", runs=4, aux_target=acc, aux_name="acc", **kw, **quiet)
+    config = ProtocolConfig(encoder="gin", target="acc", runs=4, aux_target="acc", **kw)
+    new = run_protocol(labelled, config, **quiet)
+    strip = lambda rows: [{k: {m: v for m, v in r[k].items() if not m.endswith("_s") and "s_per" not in m}
+                           if isinstance(r[k], dict) else r[k] for k in r} for r in rows]
+    assert strip(new["runs"]) == strip(old["runs"])
+    assert new["aux_target"] == old["aux_target"] == "acc"
+    assert new["surrogate"] == old["surrogate"] == {**labelled.space.surrogate_params, "k": 4, "seed": 0}
+    one = run_protocol(labelled, config.replace(runs=seed_runs([2021])[:2]), **quiet)
+    assert [(r["seed"], r["perm_seed"]) for r in one["runs"]] == [(2021, 2021), (2021, 21)]
+    full = {(r["seed"], r["perm_seed"]): r for r in strip(old["runs"])}
+    for row in strip(one["runs"]):
+        assert {k: v for k, v in row.items() if k != "run"} == {k: v for k, v in full[row["seed"], row["perm_seed"]].items()
+                                                                if k != "run"}
+    with pytest.raises(TypeError, match="ProtocolConfig"):
+        run_protocol(labelled, config, runs=2)

@@ -12,9 +12,12 @@ Modules (every public name is also importable from ``fgp_ext.train``):
   optional auxiliary ranking loss, resumable.
 * :mod:`~fgp_ext.train.finetuning` — :func:`finetune` (pairwise hinge ranking loss, gradient
   clipping, best-validation-tau checkpoint, lr schedules), :func:`evaluate` / :func:`predict`.
-* :mod:`~fgp_ext.train.protocol` — :func:`split_indices` / :func:`permutation` /
-  :func:`protocol_runs` and :func:`run_protocol`: FGP vs supervised-only over several
-  (seed, permutation) runs, with its pre-training cache.
+* :mod:`~fgp_ext.train.config` — :class:`ProtocolConfig` (every setting of a protocol run, with
+  its explicit (seed, permutation) runs: :func:`protocol_runs`, :func:`seed_runs`) and
+  :func:`resolve_surrogate` (the flow-surrogate parameters, :class:`SurrogateParams`).
+* :mod:`~fgp_ext.train.protocol` — :func:`split_indices` / :func:`permutation` and
+  :func:`run_protocol`: FGP vs supervised-only over several (seed, permutation) runs, with its
+  pre-training cache.
 * :mod:`~fgp_ext.train.checkpoints` — :func:`save_checkpoint` / :func:`load_checkpoint`: our
   checkpoint format.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 from fgp_ext.train.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, Checkpoint, CheckpointError,
                                        load_checkpoint, save_checkpoint)
 from fgp_ext.train.common import as_batch, set_seed
+from fgp_ext.train.config import ProtocolConfig, SurrogateParams, resolve_surrogate, seed_runs
 from fgp_ext.train.finetuning import LR_SCHEDULES, FinetuneResult, evaluate, finetune, lr_factor, predict
 from fgp_ext.train.heads import MLPHead, Predictor
 from fgp_ext.train.losses import ranking_loss, resolve_aux_target
@@ -35,5 +39,5 @@ __all__ = [
     "evaluate", "permutation", "split_indices", "protocol_runs", "default_n_train", "run_protocol",
     "save_checkpoint", "load_checkpoint", "Checkpoint", "CheckpointError", "PretrainResult",
     "FinetuneResult", "PROTOCOL_SEEDS", "CHECKPOINT_FORMAT", "resolve_aux_target", "lr_factor",
-    "LR_SCHEDULES",
+    "LR_SCHEDULES", "ProtocolConfig", "SurrogateParams", "resolve_surrogate", "seed_runs",
 ]

@@ -15,16 +15,15 @@ from fgp_ext.graph import collate
 from fgp_ext.metrics import evaluate_ranking
 from fgp_ext.train.checkpoints import load_checkpoint, save_checkpoint
 from fgp_ext.train.common import set_seed
+from fgp_ext.train.config import PROTOCOL_SEEDS, ProtocolConfig, protocol_runs, resolve_surrogate, seed_runs
 from fgp_ext.train.finetuning import finetune, lr_factor, predict
 from fgp_ext.train.heads import Predictor
 from fgp_ext.train.losses import resolve_aux_target
 from fgp_ext.train.pretraining import PretrainResult, pretrain
 
 __all__ = ["PROTOCOL_SEEDS", "PAPER_N_TRAIN", "permutation", "default_n_train", "split_indices", "protocol_runs",
-           "run_protocol"]
+           "seed_runs", "ProtocolConfig", "run_protocol"]
 
-#: The paper's seeds (FGP.md §4); seed 21 means the identity permutation.
-PROTOCOL_SEEDS: tuple[int, ...] = (21, 2021, 202121)
 #: Training-pool sizes of the paper by space name.
 PAPER_N_TRAIN = {"nb101": 7290, "nb201": 7813, "nb301": 5611, "darts": 5611}
 
@@ -64,37 +63,59 @@ def split_indices(n: int, n_train: int, ratio: float, perm_seed: int | None, n_v
             "pool": pool}
 
 
-def protocol_runs(runs: int = 9, seeds=PROTOCOL_SEEDS) -> list[tuple[int, int]]:
-    """The ``(seed, perm_seed)`` pairs of the protocol: all 3 x 3 combinations of the paper's
-    seeds, ordered so that the first 3 pair each seed with its own permutation ((21, identity),
-    (2021, perm 2021), (202121, perm 202121)); ``runs`` > 9 is an error."""
-    seeds = tuple(int(s) for s in seeds)
-    pairs = [(s, s) for s in seeds] + [(s, p) for p in seeds for s in seeds if s != p]
-    if not 1 <= int(runs) <= len(pairs):
-        raise ValueError(f"runs must be in 1..{len(pairs)}, got {runs}")
-    return pairs[: int(runs)]
-
-
 def _protocol_methods(baseline: bool, finetune_aux_head: bool) -> list[str]:
     return ["fgp"] + (["fgp_aux_head"] if finetune_aux_head else []) + (["supervised"] if baseline else [])
 
 
-def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, *, runs: int = 3,
-                 ratio: float = 0.01, n_train: int | None = None, n_val: int = 40,
-                 epochs_pretrain: int = 200, epochs_finetune: int = 200, batch_size_pretrain: int = 256,
-                 batch_size_finetune: int = 16, lr: float = 1e-3, margin: float = 0.5,
-                 hidden: int = 128, dropout: float = 0.1, surrogate: dict | None = None,
-                 surrogate_targets=None, aux_target=None, aux_name: str | None = None,
-                 standardize: bool = False, reconstruction: bool = True,
-                 baseline: bool = True, progress: bool | None = None, unlabelled=None,
-                 encoder_config: dict | None = None, finetune_aux_head: bool = False,
-                 finetune_lr: float | None = None, finetune_weight_decay: float = 0.0,
-                 finetune_schedule: str = "constant", finetune_warmup: int = 0,
-                 finetune_schedule_epochs: int | None = None, pretrained_dir=None, log=print) -> dict:
-    """The whole protocol on one dataset: FGP (pre-train on all architectures, then fine-tune) vs a
-    supervised-only baseline (same encoder, same fine-tuning budget), over ``runs`` (seed,
-    permutation) pairs of :func:`protocol_runs`. Pre-training depends on the seed only, so it runs
-    once per distinct seed and is reused across permutations.
+def _legacy_config(encoder: str | None, target: str | None, settings: dict) -> tuple[ProtocolConfig, Any]:
+    """The :class:`ProtocolConfig` (and the auxiliary values, if given as an array) of the older call
+    ``run_protocol(dataset, encoder, target, runs=3, aux_target=..., aux_name=..., **settings)``."""
+    aux = settings.pop("aux_target", None)
+    aux_name = settings.pop("aux_name", None)
+    values = None
+    if isinstance(aux, str):
+        if aux_name is not None and aux_name != aux:
+            raise ValueError(f"aux_name {aux_name!r} names another target than aux_target {aux!r}")
+        name = aux
+    elif aux is None:
+        name = None
+    else:
+        name, values = ("array" if aux_name is None else str(aux_name)), aux
+    if settings.get("encoder_config") is None:
+        settings.pop("encoder_config", None)
+    return ProtocolConfig(encoder=encoder or "gatedgcn", target=target, aux_target=name, **settings), values
+
+
+def _extra_graphs(unlabelled, space) -> list:
+    """The graphs of ``unlabelled`` (a Dataset, a list of graphs or None), checked against ``space``."""
+    extra = [] if unlabelled is None else list(getattr(unlabelled, "graphs", unlabelled))
+    if extra:
+        extra_space = getattr(unlabelled, "space", None)
+        if extra_space is not None and list(extra_space.vocab) != list(space.vocab):
+            raise ValueError(f"unlabelled architectures are from another search space "
+                             f"({getattr(extra_space, 'name', '?')}, not {getattr(space, 'name', '?')})")
+        op_ids = [int(i) for g in extra if g.num_nodes for i in (g.ops.min(), g.ops.max())]
+        if op_ids and (min(op_ids) < 0 or max(op_ids) >= space.num_ops):
+            raise ValueError(f"an unlabelled architecture uses an op id outside the vocabulary of {space.num_ops} ops")
+    return extra
+
+
+def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: str | None = None, *,
+                 aux_values=None, surrogate_targets=None, unlabelled=None, log=print, **settings) -> dict:
+    """The whole protocol on one dataset, as :class:`ProtocolConfig` ``config`` says: FGP
+    (pre-train on all architectures, then fine-tune) vs a supervised-only baseline (same encoder,
+    same fine-tuning budget), over the (seed, permutation) pairs ``config.runs``. Pre-training
+    depends on the seed only, so it runs once per distinct seed and is reused across permutations.
+
+    The older form ``run_protocol(dataset, "gatedgcn", "acc", runs=3, aux_target=..., ...)`` (the
+    encoder, the target, and the settings of :class:`ProtocolConfig` as keywords, ``runs`` as a
+    count, ``aux_target`` a name or an array named by ``aux_name``) is still accepted.
+
+    Inputs beside the settings:
+
+    ``aux_values``: the ``[B]`` or ``[B, P]`` values of ``config.aux_target`` if the caller has
+    them already (e.g. resolved once to check them); by default resolved here with
+    :func:`resolve_aux_target`. Without ``config.aux_target`` they are recorded as ``"array"``.
 
     ``unlabelled``: optional extra architectures of the same search space (a :class:`Dataset` or a
     list of graphs, e.g. :func:`fgp_ext.data.spaces.sample_nb101`) added to the pre-training set
@@ -102,26 +123,15 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
     dataset only (the extras sit out the ranking loss). A given ``surrogate_targets`` must then cover
     the dataset followed by the extras.
 
-    ``encoder_config``: further constructor arguments of the encoder (e.g.
-    ``{"reverse_successors": "earliest"}`` for FlowerFormer); ``hidden`` and ``dropout`` come
-    from their own arguments.
+    ``log``: where progress lines go (default ``print``).
 
-    ``aux_name``: the name recorded for an array ``aux_target`` in the summary and in
-    ``pretrained_dir`` caches (default ``"array"``), e.g. the proxy it was resolved from, so that a
-    cache made with ``aux_target="meco"`` is reused by a caller that resolved ``"meco"`` itself. A
-    string ``aux_target`` is its own name.
+    ``config.finetune_aux_head``: also fine-tune, from the same pre-training, with the pre-trained
+    auxiliary head as the score head instead of a fresh one (method ``"fgp_aux_head"``). The
+    auxiliary head already ranks by the proxy, so fine-tuning starts from the proxy's ranking rather
+    than from a random one. FlowerFormer's own NB201 fine-tuning recipe is lr 8e-4, weight decay
+    6e-5, cosine with 30 warm-up epochs over 600, batch 128, 500 epochs.
 
-    ``finetune_aux_head``: also fine-tune, from the same pre-training, with the pre-trained
-    auxiliary head as the score head instead of a fresh one (method ``"fgp_aux_head"``; needs a
-    one-column ``aux_target``). The auxiliary head already ranks by the proxy, so fine-tuning starts
-    from the proxy's ranking rather than from a random one.
-
-    ``finetune_lr`` (default ``lr``), ``finetune_weight_decay``, ``finetune_schedule``,
-    ``finetune_warmup``, ``finetune_schedule_epochs``: the fine-tuning optimiser of every method
-    (see :func:`finetune`; FlowerFormer's own NB201 recipe is lr 8e-4, weight decay 6e-5, cosine
-    with 30 warm-up epochs over 600, batch 128, 500 epochs).
-
-    ``pretrained_dir``: a folder caching one pre-trained encoder per seed
+    ``config.pretrained_dir``: a folder caching one pre-trained encoder per seed
     (``<encoder>_seed<seed>.pt``, our checkpoint format, with its heads and pre-training history).
     A cached file is reused only if everything that shaped it matches (encoder and its config,
     pre-training epochs, batch, lr, surrogate settings, auxiliary target, and a fingerprint of the
@@ -133,99 +143,91 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
     Returns a JSON-serialisable summary (``runs``: per-run metrics; ``mean``/``std`` per method;
     timings) plus, under ``"_artifacts"``, the first run's predictions and training curves.
     """
-    from fgp_ext.surrogate import flow_surrogate
-
+    if isinstance(config, ProtocolConfig):
+        if target is not None or settings:
+            raise TypeError("run_protocol(dataset, config): put the settings in the ProtocolConfig "
+                            f"(config.replace(...)), not beside it: {sorted(settings) or ['target']}")
+    else:
+        if aux_values is not None:
+            raise TypeError("aux_values goes with a ProtocolConfig; the keyword form takes aux_target")
+        config, aux_values = _legacy_config(config, target, settings)
+    c = config
     space = dataset.space
-    target = target or dataset.target_names[0]
+    target = c.target or dataset.target_names[0]
     y = dataset.targets(target)
     t_col = time.perf_counter()
     batch = collate(dataset.graphs)
-    extra = [] if unlabelled is None else list(getattr(unlabelled, "graphs", unlabelled))
-    if extra:
-        extra_space = getattr(unlabelled, "space", None)
-        if extra_space is not None and list(extra_space.vocab) != list(space.vocab):
-            raise ValueError(f"unlabelled architectures are from another search space "
-                             f"({getattr(extra_space, 'name', '?')}, not {getattr(space, 'name', '?')})")
-        op_ids = [int(i) for g in extra if g.num_nodes for i in (g.ops.min(), g.ops.max())]
-        if op_ids and (min(op_ids) < 0 or max(op_ids) >= space.num_ops):
-            raise ValueError(f"an unlabelled architecture uses an op id outside the vocabulary of {space.num_ops} ops")
+    extra = _extra_graphs(unlabelled, space)
     pre_batch = collate(dataset.graphs + extra) if extra else batch
     collate_s = time.perf_counter() - t_col
     n = batch.num_graphs
-    n_train = int(n_train) if n_train else default_n_train(n, getattr(space, "name", None), n_val)
-    sp = dict(getattr(space, "surrogate_params", {"k": 8, "std": 0.1, "alpha": 0.5}))
-    sp.setdefault("seed", 0)
-    sp.update(surrogate or {})
+    n_train = int(c.n_train) if c.n_train else default_n_train(n, getattr(space, "name", None), c.n_val)
+    sp = resolve_surrogate(space, c.surrogate)
     t_sur = time.perf_counter()
     if surrogate_targets is None:
-        surrogate_targets = flow_surrogate(pre_batch, k=int(sp["k"]), std=float(sp["std"]),
-                                           alpha=float(sp["alpha"]), seed=int(sp["seed"]), num_ops=space.num_ops)
+        surrogate_targets = sp.compute(pre_batch, space.num_ops)
     sur_s = time.perf_counter() - t_sur
-    if isinstance(aux_target, str):
-        if aux_name is not None and aux_name != aux_target:
-            raise ValueError(f"aux_name {aux_name!r} names another target than aux_target {aux_target!r}")
-        aux_name = aux_target
-        aux_target = resolve_aux_target(aux_target, dataset)
-    elif aux_target is None:
-        aux_name = None
-    else:
-        aux_name = "array" if aux_name is None else str(aux_name)
+    aux_name, aux_target = c.aux_target, aux_values
+    if aux_target is None and aux_name is not None:
+        aux_target = resolve_aux_target(aux_name, dataset)
+    elif aux_target is not None and aux_name is None:
+        aux_name = "array"
     if aux_target is not None and extra:
         a = np.asarray(aux_target, dtype=np.float64)
         if a.ndim not in (1, 2):
             raise ValueError(f"aux_target must be [B] or [B, P], got shape {list(a.shape)}")
         aux_target = np.concatenate([a, np.full((len(extra),) + a.shape[1:], np.nan)])
-    if finetune_aux_head and (aux_target is None or np.asarray(aux_target).ndim != 1):
+    if c.finetune_aux_head and (aux_target is None or np.asarray(aux_target).ndim != 1):
         raise ValueError("finetune_aux_head needs a one-column aux_target (the head scores with one output)")
-    ft_lr = lr if finetune_lr is None else float(finetune_lr)
-    ft_sched_epochs = epochs_finetune if finetune_schedule_epochs is None else int(finetune_schedule_epochs)
-    lr_factor(0, finetune_schedule, finetune_warmup, ft_sched_epochs)   # a bad schedule fails now, not after pre-training
-    enc_cfg = {**(encoder_config or {}), "hidden": hidden, "dropout": dropout}
-    if encoder == "mlp":
+    ft_lr = c.lr if c.finetune_lr is None else float(c.finetune_lr)
+    ft_sched_epochs = c.epochs_finetune if c.finetune_schedule_epochs is None else int(c.finetune_schedule_epochs)
+    lr_factor(0, c.finetune_schedule, c.finetune_warmup, ft_sched_epochs)   # a bad schedule fails now, not after pre-training
+    enc_cfg = {**c.encoder_config, "hidden": c.hidden, "dropout": c.dropout}
+    if c.encoder == "mlp":
         enc_cfg["max_nodes"] = int(pre_batch.node_ptr.diff().max())  # the extras may be larger
+    methods = _protocol_methods(c.baseline, c.finetune_aux_head)
     pretrained: dict[int, tuple[dict, PretrainResult]] = {}
     per_run: list[dict] = []
     artifacts: dict[str, Any] = {}
-    for r, (seed, perm_seed) in enumerate(protocol_runs(runs)):
-        split = split_indices(n, n_train, ratio, perm_seed, n_val)
+    for r, (seed, perm_seed) in enumerate(c.runs):
+        split = split_indices(n, n_train, c.ratio, perm_seed, c.n_val)
         row = {"run": r, "seed": seed, "perm_seed": perm_seed, "n_labelled": int(split["train"].size),
                "n_test": int(split["test"].size)}
-        methods = _protocol_methods(baseline, finetune_aux_head)
         for method in methods:
             set_seed(seed)
-            enc = build_encoder(encoder, space.num_ops, **enc_cfg)
+            enc = build_encoder(c.encoder, space.num_ops, **enc_cfg)
             if method.startswith("fgp"):
                 if seed not in pretrained:
                     cache_meta = None
-                    if pretrained_dir is not None:
-                        cache_meta = _pretrain_cache_meta(encoder, space.num_ops, enc_cfg, seed, epochs_pretrain,
-                                                          batch_size_pretrain, lr, sp, standardize, reconstruction,
-                                                          aux_name, surrogate_targets, aux_target)
-                    cache_path = (None if pretrained_dir is None
-                                  else Path(pretrained_dir) / f"{encoder}_seed{seed}.pt")
+                    if c.pretrained_dir is not None:
+                        cache_meta = _pretrain_cache_meta(c.encoder, space.num_ops, enc_cfg, seed, c.epochs_pretrain,
+                                                          c.batch_size_pretrain, c.lr, sp.as_dict(), c.standardize,
+                                                          c.reconstruction, aux_name, surrogate_targets, aux_target)
+                    cache_path = (None if c.pretrained_dir is None
+                                  else Path(c.pretrained_dir) / f"{c.encoder}_seed{seed}.pt")
                     pre = None if cache_path is None else _load_pretrained(cache_path, enc, cache_meta)
                     if pre is None:
-                        log(f"[run {r}] pre-training {encoder} (seed {seed}, {epochs_pretrain} epochs)")
-                        pre = pretrain(enc, pre_batch, surrogate_targets, epochs=epochs_pretrain,
-                                       batch_size=batch_size_pretrain, lr=lr, aux_target=aux_target,
-                                       standardize=standardize, seed=seed, progress=progress,
-                                       reconstruction=reconstruction,
+                        log(f"[run {r}] pre-training {c.encoder} (seed {seed}, {c.epochs_pretrain} epochs)")
+                        pre = pretrain(enc, pre_batch, surrogate_targets, epochs=c.epochs_pretrain,
+                                       batch_size=c.batch_size_pretrain, lr=c.lr, aux_target=aux_target,
+                                       standardize=c.standardize, seed=seed, progress=c.progress,
+                                       reconstruction=c.reconstruction,
                                        resume_path=None if cache_path is None else
                                        cache_path.with_name(cache_path.stem + ".partial.pt"),
                                        resume_meta=cache_meta)
                         if cache_path is not None:
                             _save_pretrained(cache_path, pre, cache_meta)
                     else:
-                        log(f"[run {r}] pre-trained {encoder} (seed {seed}) loaded from {cache_path}")
+                        log(f"[run {r}] pre-trained {c.encoder} (seed {seed}) loaded from {cache_path}")
                     pretrained[seed] = (copy.deepcopy(enc.state_dict()), pre)
                 enc.load_state_dict(pretrained[seed][0])
                 if method == "fgp_aux_head":
                     enc = Predictor(enc, copy.deepcopy(pretrained[seed][1].aux_head))
             set_seed(seed)
-            ft = finetune(enc, batch, y, split["train"], split["val"], epochs=epochs_finetune,
-                          batch_size=batch_size_finetune, lr=ft_lr, weight_decay=finetune_weight_decay,
-                          margin=margin, seed=seed, progress=progress, lr_schedule=finetune_schedule,
-                          warmup_epochs=finetune_warmup, schedule_epochs=ft_sched_epochs)
+            ft = finetune(enc, batch, y, split["train"], split["val"], epochs=c.epochs_finetune,
+                          batch_size=c.batch_size_finetune, lr=ft_lr, weight_decay=c.finetune_weight_decay,
+                          margin=c.margin, seed=seed, progress=c.progress, lr_schedule=c.finetune_schedule,
+                          warmup_epochs=c.finetune_warmup, schedule_epochs=ft_sched_epochs)
             t_eval = time.perf_counter()
             pred = predict(ft.model, batch, split["test"])
             m = evaluate_ranking(pred, y[split["test"]])
@@ -242,19 +244,20 @@ def run_protocol(dataset, encoder: str = "gatedgcn", target: str | None = None, 
                     artifacts["pretrain_history"] = pretrained[seed][1].history
         per_run.append(row)
     summary: dict[str, Any] = {
-        "dataset": getattr(space, "name", "?"), "num_archs": n, "target": target, "encoder": encoder,
-        "encoder_config": enc_cfg, "ratio": ratio, "n_train": n_train, "n_val": n_val, "runs": per_run,
-        "epochs_pretrain": epochs_pretrain, "epochs_finetune": epochs_finetune,
-        "batch_size_pretrain": batch_size_pretrain, "batch_size_finetune": batch_size_finetune, "lr": lr,
-        "margin": margin, "surrogate": sp, "standardize_surrogate": standardize, "aux_target": aux_name,
-        "reconstruction": reconstruction, "num_unlabelled": len(extra), "finetune_aux_head": bool(finetune_aux_head),
-        "finetune_lr": ft_lr, "finetune_weight_decay": float(finetune_weight_decay),
-        "finetune_schedule": finetune_schedule, "finetune_warmup": int(finetune_warmup),
+        "dataset": getattr(space, "name", "?"), "num_archs": n, "target": target, "encoder": c.encoder,
+        "encoder_config": enc_cfg, "ratio": c.ratio, "n_train": n_train, "n_val": c.n_val, "runs": per_run,
+        "epochs_pretrain": c.epochs_pretrain, "epochs_finetune": c.epochs_finetune,
+        "batch_size_pretrain": c.batch_size_pretrain, "batch_size_finetune": c.batch_size_finetune, "lr": c.lr,
+        "margin": c.margin, "surrogate": sp.as_dict(), "standardize_surrogate": c.standardize,
+        "aux_target": aux_name, "reconstruction": c.reconstruction, "num_unlabelled": len(extra),
+        "finetune_aux_head": bool(c.finetune_aux_head),
+        "finetune_lr": ft_lr, "finetune_weight_decay": float(c.finetune_weight_decay),
+        "finetune_schedule": c.finetune_schedule, "finetune_warmup": int(c.finetune_warmup),
         "finetune_schedule_epochs": ft_sched_epochs,
-        "pretrained_dir": None if pretrained_dir is None else str(pretrained_dir),
+        "pretrained_dir": None if c.pretrained_dir is None else str(c.pretrained_dir),
         "threads": torch.get_num_threads(), "collate_s": collate_s, "surrogate_s": sur_s,
     }
-    for method in _protocol_methods(baseline, finetune_aux_head):
+    for method in methods:
         keys = ["kendall_tau", "spearman", "p@1%", "p@5%", "p@10%", "p@50%", "p@100%"]
         vals = {k: [row[method][k] for row in per_run] for k in keys}
         summary.setdefault("mean", {})[method] = {k: float(np.mean(v)) for k, v in vals.items()}

@@ -1,0 +1,158 @@
+"""The settings of a protocol run in one object (:class:`ProtocolConfig`), and the flow-surrogate
+parameters resolved in one place (:func:`resolve_surrogate`)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["SurrogateParams", "resolve_surrogate", "ProtocolConfig", "PROTOCOL_SEEDS", "seed_runs",
+           "protocol_runs"]
+
+#: The paper's seeds (FGP.md §4); seed 21 means the identity permutation.
+PROTOCOL_SEEDS: tuple[int, ...] = (21, 2021, 202121)
+#: Surrogate parameters of a dataset whose space names none (FGP.md §3's NB201 values, k 8).
+_FALLBACK_SURROGATE = {"k": 8, "std": 0.1, "alpha": 0.5}
+
+
+@dataclass(frozen=True)
+class SurrogateParams:
+    """Parameters of the flow surrogate (:func:`fgp_ext.surrogate.flow_surrogate`): dimension ``k``,
+    std of the random draws, the mixing ``alpha`` and the seed of the draws."""
+
+    k: int
+    std: float
+    alpha: float = 0.5
+    seed: int = 0
+
+    def as_dict(self) -> dict:
+        """``{"k", "std", "alpha", "seed"}``: how summaries, checkpoints and cache keys record them."""
+        return {"k": self.k, "std": self.std, "alpha": self.alpha, "seed": self.seed}
+
+    def compute(self, batch, num_ops: int):
+        """The ``[B, k]`` surrogate of every graph of ``batch`` with these parameters."""
+        from fgp_ext.surrogate import flow_surrogate
+
+        return flow_surrogate(batch, k=self.k, std=self.std, alpha=self.alpha, seed=self.seed, num_ops=num_ops)
+
+
+def resolve_surrogate(space=None, overrides: SurrogateParams | dict | None = None, **given) -> SurrogateParams:
+    """The surrogate parameters of a run: the search space's defaults (``space.surrogate_params``;
+    k 8, std 0.1, alpha 0.5 for a space without them), seed 0, then every non-None value of
+    ``overrides`` (a dict, or a :class:`SurrogateParams` taken whole) and of the keywords ``k``,
+    ``std``, ``alpha``, ``seed``. ``ValueError`` for another key. The CLI, :func:`run_protocol`
+    and the pre-training cache key all get their parameters here."""
+    if isinstance(overrides, SurrogateParams):
+        if any(v is not None for v in given.values()):
+            raise ValueError("give surrogate parameters either as a SurrogateParams or as keywords, not both")
+        return overrides
+    sp = {**dict(getattr(space, "surrogate_params", None) or _FALLBACK_SURROGATE), "seed": 0}
+    for source in (overrides or {}, given):
+        unknown = sorted(set(source) - {"k", "std", "alpha", "seed"})
+        if unknown:
+            raise ValueError(f"unknown surrogate parameter(s) {unknown}; expected k, std, alpha, seed")
+        sp.update({k: v for k, v in source.items() if v is not None})
+    return SurrogateParams(k=int(sp["k"]), std=float(sp["std"]), alpha=float(sp.get("alpha", 0.5)),
+                           seed=int(sp["seed"]))
+
+
+def seed_runs(seeds, perms=PROTOCOL_SEEDS) -> list[tuple[int, int]]:
+    """The ``(seed, perm_seed)`` runs of the pre-training ``seeds``, each with every permutation of
+    ``perms``: first each seed with its own permutation (where it is one of ``perms``), then
+    permutation by permutation the seeds that differ from it. ``seed_runs(PROTOCOL_SEEDS)`` is the
+    protocol's 9 runs in :func:`protocol_runs`' order; ``seed_runs([2021])`` is
+    ``[(2021, 2021), (2021, 21), (2021, 202121)]``."""
+    seeds = [int(s) for s in seeds]
+    perms = [int(p) for p in perms]
+    if not seeds:
+        raise ValueError("no pre-training seed given")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"a seed is given twice: {seeds}")
+    own = [(s, s) for s in seeds if s in perms]
+    return own + [(s, p) for p in perms for s in seeds if s != p]
+
+
+def protocol_runs(runs: int = 9, seeds=PROTOCOL_SEEDS) -> list[tuple[int, int]]:
+    """The ``(seed, perm_seed)`` pairs of the protocol: all 3 x 3 combinations of the paper's
+    seeds, ordered so that the first 3 pair each seed with its own permutation ((21, identity),
+    (2021, perm 2021), (202121, perm 202121)); ``runs`` > 9 is an error."""
+    pairs = seed_runs(seeds, seeds)
+    if not 1 <= int(runs) <= len(pairs):
+        raise ValueError(f"runs must be in 1..{len(pairs)}, got {runs}")
+    return pairs[: int(runs)]
+
+
+@dataclass
+class ProtocolConfig:
+    """Every setting of :func:`~fgp_ext.train.run_protocol`.
+
+    ``runs``: the explicit ``(pre-training seed, permutation seed)`` pairs to run, in order (see
+    :func:`protocol_runs`, :func:`seed_runs`); an int ``n`` stands for ``protocol_runs(n)``.
+    Pre-training depends on the seed only, so it runs once per distinct seed.
+
+    ``target``: the label column (default: the dataset's first). ``aux_target``: the name of the
+    auxiliary pre-training target (a data column, a shipped NB201 proxy, ``"a+b"`` rank vote or
+    ``"a,b"`` several outputs; :func:`~fgp_ext.train.resolve_aux_target`), or None for none.
+    ``surrogate``: the flow-surrogate parameters (:func:`resolve_surrogate`; a dict or None is
+    resolved against the dataset's space by ``run_protocol``). ``encoder_config``: further
+    constructor arguments of the encoder besides ``hidden`` and ``dropout``.
+
+    Fine-tuning: ``finetune_lr`` (default ``lr``), ``finetune_weight_decay``, ``finetune_schedule``,
+    ``finetune_warmup``, ``finetune_schedule_epochs`` (default ``epochs_finetune``); see
+    :func:`~fgp_ext.train.finetune`. ``finetune_aux_head`` adds the method ``"fgp_aux_head"``
+    (fine-tune with the pre-trained auxiliary head as the score head; needs a one-column
+    ``aux_target``). ``baseline`` adds the supervised-only method.
+
+    ``pretrained_dir``: a folder caching one pre-trained encoder per seed (see ``run_protocol``).
+    """
+
+    encoder: str = "gatedgcn"
+    target: str | None = None
+    runs: Any = field(default_factory=lambda: protocol_runs(3))
+    ratio: float = 0.01
+    n_train: int | None = None
+    n_val: int = 40
+    epochs_pretrain: int = 200
+    epochs_finetune: int = 200
+    batch_size_pretrain: int = 256
+    batch_size_finetune: int = 16
+    lr: float = 1e-3
+    margin: float = 0.5
+    hidden: int = 128
+    dropout: float = 0.1
+    encoder_config: dict = field(default_factory=dict)
+    surrogate: SurrogateParams | dict | None = None
+    aux_target: str | None = None
+    standardize: bool = False
+    reconstruction: bool = True
+    baseline: bool = True
+    finetune_aux_head: bool = False
+    finetune_lr: float | None = None
+    finetune_weight_decay: float = 0.0
+    finetune_schedule: str = "constant"
+    finetune_warmup: int = 0
+    finetune_schedule_epochs: int | None = None
+    pretrained_dir: Any = None
+    progress: bool | None = None
+
+    def __post_init__(self):
+        if isinstance(self.runs, int):
+            self.runs = protocol_runs(self.runs)
+        try:
+            self.runs = [(int(s), int(p)) for s, p in self.runs]
+        except (TypeError, ValueError):
+            raise ValueError(f"runs must be an int or (seed, perm_seed) pairs, got {self.runs!r}") from None
+        if not self.runs:
+            raise ValueError("runs is empty: no (seed, perm_seed) pair to run")
+        if len(set(self.runs)) != len(self.runs):
+            raise ValueError(f"a (seed, perm_seed) run is given twice: {self.runs}")
+        self.encoder_config = dict(self.encoder_config or {})
+
+    def replace(self, **changes) -> ProtocolConfig:
+        """A copy with ``changes`` applied (:func:`dataclasses.replace`)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def seeds(self) -> list[int]:
+        """The distinct pre-training seeds of ``runs``, in order of first use."""
+        return list(dict.fromkeys(s for s, _ in self.runs))
