@@ -293,6 +293,21 @@ def test_aux_target_rank_vote():
         resolve_aux_target("a+nope", d)
 
 
+def test_aux_target_rank_vote_is_scipys_without_scipy():
+    """The vote ranks with fgp_ext.metrics.rankdata (no scipy at run time) and gives the very values
+    scipy's average ranks gave, on the shipped NB201 proxies (many ties among them)."""
+    stats = pytest.importorskip("scipy.stats")
+    from fgp_ext import load, proxies
+    from fgp_ext.train import resolve_aux_target
+
+    ds = load("nb201")
+    vote = resolve_aux_target("synflow+jacov+snip", ds)
+    parts = [np.asarray(proxies.nb201_proxy(p, dataset=ds), dtype=np.float64) for p in ("synflow", "jacov", "snip")]
+    assert min(len(np.unique(p)) for p in parts) < len(ds)          # ties do occur
+    expect = np.mean([stats.rankdata(p) for p in parts], axis=0)
+    np.testing.assert_array_equal(vote, expect)
+
+
 def test_mlp_encoder_sized_for_larger_unlabelled_cells():
     """The MLP baseline's input width must cover the pre-training extras, which may be larger than
     every labelled architecture."""

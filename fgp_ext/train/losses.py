@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from fgp_ext.metrics import rankdata
+
 __all__ = ["ranking_loss", "resolve_aux_target"]
 
 
@@ -32,8 +34,6 @@ def ranking_loss(scores: torch.Tensor, y: torch.Tensor, margin: float = 0.5, max
 
 def _average_rank(values: np.ndarray) -> np.ndarray:
     """Ranks 1..n (ties averaged) of the finite values; NaN stays NaN."""
-    from scipy.stats import rankdata
-
     out = np.full(values.shape, np.nan)
     ok = np.isfinite(values)
     out[ok] = rankdata(values[ok])
