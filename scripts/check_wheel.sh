@@ -60,4 +60,39 @@ for tv in $TORCHES; do
   (cd "$scratch" && FGP_TEST_INSTALLED=1 "$env/bin/python" -m pytest "$ROOT/python_tests" -q -p no:cacheprovider \
      --rootdir "$ROOT")
 done
-echo "== check_wheel: $(basename "$wheel") passed the suite on torch $TORCHES in $(( $(date +%s) - start )) s"
+
+# A plain install: the wheel with its declared dependencies only (no extras: no scipy, matplotlib,
+# torch_geometric, pytest) in a venv of its own, running the CLI's rank vote, which once imported
+# scipy. The venv is cached, keyed by the torch of the first environment above and by the wheel's
+# Requires-Dist lines, so a change of the declared dependencies gets a fresh one; torch comes from
+# the same place as above (pip's find-links / cache).
+tv_plain=${TORCHES%% *}
+pyver=$("$PY" -c 'import sys; print("py%d%d" % sys.version_info[:2])')
+reqs=$("$PY" - "$wheel" <<'PYEOF'
+import hashlib, sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
+lines = sorted(l for l in z.read(meta).decode().splitlines() if l.startswith("Requires-Dist:") and "extra ==" not in l)
+print(hashlib.sha256("\n".join(lines).encode()).hexdigest()[:12])
+PYEOF
+)
+plain="$CACHE/plain-torch-$tv_plain-$pyver-$reqs"
+if [ ! -x "$plain/bin/fgp" ]; then
+  echo "== check_wheel: creating $plain (the wheel and its declared dependencies only)"
+  rm -rf "$plain"
+  "$PY" -m venv "$plain"
+  "$plain/bin/python" -m pip install -q "$wheel" "torch==$tv_plain"
+else
+  "$plain/bin/python" -m pip install -q --force-reinstall --no-deps "$wheel"
+fi
+"$plain/bin/python" - <<'PYEOF'
+import importlib.util, sys
+extra = [m for m in ("scipy", "matplotlib", "torch_geometric", "pytest") if importlib.util.find_spec(m)]
+sys.exit(f"check_wheel: the plain install holds packages it should not: {extra}" if extra else 0)
+PYEOF
+echo "== check_wheel: plain install, fgp run --aux-target synflow+meco"
+(cd "$scratch" && "$plain/bin/fgp" run --data nb201 --limit 200 --ratio 0.2 --runs 1 --epochs-pretrain 1 \
+   --epochs-finetune 1 --aux-target synflow+meco --no-baseline --no-progress --out "$scratch/plain-run" | tail -3)
+test -s "$scratch/plain-run/summary.json"
+
+echo "== check_wheel: $(basename "$wheel") passed the suite on torch $TORCHES and a plain install in $(( $(date +%s) - start )) s"
