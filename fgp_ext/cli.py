@@ -134,11 +134,12 @@ def _aux(args, ds, batch):
         raise SystemExit(f"fgp: --aux-target: {e}") from None
 
 
-def _split(args, ds):
-    from fgp_ext.train import default_n_train, split_indices
+def _split(args, ds, target):
+    """The protocol's split of the architectures labelled with ``target`` (NaN = unlabelled, left out)."""
+    from fgp_ext.train import split_labelled
 
-    n_train = args.n_train or default_n_train(len(ds), getattr(ds.space, "name", None), args.n_val)
-    return split_indices(len(ds), n_train, args.ratio, args.perm_seed, args.n_val), n_train
+    return split_labelled(ds.targets(target), args.n_train, args.ratio, args.perm_seed, args.n_val,
+                          getattr(ds.space, "name", None), target)
 
 
 def _progress(args):
@@ -379,7 +380,7 @@ def cmd_finetune(args) -> int:
             raise SystemExit(f"fgp: checkpoint encoder has {enc.num_ops} ops, the data {ds.space.num_ops}")
     else:
         enc = build_encoder(args.encoder, ds.space.num_ops, **_encoder_cfg(args, batch))
-    split, n_train = _split(args, ds)
+    split, n_train = _split(args, ds, target)
     y = ds.targets(target)
     res = finetune(enc, batch, y, split["train"], split["val"], epochs=args.epochs, batch_size=args.batch_size,
                    lr=args.lr, weight_decay=args.weight_decay, margin=args.margin, seed=args.seed,
@@ -409,9 +410,11 @@ def cmd_evaluate(args) -> int:
     target = _target(args, ds)
     batch = fgp_ext.collate(ds.graphs)
     if args.split == "all":
-        idx = np.arange(len(ds))
+        from fgp_ext.train import labelled_indices
+
+        idx = labelled_indices(ds.targets(target), target)
     else:
-        split, _ = _split(args, ds)
+        split, _ = _split(args, ds, target)
         idx = split[args.split]
     m = evaluate(ck.predictor(), batch, ds.targets(target), idx)
     _print_metrics(f"{args.split} ({target})", m)

@@ -231,3 +231,54 @@ def test_run_seeds_runs_one_seeds_permutations(tmp_path, capsys):
         assert e.value.code == 2 and msg in capsys.readouterr().err
     assert main([*common, "--seeds", "21", "--runs", "4", "--out", str(tmp_path / "x")]) == 2
     assert "fgp: error: --runs 4 is more than the 3 runs of --seeds 21" in capsys.readouterr().err
+
+
+def _nb101_jsonl(path, n=120, missing_every=3):
+    """``n`` NB101 cells as JSON Lines with target ``acc``; every ``missing_every``-th is ``null``."""
+    from fgp_ext.data.spaces import sample_nb101
+
+    rng = np.random.default_rng(0)
+    names = ["input", "output", "conv1x1-bn-relu", "conv3x3-bn-relu", "maxpool3x3"]
+    lines = []
+    for i, g in enumerate(sample_nb101(n, seed=5).graphs):
+        m = np.zeros((g.num_nodes, g.num_nodes), dtype=int)
+        m[g.edges[0], g.edges[1]] = 1
+        acc = None if missing_every and i % missing_every == 0 else float(rng.random())
+        lines.append(json.dumps({"matrix": m.tolist(), "ops": [names[o] for o in g.ops], "acc": acc}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_partly_labelled_file(tmp_path, capsys):
+    """Architectures with a null target are unlabelled: fgp run pre-trains on all of them and splits
+    and measures the labelled ones; finetune and evaluate do the same."""
+    f = _nb101_jsonl(tmp_path / "part.jsonl")
+    common = ["--data", str(f), "--ratio", "0.5", "--n-val", "10", "--no-progress"]
+    out = tmp_path / "run"
+    assert main(["run", *common, "--encoder", "gin", "--hidden", "8", "--epochs-pretrain", "1",
+                 "--epochs-finetune", "2", "--runs", "2", "--no-plots", "--out", str(out)]) == 0
+    s = json.loads((out / "summary.json").read_text())
+    assert (s["num_archs"], s["num_labelled"], s["num_unlabelled"], s["n_train"]) == (120, 80, 40, 40)
+    assert s["runs"][0]["n_test"] == 30 and math.isfinite(s["mean"]["fgp"]["kendall_tau"])
+    ft = tmp_path / "ft.pt"
+    assert main(["finetune", *common, "--encoder", "gin", "--hidden", "8", "--epochs", "2", "--out", str(ft)]) == 0
+    assert "fine-tuned on 20 labelled architectures" in capsys.readouterr().out
+    for split, n in (("test", 30), ("all", 80)):
+        assert main(["evaluate", *common, "--checkpoint", str(ft), "--split", split,
+                     "--json", str(tmp_path / f"{split}.json")]) == 0
+        m = json.loads((tmp_path / f"{split}.json").read_text())
+        assert m["n"] == n and math.isfinite(m["kendall_tau"])
+
+
+def test_file_without_labels_or_architectures(tmp_path, capsys):
+    """A file whose target is null everywhere, or a file without architectures, is one error line."""
+    f = _nb101_jsonl(tmp_path / "none.jsonl", n=60, missing_every=1)
+    assert main(["run", "--data", str(f), "--target", "acc", "--epochs-pretrain", "1", "--epochs-finetune", "1",
+                 "--runs", "1", "--no-plots", "--no-progress", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fgp: error:") and "acc" in err and "unlabelled" in err and "Traceback" not in err
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["run", "--data", str(empty), "--no-plots", "--no-progress", "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fgp: error:") and "no architectures" in err

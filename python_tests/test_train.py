@@ -739,3 +739,86 @@ def test_run_protocol_config_equals_keyword_form_and_explicit_runs_reproduce_row
                                                                 if k != "run"}
     with pytest.raises(TypeError, match="ProtocolConfig"):
         run_protocol(labelled, config, runs=2)
+
+
+# --------------------------------------------------------------------------------------------
+# partly labelled data: NaN targets are unlabelled
+# --------------------------------------------------------------------------------------------
+def _partly_labelled(n=120, every=3):
+    """``_small_labelled`` with every ``every``-th target missing (NaN)."""
+    labelled, acc = _small_labelled(n)
+    y = acc.copy()
+    y[::every] = np.nan
+    return type(labelled)(labelled.graphs, labelled.space, {"acc": y}), y
+
+
+def test_split_labelled_leaves_unlabelled_out():
+    from fgp_ext.train import labelled_indices, split_labelled
+
+    y = np.arange(100, dtype=float)
+    for perm in (21, 2021):       # every architecture labelled: exactly the plain split
+        split, n_train = split_labelled(y, None, 0.5, perm, 10)
+        plain = split_indices(100, 50, 0.5, perm, 10)
+        assert n_train == 50 and all(np.array_equal(split[k], plain[k]) for k in plain)
+    y[[3, 50, 51, 99]] = np.nan
+    lab = labelled_indices(y)
+    assert lab.size == 96 and not np.isin([3, 50, 51, 99], lab).any()
+    split, n_train = split_labelled(y, None, 0.5, 2021, 10)
+    assert n_train == 48
+    parts = [split["pool"], split["val"], split["test"]]
+    together = np.concatenate(parts)
+    assert np.array_equal(np.sort(together), lab)                     # a partition of the labelled
+    assert np.isfinite(y[together]).all() and np.array_equal(split["train"], split["pool"][:24])
+    with pytest.raises(ValueError, match="no labelled architectures for target 'acc'"):
+        labelled_indices(np.full(5, np.nan), "acc")
+    with pytest.raises(ValueError, match="infinite"):
+        labelled_indices([1.0, np.inf])
+    with pytest.raises(ValueError, match="10 of the 100 architectures are labelled"):
+        split_labelled(np.r_[np.arange(10.0), np.full(90, np.nan)], 8, 0.5, 21, 5, target="acc")
+
+
+def test_evaluate_leaves_unlabelled_out(nb201):
+    ds, batch = nb201
+    sub = batch.select(torch.arange(300))
+    y = ds.targets("cifar10_test_200ep")[:300].copy()
+    set_seed(0)
+    model = Predictor(build_encoder("gin", ds.space.num_ops, hidden=8))
+    y[::4] = np.nan
+    known = np.flatnonzero(~np.isnan(y))
+    m = evaluate(model, sub, y)
+    assert m["n"] == known.size == 225 and math.isfinite(m["kendall_tau"])
+    assert m == evaluate(model, sub, y, known)
+
+
+def test_run_protocol_partly_labelled(monkeypatch):
+    """A dataset with missing targets runs: pre-training sees every architecture, the splits and
+    metrics only the labelled ones; without pre-training the numbers equal those of the labelled
+    subset with the rest given as extra unlabelled architectures."""
+    import fgp_ext.train.protocol as protocol
+    from fgp_ext.train import ProtocolConfig, run_protocol
+
+    ds, y = _partly_labelled()
+    seen = []
+    real = protocol.pretrain
+    monkeypatch.setattr(protocol, "pretrain", lambda enc, data, *a, **k: seen.append(data.num_graphs) or
+                        real(enc, data, *a, **k))
+    config = ProtocolConfig(encoder="gin", target="acc", runs=2, ratio=0.5, n_val=10, epochs_pretrain=1,
+                            epochs_finetune=2, hidden=8, progress=False, aux_target="acc")
+    out = run_protocol(ds, config, log=lambda *a: None)
+    assert seen == [120, 120]
+    assert (out["num_archs"], out["num_labelled"], out["num_unlabelled"]) == (120, 80, 40)
+    assert out["n_train"] == 40 and out["runs"][0]["n_test"] == 80 - 40 - 10
+    assert all(math.isfinite(r[m]["kendall_tau"]) for r in out["runs"] for m in ("fgp", "supervised"))
+
+    known = np.flatnonzero(~np.isnan(y))
+    subset = type(ds)([ds.graphs[i] for i in known], ds.space, {"acc": y[known]})
+    rest = [ds.graphs[i] for i in np.flatnonzero(np.isnan(y))]
+    no_pre = config.replace(epochs_pretrain=0, aux_target=None)
+    a = run_protocol(ds, no_pre, log=lambda *a: None)
+    b = run_protocol(subset, no_pre, unlabelled=rest, log=lambda *a: None)
+    for ra, rb in zip(a["runs"], b["runs"]):
+        for m in ("fgp", "supervised"):
+            assert ra[m]["kendall_tau"] == rb[m]["kendall_tau"] and ra[m]["p@10%"] == rb[m]["p@10%"]
+    none = type(ds)(ds.graphs, ds.space, {"acc": np.full(len(ds), np.nan)})
+    with pytest.raises(ValueError, match="no labelled architectures for target 'acc'"):
+        run_protocol(none, config, log=lambda *a: None)

@@ -32,7 +32,8 @@ from fgp_ext.train.heads import MLPHead, Predictor
 from fgp_ext.train.losses import ranking_loss, resolve_aux_target
 from fgp_ext.train.pretraining import PretrainResult, pretrain
 from fgp_ext.train.protocol import (PAPER_N_TRAIN, PROTOCOL_SEEDS, _load_pretrained, _save_pretrained,
-                                    default_n_train, permutation, protocol_runs, run_protocol, split_indices)
+                                    default_n_train, labelled_indices, permutation, protocol_runs, run_protocol,
+                                    split_indices, split_labelled)
 
 __all__ = [
     "MLPHead", "Predictor", "ranking_loss", "set_seed", "as_batch", "pretrain", "finetune", "predict",
@@ -40,4 +41,5 @@ __all__ = [
     "save_checkpoint", "load_checkpoint", "Checkpoint", "CheckpointError", "PretrainResult",
     "FinetuneResult", "PROTOCOL_SEEDS", "CHECKPOINT_FORMAT", "resolve_aux_target", "lr_factor",
     "LR_SCHEDULES", "ProtocolConfig", "SurrogateParams", "resolve_surrogate", "seed_runs",
+    "labelled_indices", "split_labelled",
 ]

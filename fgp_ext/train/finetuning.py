@@ -34,9 +34,11 @@ def predict(model: nn.Module, data, indices=None, chunk: int = 4096) -> np.ndarr
 
 def evaluate(model: nn.Module, data, targets, indices=None) -> dict[str, float]:
     """Ranking metrics (Kendall tau-b, Spearman, P@{1,5,10,50,100}%) of ``model`` on ``indices``;
-    ``targets`` is the full ``[B]`` label array of ``data``."""
+    ``targets`` is the full ``[B]`` label array of ``data``. Architectures whose target is NaN
+    (unlabelled) are left out; ``"n"`` counts the ones measured."""
     y = np.asarray(targets, dtype=np.float64).reshape(-1)
     idx = np.arange(y.shape[0]) if indices is None else np.asarray(indices, dtype=np.int64).reshape(-1)
+    idx = idx[~np.isnan(y[idx])]
     pred = predict(model, data, idx)
     out = evaluate_ranking(pred, y[idx])
     out["n"] = int(idx.shape[0])

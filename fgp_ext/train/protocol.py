@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from fgp_ext._io import FileLock
 from fgp_ext.encoders import Encoder, build_encoder
 from fgp_ext.graph import collate
 from fgp_ext.metrics import evaluate_ranking
-from fgp_ext.train.checkpoints import load_checkpoint, save_checkpoint
+from fgp_ext.train.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 from fgp_ext.train.common import set_seed
 from fgp_ext.train.config import PROTOCOL_SEEDS, ProtocolConfig, protocol_runs, resolve_surrogate, seed_runs
 from fgp_ext.train.finetuning import finetune, lr_factor, predict
@@ -22,7 +24,7 @@ from fgp_ext.train.losses import resolve_aux_target
 from fgp_ext.train.pretraining import PretrainResult, pretrain
 
 __all__ = ["PROTOCOL_SEEDS", "PAPER_N_TRAIN", "permutation", "default_n_train", "split_indices", "protocol_runs",
-           "seed_runs", "ProtocolConfig", "run_protocol"]
+           "seed_runs", "ProtocolConfig", "run_protocol", "labelled_indices", "split_labelled"]
 
 #: Training-pool sizes of the paper by space name.
 PAPER_N_TRAIN = {"nb101": 7290, "nb201": 7813, "nb301": 5611, "darts": 5611}
@@ -61,6 +63,38 @@ def split_indices(n: int, n_train: int, ratio: float, perm_seed: int | None, n_v
         raise ValueError(f"int(n_train * ratio) = {k}: need at least 2 labelled architectures")
     return {"train": pool[:k], "val": perm[n_train:n_train + n_val], "test": perm[n_train + n_val:],
             "pool": pool}
+
+
+def labelled_indices(targets, target: str = "target") -> np.ndarray:
+    """Indices of the architectures that have a label: NaN marks an unlabelled one (it may still be
+    pre-trained on, but never enters a split or a metric). ``ValueError`` when none is labelled or a
+    label is infinite."""
+    y = np.asarray(targets, dtype=np.float64).reshape(-1)
+    if np.isinf(y).any():
+        raise ValueError(f"target {target!r} holds infinite values (NaN marks an unlabelled architecture)")
+    labelled = np.flatnonzero(~np.isnan(y))
+    if labelled.size == 0:
+        raise ValueError(f"no labelled architectures for target {target!r}" + (
+            f" (all {y.size} values are missing)" if y.size else ""))
+    return labelled
+
+
+def split_labelled(targets, n_train: int | None, ratio: float, perm_seed: int | None, n_val: int = 40,
+                   space_name: str | None = None, target: str = "target") -> tuple[dict, int]:
+    """:func:`split_indices` over the labelled architectures only (:func:`labelled_indices`), as
+    indices into the whole dataset; ``n_train`` None means :func:`default_n_train` of the labelled
+    count. Returns the split and the pool size used. With every architecture labelled this is
+    exactly ``split_indices(len(targets), ...)``."""
+    labelled = labelled_indices(targets, target)
+    n = labelled.size
+    n_train = int(n_train) if n_train else default_n_train(n, space_name, n_val)
+    try:
+        split = split_indices(n, n_train, ratio, perm_seed, n_val)
+    except ValueError as e:
+        total = np.asarray(targets).size
+        raise ValueError(f"{e} ({n} of the {total} architectures are labelled with {target!r})" if n < total
+                         else str(e)) from None
+    return {k: labelled[v] for k, v in split.items()}, n_train
 
 
 def _protocol_methods(baseline: bool, finetune_aux_head: bool) -> list[str]:
@@ -123,6 +157,9 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
     dataset only (the extras sit out the ranking loss). A given ``surrogate_targets`` must then cover
     the dataset followed by the extras.
 
+    Architectures whose target is NaN are unlabelled: pre-training uses them, the splits and the
+    metrics leave them out (the protocol runs on the labelled ones as if they were the dataset).
+
     ``log``: where progress lines go (default ``print``).
 
     ``config.finetune_aux_head``: also fine-tune, from the same pre-training, with the pre-trained
@@ -131,14 +168,18 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
     than from a random one. FlowerFormer's own NB201 fine-tuning recipe is lr 8e-4, weight decay
     6e-5, cosine with 30 warm-up epochs over 600, batch 128, 500 epochs.
 
-    ``config.pretrained_dir``: a folder caching one pre-trained encoder per seed
-    (``<encoder>_seed<seed>.pt``, our checkpoint format, with its heads and pre-training history).
-    A cached file is reused only if everything that shaped it matches (encoder and its config,
-    pre-training epochs, batch, lr, surrogate settings, auxiliary target, and a fingerprint of the
-    surrogate and proxy values); a file from other settings is an error, never silently reused
-    or overwritten. Fine-tuning ablations can then share one pre-training. A pre-training in
-    progress keeps its state in ``<encoder>_seed<seed>.partial.pt`` after every epoch, so a killed
-    run started again with the same arguments continues where it stopped (same numbers).
+    ``config.pretrained_dir``: a folder caching one pre-trained encoder per seed and settings
+    (``<encoder>_seed<seed>-<key>.pt``, our checkpoint format, with its heads and pre-training
+    history). ``key`` is a hash of everything that shaped it (encoder and its config, pre-training
+    epochs, batch, lr, surrogate settings, auxiliary target, and a fingerprint of the surrogate and
+    proxy values), so runs with other settings use other files and never overwrite each other, and
+    a file is reused only when all of that matches. Fine-tuning ablations can then share one
+    pre-training. Runs sharing the folder take turns on one entry (a file lock, ``<entry>.lock``):
+    the second waits, saying which process holds it, then loads the first one's result. A
+    pre-training in progress keeps its state in ``<encoder>_seed<seed>-<key>.partial.pt`` after
+    every epoch until the entry is written, so a killed run started again with the same arguments
+    continues where it stopped (same numbers). Every file is written atomically
+    (:mod:`fgp_ext._io`).
 
     Returns a JSON-serialisable summary (``runs``: per-run metrics; ``mean``/``std`` per method;
     timings) plus, under ``"_artifacts"``, the first run's predictions and training curves.
@@ -161,7 +202,8 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
     pre_batch = collate(dataset.graphs + extra) if extra else batch
     collate_s = time.perf_counter() - t_col
     n = batch.num_graphs
-    n_train = int(c.n_train) if c.n_train else default_n_train(n, getattr(space, "name", None), c.n_val)
+    labelled = labelled_indices(y, target)
+    n_train = int(c.n_train) if c.n_train else default_n_train(labelled.size, getattr(space, "name", None), c.n_val)
     sp = resolve_surrogate(space, c.surrogate)
     t_sur = time.perf_counter()
     if surrogate_targets is None:
@@ -190,7 +232,7 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
     per_run: list[dict] = []
     artifacts: dict[str, Any] = {}
     for r, (seed, perm_seed) in enumerate(c.runs):
-        split = split_indices(n, n_train, c.ratio, perm_seed, c.n_val)
+        split, _ = split_labelled(y, n_train, c.ratio, perm_seed, c.n_val, target=target)
         row = {"run": r, "seed": seed, "perm_seed": perm_seed, "n_labelled": int(split["train"].size),
                "n_test": int(split["test"].size)}
         for method in methods:
@@ -198,27 +240,22 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
             enc = build_encoder(c.encoder, space.num_ops, **enc_cfg)
             if method.startswith("fgp"):
                 if seed not in pretrained:
-                    cache_meta = None
-                    if c.pretrained_dir is not None:
+                    def run_pretrain(resume_path=None, resume_meta=None, enc=enc, seed=seed, r=r):
+                        log(f"[run {r}] pre-training {c.encoder} (seed {seed}, {c.epochs_pretrain} epochs)")
+                        return pretrain(enc, pre_batch, surrogate_targets, epochs=c.epochs_pretrain,
+                                        batch_size=c.batch_size_pretrain, lr=c.lr, aux_target=aux_target,
+                                        standardize=c.standardize, seed=seed, progress=c.progress,
+                                        reconstruction=c.reconstruction, resume_path=resume_path,
+                                        resume_meta=resume_meta, keep_resume=resume_path is not None)
+
+                    if c.pretrained_dir is None:
+                        pre = run_pretrain()
+                    else:
                         cache_meta = _pretrain_cache_meta(c.encoder, space.num_ops, enc_cfg, seed, c.epochs_pretrain,
                                                           c.batch_size_pretrain, c.lr, sp.as_dict(), c.standardize,
                                                           c.reconstruction, aux_name, surrogate_targets, aux_target)
-                    cache_path = (None if c.pretrained_dir is None
-                                  else Path(c.pretrained_dir) / f"{c.encoder}_seed{seed}.pt")
-                    pre = None if cache_path is None else _load_pretrained(cache_path, enc, cache_meta)
-                    if pre is None:
-                        log(f"[run {r}] pre-training {c.encoder} (seed {seed}, {c.epochs_pretrain} epochs)")
-                        pre = pretrain(enc, pre_batch, surrogate_targets, epochs=c.epochs_pretrain,
-                                       batch_size=c.batch_size_pretrain, lr=c.lr, aux_target=aux_target,
-                                       standardize=c.standardize, seed=seed, progress=c.progress,
-                                       reconstruction=c.reconstruction,
-                                       resume_path=None if cache_path is None else
-                                       cache_path.with_name(cache_path.stem + ".partial.pt"),
-                                       resume_meta=cache_meta)
-                        if cache_path is not None:
-                            _save_pretrained(cache_path, pre, cache_meta)
-                    else:
-                        log(f"[run {r}] pre-trained {c.encoder} (seed {seed}) loaded from {cache_path}")
+                        pre = _cached_pretraining(Path(c.pretrained_dir), c.encoder, seed, enc, cache_meta,
+                                                  run_pretrain, log, f"[run {r}] ")
                     pretrained[seed] = (copy.deepcopy(enc.state_dict()), pre)
                 enc.load_state_dict(pretrained[seed][0])
                 if method == "fgp_aux_head":
@@ -249,7 +286,8 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
         "epochs_pretrain": c.epochs_pretrain, "epochs_finetune": c.epochs_finetune,
         "batch_size_pretrain": c.batch_size_pretrain, "batch_size_finetune": c.batch_size_finetune, "lr": c.lr,
         "margin": c.margin, "surrogate": sp.as_dict(), "standardize_surrogate": c.standardize,
-        "aux_target": aux_name, "reconstruction": c.reconstruction, "num_unlabelled": len(extra),
+        "aux_target": aux_name, "reconstruction": c.reconstruction, "num_labelled": int(labelled.size),
+        "num_unlabelled": len(extra) + n - int(labelled.size),
         "finetune_aux_head": bool(c.finetune_aux_head),
         "finetune_lr": ft_lr, "finetune_weight_decay": float(c.finetune_weight_decay),
         "finetune_schedule": c.finetune_schedule, "finetune_warmup": int(c.finetune_warmup),
@@ -292,6 +330,39 @@ def _pretrain_cache_meta(encoder, num_ops, enc_cfg, seed, epochs, batch_size, lr
             "data_fingerprint": _fingerprint(surrogate_targets, aux_target)}
 
 
+def _cache_path(folder: Path, encoder: str, seed: int, meta: dict) -> Path:
+    """``<encoder>_seed<seed>-<key>.pt`` in ``folder``; ``key``: 12 hex digits of the sha256 of
+    ``meta`` (every setting and the data fingerprint), so other settings never share a file."""
+    key = hashlib.sha256(json.dumps(meta, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return Path(folder) / f"{encoder}_seed{int(seed)}-{key}.pt"
+
+
+def _cached_pretraining(folder: Path, encoder: str, seed: int, enc: Encoder, meta: dict, train, log,
+                        prefix: str = "") -> PretrainResult:
+    """The pre-training of ``enc`` for ``meta`` from the cache in ``folder``, else ``train(resume_path,
+    resume_meta)`` and then stored there.
+
+    One process at a time works on one entry: the others wait on ``<entry>.lock`` (saying which
+    process holds it) and then load what it wrote. The resume state ``<entry stem>.partial.pt`` is
+    removed only after the entry is in place, so a kill at any point keeps the progress. A file of
+    the earlier, unkeyed name ``<encoder>_seed<seed>.pt`` is reused when its settings match."""
+    path = _cache_path(folder, encoder, seed, meta)
+    partial = path.with_name(path.stem + ".partial.pt")
+    with FileLock(path.with_name(path.name + ".lock"), what=f"the pre-training cache {path}", log=log):
+        source, pre = path, _load_pretrained(path, enc, meta)
+        if pre is None:
+            source = Path(folder) / f"{encoder}_seed{int(seed)}.pt"
+            pre = _load_pretrained(source, enc, meta, other_settings_ok=True)
+        if pre is not None:
+            log(f"{prefix}pre-trained {encoder} (seed {seed}) loaded from {source}")
+            partial.unlink(missing_ok=True)     # left by a run killed after it wrote the entry
+            return pre
+        pre = train(resume_path=partial, resume_meta=meta)
+        _save_pretrained(path, pre, meta)
+        partial.unlink(missing_ok=True)         # only now: until the entry is in place it holds the progress
+        return pre
+
+
 def _save_pretrained(path: Path, pre: PretrainResult, meta: dict) -> None:
     full = {**meta, "history": pre.history,
             "target_mean": None if pre.target_mean is None else pre.target_mean.tolist(),
@@ -299,13 +370,22 @@ def _save_pretrained(path: Path, pre: PretrainResult, meta: dict) -> None:
     save_checkpoint(path, pre.encoder, {"flow": pre.flow_head, "aux": pre.aux_head}, full)
 
 
-def _load_pretrained(path: Path, encoder: Encoder, meta: dict) -> PretrainResult | None:
+def _load_pretrained(path: Path, encoder: Encoder, meta: dict, other_settings_ok: bool = False
+                     ) -> PretrainResult | None:
     """The cached pre-training at ``path`` loaded into ``encoder``, or None if there is no file.
-    A file made with other settings raises ``ValueError`` naming what differs."""
+    A file made with other settings raises ``ValueError`` naming what differs (returns None with
+    ``other_settings_ok``, as it does for a file that is no checkpoint then)."""
     if not path.is_file():
         return None
-    ck = load_checkpoint(path)
+    try:
+        ck = load_checkpoint(path)
+    except CheckpointError:
+        if other_settings_ok:
+            return None
+        raise
     diff = sorted(k for k in meta if ck.meta.get(k) != meta[k])
+    if (diff or ck.encoder.config != encoder.config) and other_settings_ok:
+        return None
     if diff:
         raise ValueError(f"{str(path)!r} holds a pre-training made with other settings ({', '.join(diff)} "
                          f"differ); use another pretrained_dir or delete the file")
