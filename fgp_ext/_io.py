@@ -311,6 +311,15 @@ def savefig(fig, path, **kwargs) -> Path:
 # ----------------------------------------------------------------------------------------------
 # inter-process lock
 # ----------------------------------------------------------------------------------------------
+def _command_line() -> str:
+    """This process's command as a user would type it (``fgp run ...``, ``python -m fgp_ext ...``)."""
+    if not sys.argv or not sys.argv[0]:
+        return ""
+    prog = Path(sys.argv[0])
+    head = f"python -m {prog.parent.name}" if prog.name == "__main__.py" else prog.name
+    return " ".join([head] + sys.argv[1:])
+
+
 class FileLock:
     """An exclusive lock between processes: ``fcntl.flock`` on the file ``path`` (for a cache file
     ``X``, by convention ``X.lock``), which is created if missing and never deleted (deleting a lock
@@ -380,8 +389,7 @@ class FileLock:
                         if deadline is not None and time.monotonic() >= deadline:
                             raise LockTimeout(f"gave up after {self.timeout:g} s waiting for {desc}") from None
                         time.sleep(self.poll)
-            info = {"pid": os.getpid(), "host": socket.gethostname(),
-                    "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]) if sys.argv and sys.argv[0] else "",
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command_line(),
                     "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)

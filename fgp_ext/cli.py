@@ -665,8 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also fine-tune from the same pre-training with the pre-trained auxiliary (proxy) head "
                         "as the score head (method fgp_aux_head); needs a one-column --aux-target")
     p.add_argument("--pretrained-dir", default=None,
-                   help="cache of pre-trained encoders, one file per seed: reused when every pre-training "
-                        "setting matches (an error otherwise), written when missing")
+                   help="cache of pre-trained encoders, one file per seed and pre-training settings (a key of "
+                        "them is in the name): reused when they match, written when missing; runs sharing it "
+                        "take turns (a file lock), a killed pre-training resumes from its .partial.pt")
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--out", default=None, help="output directory (default fgp_results/<encoder>)")
     p.set_defaults(func=cmd_run)

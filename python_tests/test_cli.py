@@ -42,7 +42,8 @@ def test_run_end_to_end(tmp_path, capsys):
 
 def test_run_finetune_schedule_and_pretrained_cache(tmp_path, capsys):
     """The fine-tuning optimiser flags reach the summary; --pretrained-dir is written by the first
-    run, reused by the next (same numbers, no pre-training) and refused for other pre-training."""
+    run, reused by the next (same numbers, no pre-training); other pre-training settings get their
+    own file (the name carries a key of the settings) and never overwrite another."""
     common = ["run", "--encoder", "gin", "--limit", "200", "--ratio", "0.2", "--hidden", "8", "--runs", "1",
               "--epochs-pretrain", "1", "--epochs-finetune", "4", "--no-progress", "--no-plots",
               "--no-baseline", "--pretrained-dir", str(tmp_path / "pre")]
@@ -52,7 +53,8 @@ def test_run_finetune_schedule_and_pretrained_cache(tmp_path, capsys):
     first = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert (first["finetune_lr"], first["finetune_weight_decay"], first["finetune_schedule"],
             first["finetune_warmup"], first["finetune_schedule_epochs"]) == (5e-4, 6e-5, "cosine", 1, 6)
-    assert first["lr"] == 1e-3 and (tmp_path / "pre" / "gin_seed21.pt").is_file()
+    cached = sorted((tmp_path / "pre").glob("gin_seed21-*.pt"))
+    assert first["lr"] == 1e-3 and len(cached) == 1
     assert "pre-training gin" in capsys.readouterr().out
     assert main([*common, *sched, "--out", str(tmp_path / "b")]) == 0
     assert "pre-training gin" not in capsys.readouterr().out
@@ -61,17 +63,20 @@ def test_run_finetune_schedule_and_pretrained_cache(tmp_path, capsys):
     # the cache names its proxy ('auto' is MeCo on NB201), so the explicit name reuses it too
     from fgp_ext.train import load_checkpoint
 
-    assert load_checkpoint(tmp_path / "pre" / "gin_seed21.pt").meta["aux_target"] == "meco"
+    assert load_checkpoint(cached[0]).meta["aux_target"] == "meco"
     assert main([*common, *sched, "--aux-target", "meco", "--out", str(tmp_path / "b2")]) == 0
     assert "pre-training gin" not in capsys.readouterr().out
-    assert main([*common, "--hidden", "12", "--out", str(tmp_path / "c")]) == 2
-    assert "other settings (encoder_config" in capsys.readouterr().err
+    before = cached[0].read_bytes()
+    assert main([*common, "--hidden", "12", "--out", str(tmp_path / "c")]) == 0
+    assert "pre-training gin" in capsys.readouterr().out
+    assert len(list((tmp_path / "pre").glob("gin_seed21-*.pt"))) == 2 and cached[0].read_bytes() == before
     gated = [a if a != "gin" else "gatedgcn" for a in common]
     assert main([*gated, "--directed", "--epochs-finetune", "1", "--out", str(tmp_path / "d")]) == 0
     assert json.loads((tmp_path / "d" / "summary.json").read_text())["encoder_config"]["undirected"] is False
     capsys.readouterr()
-    assert main([*gated, "--epochs-finetune", "1", "--out", str(tmp_path / "e")]) == 2   # undirected: other cache key
-    assert "gatedgcn_seed21.pt' holds a pre-training made with other settings (encoder_config" in capsys.readouterr().err
+    assert main([*gated, "--epochs-finetune", "1", "--out", str(tmp_path / "e")]) == 0   # undirected: other cache key
+    assert "pre-training gatedgcn" in capsys.readouterr().out
+    assert len(list((tmp_path / "pre").glob("gatedgcn_seed21-*.pt"))) == 2
     with pytest.raises(SystemExit):
         main([*common, "--finetune-schedule", "step"])
     assert "invalid choice: 'step'" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -495,10 +496,16 @@ def _small_labelled(n=120, seed=3):
     return type(ds)(ds.graphs, ds.space, {"acc": acc}), acc
 
 
+def _cache_entries(folder) -> list:
+    """The pre-training cache entries of a ``pretrained_dir`` (not partials, not lock files)."""
+    return sorted(p for p in folder.glob("*.pt") if not p.name.endswith(".partial.pt"))
+
+
 def test_run_protocol_caches_pretraining_per_seed(tmp_path):
     """``pretrained_dir`` writes one file per seed, a second call loads it instead of pre-training
     and gives the same numbers as the first (and as a run without the cache); other fine-tuning
-    settings reuse it; other pre-training settings or data are refused, never silently reused."""
+    settings reuse it; other pre-training settings or data get files of their own (the name carries
+    a key of the settings), never reuse or overwrite another's."""
     from fgp_ext.train import run_protocol
 
     labelled, acc = _small_labelled()
@@ -507,7 +514,8 @@ def test_run_protocol_caches_pretraining_per_seed(tmp_path):
               baseline=False, progress=False, aux_target=acc, finetune_aux_head=True)
     cache = tmp_path / "pre"
     first = run_protocol(labelled, "gin", "acc", pretrained_dir=cache, log=logs.append, **kw)
-    assert sorted(p.name for p in cache.iterdir()) == ["gin_seed2021.pt", "gin_seed21.pt"]
+    entries = _cache_entries(cache)
+    assert [re.sub("-[0-9a-f]{12}", "-KEY", p.name) for p in entries] == ["gin_seed2021-KEY.pt", "gin_seed21-KEY.pt"]
     assert sum("pre-training gin" in line for line in logs) == 2
     logs.clear()
     second = run_protocol(labelled, "gin", "acc", pretrained_dir=cache, log=logs.append, **kw)
@@ -526,14 +534,16 @@ def test_run_protocol_caches_pretraining_per_seed(tmp_path):
                       finetune_schedule="cosine", finetune_warmup=1, **kw)
     assert not any("pre-training gin" in line for line in logs)
     assert ft["finetune_lr"] == 3e-4 and ft["finetune_schedule"] == "cosine" and ft["finetune_schedule_epochs"] == 3
-    # pre-training settings and data are
-    for change, what in ((dict(epochs_pretrain=4), "epochs"), (dict(hidden=8), "encoder_config"),
-                         (dict(aux_target=acc + 1.0), "data_fingerprint"), (dict(lr=3e-3), "lr")):
-        with pytest.raises(ValueError, match=f"other settings.*{what}"):
-            run_protocol(labelled, "gin", "acc", pretrained_dir=cache, log=lambda *a: None, **{**kw, **change})
-    assert sorted(p.name for p in cache.iterdir()) == ["gin_seed2021.pt", "gin_seed21.pt"]   # nothing overwritten
+    # pre-training settings and data are: each gets its own entry, the first ones stay as they were
+    before = {p: p.read_bytes() for p in entries}
+    for k, change in enumerate((dict(epochs_pretrain=4), dict(hidden=8), dict(aux_target=acc + 1.0), dict(lr=3e-3))):
+        logs.clear()
+        run_protocol(labelled, "gin", "acc", pretrained_dir=cache, log=logs.append, **{**kw, **change, "runs": 1})
+        assert sum("pre-training gin" in line for line in logs) == 1, change
+        assert len(_cache_entries(cache)) == 3 + k
+    assert all(p.read_bytes() == b for p, b in before.items())
     # a corrupt cache file is our checkpoint error, not a crash deep in torch
-    (cache / "gin_seed21.pt").write_bytes(b"not a checkpoint")
+    entries[1].write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError):
         run_protocol(labelled, "gin", "acc", pretrained_dir=cache, log=lambda *a: None, **kw)
 
@@ -549,13 +559,14 @@ def test_run_protocol_aux_name_labels_an_array_target(tmp_path):
               baseline=False, progress=False, pretrained_dir=tmp_path / "pre")
     named = run_protocol(labelled, "gin", "acc", aux_target=acc, aux_name="acc", log=lambda *a: None, **kw)
     assert named["aux_target"] == "acc"
-    assert load_checkpoint(tmp_path / "pre" / "gin_seed21.pt").meta["aux_target"] == "acc"
+    assert load_checkpoint(_cache_entries(tmp_path / "pre")[0]).meta["aux_target"] == "acc"
     logs = []
     by_name = run_protocol(labelled, "gin", "acc", aux_target="acc", log=logs.append, **kw)
     assert any("loaded from" in line for line in logs) and not any("pre-training gin" in line for line in logs)
     assert by_name["runs"][0]["fgp"]["kendall_tau"] == named["runs"][0]["fgp"]["kendall_tau"]
-    with pytest.raises(ValueError, match="other settings.*aux_target"):    # unnamed: "array", another key
-        run_protocol(labelled, "gin", "acc", aux_target=acc, log=lambda *a: None, **kw)
+    logs.clear()
+    run_protocol(labelled, "gin", "acc", aux_target=acc, log=logs.append, **kw)   # unnamed: "array", another key
+    assert any("pre-training gin" in line for line in logs) and len(_cache_entries(tmp_path / "pre")) == 2
     with pytest.raises(ValueError, match="aux_name 'meco' names another target than aux_target 'acc'"):
         run_protocol(labelled, "gin", "acc", aux_target="acc", aux_name="meco", log=lambda *a: None, **kw)
 
@@ -640,10 +651,12 @@ def test_run_protocol_continues_a_killed_pretraining(tmp_path, monkeypatch):
     monkeypatch.setattr(protocol, "pretrain", killed_pretrain)
     with pytest.raises(_Killed):
         train.run_protocol(labelled, "gin", "acc", pretrained_dir=tmp_path, **kw)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gin_seed21.partial.pt"]
+    assert [re.sub("-[0-9a-f]{12}", "-KEY", p.name) for p in sorted(tmp_path.iterdir()) if p.suffix != ".lock"] \
+        == ["gin_seed21-KEY.partial.pt"]
     monkeypatch.setattr(protocol, "pretrain", real)
     resumed = train.run_protocol(labelled, "gin", "acc", pretrained_dir=tmp_path, **kw)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["gin_seed21.pt"]
+    assert [re.sub("-[0-9a-f]{12}", "-KEY", p.name) for p in sorted(tmp_path.iterdir()) if p.suffix != ".lock"] \
+        == ["gin_seed21-KEY.pt"]
     assert resumed["runs"][0]["fgp"]["kendall_tau"] == clean["runs"][0]["fgp"]["kendall_tau"]
     assert resumed["runs"][0]["fgp"]["p@10%"] == clean["runs"][0]["fgp"]["p@10%"]
 

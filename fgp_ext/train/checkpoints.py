@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from fgp_ext import _io
 from fgp_ext.encoders import Encoder, build_encoder
 from fgp_ext.train.heads import MLPHead, Predictor
 
@@ -35,18 +36,10 @@ class Checkpoint:
         return Predictor(self.encoder, self.heads.get("score"))
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename it over ``path``: a run
-    killed while writing never leaves a half-written file where a checkpoint or cache is read."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
 def save_checkpoint(path, encoder: Encoder, heads: dict[str, MLPHead] | None = None, meta: dict | None = None) -> Path:
     """Write ``encoder`` + ``heads`` + ``meta`` (JSON-like) to ``path`` with our format marker
-    (atomically: written beside it, then renamed)."""
+    (atomically, :func:`fgp_ext._io.torch_save`: a killed run or a full disk never leaves a
+    half-written file; a refused write is a one-line :class:`fgp_ext._io.WriteError`)."""
     path = Path(path)
     blob = {
         "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
@@ -54,7 +47,7 @@ def save_checkpoint(path, encoder: Encoder, heads: dict[str, MLPHead] | None = N
         "heads": {k: {"config": h.config, "state": h.state_dict()} for k, h in (heads or {}).items() if h is not None},
         "meta": meta or {},
     }
-    _atomic_torch_save(blob, path)
+    _io.torch_save(blob, path)
     return path
 
 

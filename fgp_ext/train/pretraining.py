@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from fgp_ext.encoders import Encoder
-from fgp_ext.train.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError, _atomic_torch_save
+from fgp_ext import _io
+from fgp_ext.train.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError
 from fgp_ext.train.common import _progress, _tqdm, as_batch
 from fgp_ext.train.heads import MLPHead
 from fgp_ext.train.losses import ranking_loss
@@ -40,7 +41,7 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
              standardize: bool = False, seed: int = 0, progress: bool | None = None,
              reconstruction: bool = True,
              indices=None, resume_path=None, resume_meta: dict | None = None,
-             on_epoch=None) -> PretrainResult:
+             on_epoch=None, keep_resume: bool = False) -> PretrainResult:
     """FGP pre-training of ``encoder`` (in place) on every architecture of ``data`` (no labels).
 
     Args:
@@ -66,7 +67,9 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
             the whole training state (encoder, heads, optimiser, the shuffling generator, torch's
             RNG for dropout, the history) is written there atomically; a call that finds the file
             continues after its last epoch and gives bit-identical results to a run that was never
-            interrupted. The file is removed when the pre-training completes.
+            interrupted. The file is removed when the pre-training completes, unless
+            ``keep_resume``: then the caller removes it once the result is stored elsewhere (so
+            that a kill between the two loses nothing; :func:`run_protocol`'s cache does this).
         resume_meta: JSON-like settings stored with that state; a file written with other settings
             (or for another number of epochs) raises ``ValueError`` instead of being resumed.
         on_epoch: optional callable, given each epoch's history row after its state is saved.
@@ -152,8 +155,8 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
             bar.set_postfix(rec=f"{rec_e['rec']:.4f}")
         if on_epoch is not None:
             on_epoch(rec_e)
-    if resume_path is not None and resume_path.is_file():
-        resume_path.unlink()
+    if resume_path is not None and not keep_resume:
+        resume_path.unlink(missing_ok=True)
     encoder.eval(), flow_head.eval()
     return result
 
@@ -163,7 +166,7 @@ def _save_pretrain_state(path: Path, meta: dict, epochs_done: int, modules: dict
              "epochs_done": int(epochs_done), "history": history, "optimizer": opt.state_dict(),
              "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
              "modules": {k: m.state_dict() for k, m in modules.items() if m is not None}}
-    _atomic_torch_save(state, path)
+    _io.torch_save(state, path)
 
 
 def _load_pretrain_state(path: Path, meta: dict, modules: dict, opt, gen, history: list) -> int:
