@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
-__all__ = ["WriteError", "LockTimeout", "atomic_write", "write_bytes", "write_text", "write_json",
+__all__ = ["WriteError", "LockTimeout", "atomic_write", "make_folder", "write_bytes", "write_text", "write_json",
            "torch_save", "np_save", "np_savez", "np_savetxt", "write_csv", "savefig", "FileLock", "ignore_sigxfsz"]
 
 #: errno values that mean "the storage refused this write" when raised by a write inside the
@@ -63,14 +63,14 @@ class WriteError(OSError):
     A subclass of :class:`OSError` (``errno`` and ``filename`` are set), so code that already
     handles ``OSError`` handles it too. The previous content of the file, if any, is intact."""
 
-    def __init__(self, path, cause: BaseException | str):
+    def __init__(self, path, cause: BaseException | str, action: str = "write"):
         if isinstance(cause, OSError):
             reason = cause.strerror or str(cause)
             code = cause.errno
         else:
             reason, code = str(cause), None
         super().__init__(code, reason, os.fspath(path))
-        self.message = f"cannot write {os.fspath(path)}: {reason}"
+        self.message = f"cannot {action} {os.fspath(path)}: {reason}"
 
     def __str__(self) -> str:
         return self.message
@@ -122,6 +122,25 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _make_folder(folder: Path) -> None:
+    """``folder`` and its parents; a file in the way is ``ENOTDIR`` (mkdir says 'File exists')."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder)) from None
+
+
+def make_folder(folder) -> Path:
+    """Create the output folder ``folder`` (and its parents) if missing; a file in the way or a
+    refused ``mkdir`` is a :class:`WriteError` ``cannot create folder X: CAUSE``."""
+    folder = Path(folder)
+    try:
+        _make_folder(folder)
+    except OSError as e:
+        raise WriteError(folder, e, action="create folder") from None
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb", *, encoding: str | None = None,
                  newline: str | None = None) -> Iterator[IO]:
@@ -140,7 +159,7 @@ def atomic_write(path, mode: str = "wb", *, encoding: str | None = None,
     tmp: str | None = None
     body_error: OSError | None = None
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        _make_folder(folder)
         try:
             want = os.stat(path).st_mode & 0o7777    # keep the mode of the file being replaced
         except OSError:
@@ -366,7 +385,7 @@ class FileLock:
         if self._fd is not None:
             raise RuntimeError(f"{self.path} is already locked by this FileLock")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _make_folder(self.path.parent)
             # O_NOFOLLOW: a symlink planted at the lock path is refused, not written through
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0),
                          0o666)

@@ -453,13 +453,14 @@ def _protocol_runs(args) -> list[tuple[int, int]]:
 
 
 def cmd_run(args) -> int:
+    from fgp_ext import _io
     from fgp_ext.train import ProtocolConfig, run_protocol
 
     runs = _protocol_runs(args)
     ds = _load_data(args)
     target = _target(args, ds)
     out = Path(args.out or f"fgp_results/{args.encoder}")
-    out.mkdir(parents=True, exist_ok=True)
+    _io.make_folder(out)     # before the work: a bad --out is said now, not after training
     import torch
 
     batch = None

@@ -103,8 +103,14 @@ def test_refused_writes_are_one_write_error_naming_file_and_cause(tmp_path):
     with pytest.raises(_io.WriteError, match=r"^cannot write .*adir: Is a directory$"):
         _io.write_text(tmp_path / "adir", "x")
     (tmp_path / "afile").write_text("x")
-    with pytest.raises(_io.WriteError, match=r"^cannot write .*afile/sub/x\.json: (Not a directory|File exists)$"):
-        _io.write_json(tmp_path / "afile" / "sub" / "x.json", {})
+    for target in (tmp_path / "afile" / "x.json", tmp_path / "afile" / "sub" / "x.json"):
+        with pytest.raises(_io.WriteError, match=rf"^cannot write {target}: Not a directory$"):
+            _io.write_json(target, {})
+    with pytest.raises(_io.WriteError, match=r"afile/c\.lock: Not a directory$"):
+        _io.FileLock(tmp_path / "afile" / "c.lock").acquire()
+    with pytest.raises(_io.WriteError, match=rf"^cannot create folder {tmp_path}/afile/d: Not a directory$"):
+        _io.make_folder(tmp_path / "afile" / "d")
+    assert _io.make_folder(tmp_path / "new" / "d").is_dir()
     e = _io.WriteError("runs/x/summary.json", OSError(28, os.strerror(28)))
     assert str(e) == "cannot write runs/x/summary.json: No space left on device"
     assert isinstance(e, OSError) and e.errno == 28 and e.filename == "runs/x/summary.json"

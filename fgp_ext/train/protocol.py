@@ -15,7 +15,7 @@ from fgp_ext._io import FileLock
 from fgp_ext.encoders import Encoder, build_encoder
 from fgp_ext.graph import collate
 from fgp_ext.metrics import evaluate_ranking
-from fgp_ext.train.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from fgp_ext.train.checkpoints import load_checkpoint, save_checkpoint
 from fgp_ext.train.common import set_seed
 from fgp_ext.train.config import PROTOCOL_SEEDS, ProtocolConfig, protocol_runs, resolve_surrogate, seed_runs
 from fgp_ext.train.finetuning import finetune, lr_factor, predict
@@ -374,15 +374,10 @@ def _load_pretrained(path: Path, encoder: Encoder, meta: dict, other_settings_ok
                      ) -> PretrainResult | None:
     """The cached pre-training at ``path`` loaded into ``encoder``, or None if there is no file.
     A file made with other settings raises ``ValueError`` naming what differs (returns None with
-    ``other_settings_ok``, as it does for a file that is no checkpoint then)."""
+    ``other_settings_ok``); a file that is no checkpoint raises :class:`CheckpointError` either way."""
     if not path.is_file():
         return None
-    try:
-        ck = load_checkpoint(path)
-    except CheckpointError:
-        if other_settings_ok:
-            return None
-        raise
+    ck = load_checkpoint(path)
     diff = sorted(k for k in meta if ck.meta.get(k) != meta[k])
     if (diff or ck.encoder.config != encoder.config) and other_settings_ok:
         return None
