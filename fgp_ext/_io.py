@@ -50,8 +50,8 @@ __all__ = ["WriteError", "LockTimeout", "atomic_write", "make_folder", "write_by
 
 #: errno values that mean "the storage refused this write" when raised by a write inside the
 #: ``with atomic_write(...)`` body (other errors from the body, e.g. reading an input, pass through).
-WRITE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EIO", "EROFS", "EACCES",
-                                                     "EPERM", "ENXIO") if hasattr(errno, n))
+WRITE_ERRNOS = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EFBIG", "EIO", "EROFS")
+                         if hasattr(errno, n))
 #: errno values of a folder ``fsync`` that only say the file system does not support it.
 _DIR_FSYNC_UNSUPPORTED = frozenset(getattr(errno, n) for n in ("EINVAL", "ENOTSUP", "EOPNOTSUPP", "EBADF",
                                                                "EACCES", "EPERM", "EISDIR") if hasattr(errno, n))
@@ -161,7 +161,7 @@ def atomic_write(path, mode: str = "wb", *, encoding: str | None = None,
     try:
         _make_folder(folder)
         try:
-            want = os.stat(path).st_mode & 0o7777    # keep the mode of the file being replaced
+            want = os.stat(path).st_mode & 0o777     # keep the permissions of the file being replaced
         except OSError:
             want = _new_file_mode()
         fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + path.name + ".", suffix=".tmp")
@@ -172,7 +172,7 @@ def atomic_write(path, mode: str = "wb", *, encoding: str | None = None,
         except BaseException:
             os.close(fd)
             raise
-        with f:
+        try:
             try:
                 yield f
             except WriteError:
@@ -184,6 +184,11 @@ def atomic_write(path, mode: str = "wb", *, encoding: str | None = None,
                 raise
             f.flush()
             os.fsync(f.fileno())
+        except BaseException:
+            with contextlib.suppress(OSError):
+                f.close()        # its flush may fail again (disk full): the first error is the one to tell
+            raise
+        f.close()
         os.replace(tmp, path)
         tmp = None
         _fsync_dir(folder)
