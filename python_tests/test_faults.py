@@ -174,6 +174,7 @@ def test_killed_runs_leave_valid_outputs_and_resume_to_the_same_result(tmp_path)
     assert _metrics(json.loads((out / "summary.json").read_text())) == _metrics(ref)
     new = [p for p in _caches(pre) if p not in old]
     assert len(new) == 1 and _partials(pre) == []
+    assert [p.name for p in pre.iterdir() if p.name.startswith(".")] == []   # killed writers' temp files removed
     history = load_checkpoint(new[0]).meta["history"]
     assert len(history) == 40
     # the epochs done before the first kill were kept, timings and all, not trained again

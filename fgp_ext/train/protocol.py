@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import glob
 import hashlib
 import json
 import time
@@ -349,6 +350,10 @@ def _cached_pretraining(folder: Path, encoder: str, seed: int, enc: Encoder, met
     path = _cache_path(folder, encoder, seed, meta)
     partial = path.with_name(path.stem + ".partial.pt")
     with FileLock(path.with_name(path.name + ".lock"), what=f"the pre-training cache {path}", log=log):
+        # temporary files of this entry left by a killed writer: only the lock holder writes them
+        for name in (path.name, partial.name):
+            for stale in Path(folder).glob(f".{glob.escape(name)}.*.tmp"):
+                stale.unlink(missing_ok=True)
         source, pre = path, _load_pretrained(path, enc, meta)
         if pre is None:
             source = Path(folder) / f"{encoder}_seed{int(seed)}.pt"
