@@ -675,6 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fgp_ext.latency import add_latency_parser
 
     add_latency_parser(sub)
+    from fgp_ext.latency_model import add_latency_model_parsers
+
+    add_latency_model_parsers(sub)
     return ap
 
 
