@@ -47,14 +47,14 @@ def test_jsonl_happy_path(tmp_path):
     ds = F.load(write(tmp_path, "a.jsonl", text))
     assert len(ds) == 3
     assert isinstance(ds.space, S.GenericSpace)
-    assert ds.space.vocab == ["in", "conv", "out", "pool"]
+    assert ds.space.vocab == ["conv", "in", "out", "pool"]  # sorted: ids independent of line order
     assert ds.target_names == ["cifar10", "latency_ms", "flops"]
     np.testing.assert_array_equal(ds.targets("cifar10"), [93.1, 91.0, np.nan])
     np.testing.assert_array_equal(ds.targets("latency_ms"), [4.2, np.nan, np.nan])
     np.testing.assert_array_equal(ds.targets("flops"), [np.nan, np.nan, 7.0])
     assert ds.targets("cifar10").dtype == np.float64
     assert ds.names == ["net-a", None, None]
-    assert ds[1].ops.tolist() == [0, 3, 1, 2]
+    assert ds[1].ops.tolist() == [1, 3, 0, 2]
     assert {tuple(e) for e in ds[1].edges.T.tolist()} == {(0, 1), (0, 2), (1, 3), (2, 3)}
     assert ds[0].targets == {"cifar10": 93.1, "latency_ms": 4.2}
     np.testing.assert_array_equal(ds.index, [0, 1, 2])
@@ -309,3 +309,64 @@ def test_shared_zc_index_is_official_nb201_index():
     emb = F.load("nb201")
     ops = np.stack([g.ops for g in zc])
     np.testing.assert_array_equal(ops, np.stack([emb[int(i)].ops for i in zc.index]))
+
+
+# -- op vocabulary: deterministic without one, fixed with one ------------------------------------
+
+_GEN = [
+    {"ops": ["in", "zconv", "out"], "edges": [[0, 1], [1, 2]], "acc": 1.0, "name": "a"},
+    {"ops": ["in", "pool", "aconv", "out"], "edges": [[0, 1], [0, 2], [1, 3], [2, 3]], "acc": 2.0,
+     "name": "b"},
+    {"ops": ["in", "out"], "edges": [[0, 1]], "acc": 3.0, "name": "c"},
+]
+
+
+def test_generic_op_ids_do_not_depend_on_line_order(tmp_path):
+    ds1 = F.load(write(tmp_path, "a.jsonl", jsonl(*_GEN)))
+    ds2 = F.load(write(tmp_path, "b.jsonl", jsonl(*_GEN[::-1])))
+    assert ds1.space.vocab == ds2.space.vocab == ["aconv", "in", "out", "pool", "zconv"]
+    by_name = {g.name: g.ops.tolist() for g in ds2}
+    for g in ds1:
+        assert g.ops.tolist() == by_name[g.name]
+    # first-seen order would have numbered "in" 0 in one file and "out" 0 in the other
+    assert ds1[2].ops.tolist() == [1, 2]
+
+
+def test_fixed_vocabulary_numbers_ops_by_position(tmp_path):
+    vocab = ["out", "in", "zconv", "pool", "aconv", "extra"]
+    ds = F.load(write(tmp_path, "a.jsonl", jsonl(*_GEN)), vocabulary=vocab)
+    assert ds.space.vocab == vocab and ds.space.num_ops == 6
+    assert ds[0].ops.tolist() == [1, 2, 0]
+    assert ds[1].ops.tolist() == [1, 3, 4, 0]
+    ds_json = F.from_records(_GEN[::-1], vocabulary=vocab)
+    assert ds_json[2].ops.tolist() == [1, 2, 0]
+
+
+def test_fixed_vocabulary_refuses_an_unknown_op_naming_it_and_the_line(tmp_path):
+    path = write(tmp_path, "a.jsonl", jsonl(*_GEN))
+    with pytest.raises(F.DataFormatError) as ei:
+        F.load(path, vocabulary=["in", "out", "zconv"])
+    msg = str(ei.value)
+    assert "'pool'" in msg and "line 2" in msg and "\n" not in msg
+
+
+def test_fixed_spaces_keep_their_vocabulary(tmp_path):
+    ds = F.load("nb201")
+    assert ds.space.vocab == S.NB201_VOCAB
+    assert F.load("nb201", vocabulary=S.NB201_VOCAB).space.vocab == S.NB201_VOCAB
+    with pytest.raises(ValueError, match="fixed vocabulary"):
+        F.load("nb201", vocabulary=S.NB101_VOCAB)
+    rec = {"matrix": [[0, 1, 0], [0, 0, 1], [0, 0, 0]], "ops": ["input", "conv3x3-bn-relu", "output"]}
+    assert F.from_records([rec]).space.vocab == S.NB101_VOCAB
+    with pytest.raises(F.DataFormatError, match="fixed vocabulary"):
+        F.from_records([rec], vocabulary=S.NB201_VOCAB)
+    assert S.DartsSpace().with_vocabulary(S.DARTS_VOCAB).vocab == S.DARTS_VOCAB
+
+
+def test_space_with_vocabulary():
+    sp = S.space_with_vocabulary("nb201", S.NB201_VOCAB)
+    assert isinstance(sp, S.NB201Space)
+    g = S.space_with_vocabulary("mine", ["b", "a"])
+    assert isinstance(g, S.GenericSpace) and g.name == "mine" and g.frozen and g.vocab == ["b", "a"]
+    with pytest.raises(ValueError, match="'c'"):
+        g.from_edges(["a", "c"], [[0, 1]])

@@ -114,6 +114,19 @@ class Dataset:
         return Dataset([self.graphs[i] for i in idx.tolist()], self.space,
                        {k: v[idx] for k, v in self._targets.items()}, self.index[idx])
 
+    def remap_ops(self, space, remap) -> "Dataset":
+        """A new dataset of the same graphs whose op ids are renumbered into ``space``'s
+        vocabulary: ``remap[old_id] = new_id`` (targets, index and file attributes follow)."""
+        import dataclasses
+
+        remap = np.asarray(remap, dtype=np.int64)
+        graphs = [dataclasses.replace(g, ops=remap[g.ops], targets=dict(g.targets)) for g in self.graphs]
+        ds = Dataset(graphs, space, self._targets, self.index)
+        for attr in ("nonfinite", "source"):
+            if hasattr(self, attr):
+                setattr(ds, attr, getattr(self, attr))
+        return ds
+
     def __repr__(self) -> str:
         space = getattr(self.space, "name", self.space)
         return f"Dataset({len(self)} graphs, space={space!r}, targets={self.target_names})"

@@ -21,8 +21,11 @@ The search space is taken from the ``space=`` argument (a name or a
 :class:`~fgp_ext.data.spaces.SearchSpace`) or inferred from the first record: ``arch_str`` ->
 NAS-Bench-201, ``genotype`` -> DARTS/NAS-Bench-301, ``matrix`` + ``ops`` that look like a
 NAS-Bench-101 cell (input ... output, NB101 op names, <= 7 nodes) -> NAS-Bench-101 (with pruning),
-anything else with ``ops`` -> a new :class:`~fgp_ext.data.spaces.GenericSpace` whose vocabulary
-grows as ops are seen. Pass a frozen ``GenericSpace(vocab=[...])`` to reject unknown ops.
+anything else with ``ops`` -> a new :class:`~fgp_ext.data.spaces.GenericSpace`. Such a space's
+vocabulary is the sorted list of the file's op names (so op ids never depend on line order).
+``vocabulary=[...]`` (e.g. a checkpoint's) fixes it instead: ops are numbered by their position in
+it and an op outside it is a :class:`DataFormatError` naming the op and the line; for NB201, NB101
+and DARTS it must be the space's own vocabulary.
 
 ``load("nb201")`` returns the NAS-Bench-201 table embedded in the package (all 15,625 cells).
 
@@ -155,8 +158,16 @@ _INT64 = (-(2 ** 63), 2 ** 63 - 1)
 class _Builder:
     """Accumulates converted records; shared by the JSON, JSONL and in-memory readers."""
 
-    def __init__(self, space, source: str | None):
+    def __init__(self, space, source: str | None, vocabulary=None):
+        self.vocabulary = None if vocabulary is None else list(vocabulary)
+        # A space this builder makes itself (inferred, or named "generic") gets a sorted vocabulary.
+        self.owns_space = space is None or isinstance(space, str)
         self.space = None if space is None else get_space(space)
+        if self.space is not None and self.vocabulary is not None:
+            try:
+                self.space = self.space.with_vocabulary(self.vocabulary)
+            except ValueError as e:
+                raise DataFormatError(str(e), source) from None
         self.source = source
         self.graphs = []
         self.index: list[int] = []
@@ -170,6 +181,8 @@ class _Builder:
                 raise ValueError(f"expected a JSON object, got {type(rec).__name__}")
             if self.space is None:
                 self.space = infer_space(rec)
+                if self.vocabulary is not None:
+                    self.space = self.space.with_vocabulary(self.vocabulary)
             structure = self.space.structure_keys
             targets = {}
             for k, v in rec.items():
@@ -226,26 +239,30 @@ class _Builder:
                                           for k, v in self.columns.items()}, index)
         ds.nonfinite = dict(self.nonfinite)
         ds.source = self.source
+        if self.owns_space and isinstance(space, _spaces.GenericSpace) and not space.frozen:
+            ds = ds.remap_ops(*space.sorted_vocabulary())
         return ds
 
 
-def from_records(records: Iterable, space=None, *, source: str | None = None) -> Dataset:
+def from_records(records: Iterable, space=None, *, source: str | None = None,
+                 vocabulary=None) -> Dataset:
     """Build a :class:`Dataset` from in-memory records (dicts as in a JSON file).
 
     Errors are :class:`DataFormatError` naming the record number (0-based).
     """
-    b = _Builder(space, source)
+    b = _Builder(space, source, vocabulary)
     for i, rec in enumerate(records):
         b.add(rec, f"record {i}")
     return b.finish(space)
 
 
-def parse_jsonl(lines: Iterable[str], space=None, *, source: str | None = None) -> Dataset:
+def parse_jsonl(lines: Iterable[str], space=None, *, source: str | None = None,
+                vocabulary=None) -> Dataset:
     """Parse JSON Lines text (an iterable of lines, e.g. an open file or ``text.splitlines()``).
 
     Blank lines are skipped; errors are :class:`DataFormatError` naming the 1-based line number.
     """
-    b = _Builder(space, source)
+    b = _Builder(space, source, vocabulary)
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -321,21 +338,21 @@ def _nonempty(ds: Dataset, src: str) -> Dataset:
     return ds
 
 
-def read_jsonl(path, space=None) -> Dataset:
+def read_jsonl(path, space=None, *, vocabulary=None) -> Dataset:
     """Read a JSON Lines file (one architecture per line); see the module docstring."""
-    return _jsonl_text(read_text(path), space, str(path))
+    return _jsonl_text(read_text(path), space, str(path), vocabulary)
 
 
-def _jsonl_text(text: str, space, src: str) -> Dataset:
-    return _nonempty(parse_jsonl(text.split("\n"), space, source=src), src)
+def _jsonl_text(text: str, space, src: str, vocabulary=None) -> Dataset:
+    return _nonempty(parse_jsonl(text.split("\n"), space, source=src, vocabulary=vocabulary), src)
 
 
-def read_json(path, space=None) -> Dataset:
+def read_json(path, space=None, *, vocabulary=None) -> Dataset:
     """Read a JSON file holding an array of architecture records; see the module docstring."""
-    return _json_text(read_text(path), space, str(path))
+    return _json_text(read_text(path), space, str(path), vocabulary)
 
 
-def _json_text(text: str, space, src: str) -> Dataset:
+def _json_text(text: str, space, src: str, vocabulary=None) -> Dataset:
     if not text.strip():
         raise _no_architectures(src, " (the file is empty)")
     try:
@@ -347,19 +364,24 @@ def _json_text(text: str, space, src: str) -> Dataset:
         raise DataFormatError("JSON nested too deeply", src) from None
     if not isinstance(data, list):
         raise DataFormatError(f"expected a JSON array of records, got {type(data).__name__}", src)
-    return _nonempty(from_records(data, space, source=src), src)
+    return _nonempty(from_records(data, space, source=src, vocabulary=vocabulary), src)
 
 
-def read_csv(path, space=None) -> Dataset:
+def read_csv(path, space=None, *, vocabulary=None) -> Dataset:
     """Read a CSV file with a NAS-Bench-201 ``arch_str`` column; see the module docstring."""
-    return _csv_text(read_text(path), space, str(path))
+    return _csv_text(read_text(path), space, str(path), vocabulary)
 
 
-def _csv_text(text: str, space, src: str) -> Dataset:
+def _csv_text(text: str, space, src: str, vocabulary=None) -> Dataset:
     sp = get_space("nb201" if space is None else space)
     if not isinstance(sp, _spaces.NB201Space):
         raise DataFormatError(f"CSV files are read as NAS-Bench-201 (an 'arch_str' column); "
                               f"space {sp.name!r} is not supported for CSV", src)
+    if vocabulary is not None:
+        try:
+            sp.with_vocabulary(vocabulary)
+        except ValueError as e:
+            raise DataFormatError(str(e), src) from None
     with io.StringIO(text, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -487,19 +509,24 @@ def _sniff(head: str, path: Path) -> str:
                           "an 'arch_str' column)", str(path))
 
 
-def load(path_or_name, space=None) -> Dataset:
+def load(path_or_name, space=None, *, vocabulary=None) -> Dataset:
     """Load a dataset from a file, or the embedded NAS-Bench-201 table by name (``"nb201"``).
 
     The format is chosen from the extension (``.csv``, ``.jsonl``/``.ndjson``, ``.json``; an
     optional ``.gz``) or, failing that, from the content. ``space`` (a name such as ``"nb101"``,
     ``"nb201"``, ``"nb301"``, ``"generic"``, or a :class:`SearchSpace`) overrides inference.
+    ``vocabulary`` (a list of op names, e.g. a checkpoint's) fixes the op ids: an op not in it is
+    a :class:`DataFormatError` naming the op and the line.
     """
     if isinstance(path_or_name, str) and not os.path.exists(path_or_name) \
             and path_or_name.strip().lower() in EMBEDDED_NAMES:
         if space is not None and not isinstance(get_space(space), _spaces.NB201Space):
             raise ValueError(f"the embedded {path_or_name!r} dataset is NAS-Bench-201, not "
                              f"{space!r}")
-        return load_nb201()
+        ds = load_nb201()
+        if vocabulary is not None:
+            ds.space.with_vocabulary(vocabulary)
+        return ds
     if not isinstance(path_or_name, (str, os.PathLike)):
         raise TypeError(f"expected a path or a dataset name, got {type(path_or_name).__name__}")
     path = Path(path_or_name)
@@ -517,15 +544,15 @@ def load(path_or_name, space=None) -> Dataset:
     if not text.strip():
         raise _no_architectures(src, " (the file is empty)")
     if ext == ".csv":
-        return _csv_text(text, space, src)
+        return _csv_text(text, space, src, vocabulary)
     if ext in (".jsonl", ".ndjson"):
-        return _jsonl_text(text, space, src)
+        return _jsonl_text(text, space, src, vocabulary)
     kind = _sniff(text[:4096], path)
     if kind == "json":
-        return _json_text(text, space, src)
+        return _json_text(text, space, src, vocabulary)
     if kind == "jsonl":
-        return _jsonl_text(text, space, src)
-    return _csv_text(text, space, src)
+        return _jsonl_text(text, space, src, vocabulary)
+    return _csv_text(text, space, src, vocabulary)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -60,6 +60,10 @@ Generic (:class:`GenericSpace`)
     Users give op names and edges (or an adjacency matrix with ``matrix[i][j] != 0`` meaning an
     edge i->j). The vocabulary either grows as new op names are seen (``vocab=None``) or is frozen
     (unknown op -> ``ValueError``). Graphs must be acyclic; a cycle is reported with its nodes.
+    The file loaders (:mod:`fgp_ext.data.formats`) give a file read without a fixed vocabulary the
+    sorted list of its op names (:meth:`GenericSpace.sorted_vocabulary`), so that op ids do not
+    depend on line order; a fixed one (``vocabulary=`` or :meth:`SearchSpace.with_vocabulary`,
+    e.g. a checkpoint's) maps every file through the same ids.
 """
 from __future__ import annotations
 
@@ -92,6 +96,7 @@ __all__ = [
     "find_cycle",
     "check_acyclic",
     "get_space",
+    "space_with_vocabulary",
 ]
 
 # ----------------------------------------------------------------------------------------------
@@ -250,6 +255,20 @@ class SearchSpace:
     def op_names(self, ids: Iterable[int]) -> list[str]:
         """Op names of a list of ids."""
         return [self._vocab[int(i)] for i in ids]
+
+    def with_vocabulary(self, vocabulary: Sequence[str]) -> "SearchSpace":
+        """This space reading op names through ``vocabulary`` (e.g. the one a checkpoint was
+        trained with). The fixed spaces (NB201, NB101, DARTS) accept only their own vocabulary
+        (``ValueError`` naming the difference otherwise) and return themselves."""
+        vocabulary = _op_list(vocabulary, "vocabulary")
+        if vocabulary != self._vocab:
+            missing = [o for o in vocabulary if o not in self._index]
+            extra = [o for o in self._vocab if o not in set(vocabulary)]
+            detail = (f"ops not in {self.name}: {missing}" if missing else
+                      f"{self.name} ops it lacks: {extra}" if extra else "another order")
+            raise ValueError(f"the op vocabulary {vocabulary} is not the fixed vocabulary of search "
+                             f"space {self.name!r} ({detail})")
+        return self
 
     def to_graph(self, record, *, targets: Mapping[str, float] | None = None,
                  name: str | None = None) -> ArchGraph:  # pragma: no cover - abstract
@@ -719,6 +738,24 @@ class GenericSpace(SearchSpace):
         self._index[op] = i
         return i
 
+    def with_vocabulary(self, vocabulary: Sequence[str]) -> "GenericSpace":
+        """A new frozen :class:`GenericSpace` of the same name and surrogate parameters whose op
+        ids are positions in ``vocabulary`` (an op outside it is a ``ValueError`` naming it)."""
+        return GenericSpace(vocabulary, name=self.name, k=self.surrogate_k, std=self.surrogate_std,
+                            alpha=self.surrogate_alpha)
+
+    def sorted_vocabulary(self) -> tuple["GenericSpace", np.ndarray]:
+        """``(space, remap)``: a copy whose vocabulary is this one's op names in sorted order (and
+        as frozen as this one), and ``remap[old_id] = new_id``. Loaders use it so that the op ids
+        of a file do not depend on the order of its lines."""
+        order = sorted(self._vocab)
+        sp = GenericSpace(order, name=self.name, k=self.surrogate_k, std=self.surrogate_std,
+                          alpha=self.surrogate_alpha)
+        sp.frozen = self.frozen
+        new_index = {op: i for i, op in enumerate(order)}
+        remap = np.array([new_index[op] for op in self._vocab], dtype=np.int64)
+        return sp, remap
+
     def freeze(self) -> "GenericSpace":
         """Stop growing the vocabulary (unknown ops become errors). Returns ``self``."""
         self.frozen = True
@@ -838,6 +875,19 @@ _ALIASES = {
     "nb301": "nb301", "nasbench301": "nb301", "nas-bench-301": "nb301", "darts": "nb301",
     "generic": "generic",
 }
+
+
+def space_with_vocabulary(name: str, vocabulary: Sequence[str]) -> SearchSpace:
+    """The space called ``name`` reading op names through ``vocabulary`` (what a checkpoint
+    records): a known space (``nb201``...) checked against its fixed vocabulary, any other name a
+    frozen :class:`GenericSpace` of that name. ``ValueError`` when the two disagree."""
+    try:
+        base = get_space(name)
+    except ValueError:
+        base = GenericSpace(name=str(name))
+    if isinstance(base, GenericSpace):
+        base.name = str(name)
+    return base.with_vocabulary(vocabulary)
 
 
 def get_space(space) -> SearchSpace:
