@@ -6,6 +6,7 @@ Subcommands::
     fgp pretrain   --encoder gatedgcn --out pre.pt       FGP pre-training (no labels)
     fgp finetune   --checkpoint pre.pt --out ft.pt       ranking fine-tuning on the protocol split
     fgp evaluate   --checkpoint ft.pt                    metrics on the protocol's test split
+    fgp predict    --checkpoint ft.pt --out scores.csv   score and rank every architecture of --data
     fgp run        --encoder gatedgcn --out DIR          the whole protocol: FGP vs supervised-only
     fgp latency    --space nb201 --arch "|...|"         measured inference latency of built networks
 
@@ -38,10 +39,22 @@ DEFAULT_TARGETS = ("cifar10_test_200ep", "val_accuracy", "test_accuracy", "accur
 # ----------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------
-def _load_data(args):
+def _load_data(args, ck=None):
+    """``--data`` (``--space``, ``--limit``); with a loaded checkpoint ``ck``, read through the
+    checkpoint's space and op vocabulary (another space or an unknown op is a one-line error)."""
     from fgp_ext.data import formats
 
-    ds = formats.load(args.data, getattr(args, "space", None))
+    if ck is None:
+        ds = formats.load(args.data, getattr(args, "space", None))
+    else:
+        asked = getattr(args, "space", None)
+        if asked is not None and ck.space_name is not None:
+            from fgp_ext.data.spaces import get_space
+
+            if get_space(asked).name != ck.space_name:
+                raise SystemExit(f"fgp: checkpoint {ck.path} was trained on space {ck.space_name}; "
+                                 f"--space is {get_space(asked).name}")
+        ds = ck.load_data(args.data)
     if args.limit is not None:
         if args.limit < 50:
             raise SystemExit(f"fgp: --limit must be >= 50 (got {args.limit})")
@@ -349,7 +362,12 @@ def cmd_pretrain(args) -> int:
             "standardize": args.standardize, "aux_target": _aux_name(args, ds),
             "target_mean": None if res.target_mean is None else res.target_mean.tolist(),
             "target_std": None if res.target_std is None else res.target_std.tolist()}
-    save_checkpoint(args.out, enc, {"flow": res.flow_head, "aux": res.aux_head}, meta)
+    settings = {"stage": "pretrain", "surrogate": sp.as_dict(), "epochs": args.epochs,
+                "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
+                "standardize": args.standardize, "aux_target": _aux_name(args, ds), "seed": args.seed,
+                "reconstruction": not args.no_reconstruction}
+    save_checkpoint(args.out, enc, {"flow": res.flow_head, "aux": res.aux_head}, meta, space=ds.space,
+                    settings=settings)
     print(f"wrote {args.out}")
     return 0
 
@@ -370,14 +388,13 @@ def cmd_finetune(args) -> int:
     from fgp_ext.encoders import build_encoder
     from fgp_ext.train import evaluate, finetune, load_checkpoint, save_checkpoint, set_seed
 
-    ds = _load_data(args)
+    ck = load_checkpoint(args.checkpoint) if args.checkpoint else None
+    ds = _load_data(args, ck)     # through the checkpoint's space and op vocabulary
     target = _target(args, ds)
     batch = fgp_ext.collate(ds.graphs)
     set_seed(args.seed)
-    if args.checkpoint:
-        enc = load_checkpoint(args.checkpoint).encoder
-        if enc.num_ops != ds.space.num_ops:
-            raise SystemExit(f"fgp: checkpoint encoder has {enc.num_ops} ops, the data {ds.space.num_ops}")
+    if ck is not None:
+        enc = ck.encoder
     else:
         enc = build_encoder(args.encoder, ds.space.num_ops, **_encoder_cfg(args, batch))
     split, n_train = _split(args, ds, target)
@@ -393,20 +410,30 @@ def cmd_finetune(args) -> int:
     meta = {"stage": "finetune", "space": ds.space.name, "target": target, "ratio": args.ratio,
             "n_train": n_train, "n_val": args.n_val, "perm_seed": args.perm_seed, "seed": args.seed,
             "history": res.history, "test": m, "pretrained_from": args.checkpoint}
-    save_checkpoint(args.out, res.model.encoder, {"score": res.model.head}, meta)
+    settings = {"stage": "finetune", "ratio": args.ratio, "n_train": n_train, "n_val": args.n_val,
+                "perm_seed": args.perm_seed, "seed": args.seed, "epochs": args.epochs,
+                "batch_size": args.batch_size, "lr": args.lr, "margin": args.margin,
+                "weight_decay": args.weight_decay, "schedule": args.schedule, "warmup": args.warmup,
+                "schedule_epochs": args.schedule_epochs,
+                "pretrain": None if ck is None else ck.settings}
+    save_checkpoint(args.out, res.model.encoder, {"score": res.model.head}, meta, space=ds.space,
+                    settings=settings, target=target)
     print(f"wrote {args.out}")
     return 0
 
 
 def cmd_evaluate(args) -> int:
     import fgp_ext
-    from fgp_ext.train import evaluate, load_checkpoint
+    from fgp_ext.metrics import evaluate_ranking
+    from fgp_ext.train import load_checkpoint
 
     ck = load_checkpoint(args.checkpoint)
     if "score" not in ck.heads:
         raise SystemExit(f"fgp: {args.checkpoint} has no score head (a pre-training checkpoint?); "
                          f"fine-tune it first with 'fgp finetune --checkpoint {args.checkpoint}'")
-    ds = _load_data(args)
+    ds = _load_data(args, ck)     # through the checkpoint's space and op vocabulary
+    if not args.target and ck.target in ds.target_names:
+        args.target = ck.target   # the label the score head was fine-tuned on
     target = _target(args, ds)
     batch = fgp_ext.collate(ds.graphs)
     if args.split == "all":
@@ -416,11 +443,87 @@ def cmd_evaluate(args) -> int:
     else:
         split, _ = _split(args, ds, target)
         idx = split[args.split]
-    m = evaluate(ck.predictor(), batch, ds.targets(target), idx)
+    y = ds.targets(target)
+    idx = np.asarray(idx, dtype=np.int64)
+    idx = idx[~np.isnan(y[idx])]
+    m = evaluate_ranking(_content_order_scores(ck.predictor(), ds, batch, idx), y[idx])   # as train.evaluate
+    m["n"] = int(idx.size)
     _print_metrics(f"{args.split} ({target})", m)
     if args.json:
         write_json(args.json, m)
         print(f"wrote {args.json}")
+    return 0
+
+
+def _content_order_scores(model, ds, batch, idx=None) -> np.ndarray:
+    """Scores of the graphs ``idx`` of ``ds`` (default all), computed in an order fixed by the graphs'
+    content (ops, edges, sources) and returned in ``idx``'s order: batched float sums depend on which
+    graphs share a batch, so this makes the same architectures in another line order give
+    bit-identical scores and metrics."""
+    from fgp_ext.train import predict
+
+    idx = np.arange(len(ds), dtype=np.int64) if idx is None else np.asarray(idx, dtype=np.int64).reshape(-1)
+
+    def key(i):
+        g = ds.graphs[i]
+        return (g.ops.tobytes(), np.ascontiguousarray(g.edges).tobytes(), g.sources or ())
+
+    order = np.array(sorted(range(idx.size), key=lambda j: key(int(idx[j]))), dtype=np.int64)
+    out = np.empty(idx.size, dtype=np.float64)
+    out[order] = predict(model, batch, idx[order])
+    return out
+
+
+def cmd_predict(args) -> int:
+    """Score and rank every architecture of ``--data`` with a fine-tuned checkpoint; write a CSV in
+    the file's order (row, index, name[, arch_str], score, rank; rank 1 = highest score, tied
+    scores share the best of their ranks)."""
+    import fgp_ext
+    from fgp_ext import _io
+    from fgp_ext.metrics import kendall_tau, spearman
+    from fgp_ext.train import load_checkpoint
+
+    ck = load_checkpoint(args.checkpoint)
+    if "score" not in ck.heads:
+        raise SystemExit(f"fgp: {args.checkpoint} has no score head (a pre-training checkpoint?); "
+                         f"fine-tune it first with 'fgp finetune --checkpoint {args.checkpoint}'")
+    ds = _load_data(args, ck)     # through the checkpoint's space and op vocabulary
+    scores = _content_order_scores(ck.predictor(), ds, fgp_ext.collate(ds.graphs))
+    if not np.isfinite(scores).all():
+        bad = int(np.flatnonzero(~np.isfinite(scores))[0])
+        raise SystemExit(f"fgp: the model's score of architecture {bad} (index {int(ds.index[bad])}) is "
+                         f"{scores[bad]}; the checkpoint is broken (diverged training?)")
+    order = np.argsort(-scores, kind="stable")        # best first (ties in file order)
+    # competition ranking: 1 + the number of higher scores (tied scores share a rank, whatever the line order)
+    rank = 1 + np.searchsorted(np.sort(-scores), -scores, side="left")
+    names = ds.names
+    nb201 = ds.space.name == "nb201"
+    ident = []
+    for i, g in enumerate(ds.graphs):
+        row = [i, int(ds.index[i]), names[i] or ""]
+        if nb201:
+            from fgp_ext.data.spaces import nb201_to_string
+
+            row.append(nb201_to_string(g.ops))
+        ident.append(row)
+    header = ["row", "index", "name"] + (["arch_str"] if nb201 else []) + ["score", "rank"]
+    print(f"scored {len(ds)} architectures of {args.data} ({ds.space.name}) with {args.checkpoint}; top "
+          f"{min(5, len(ds))} (rank, index{', arch_str' if nb201 else ', name'}, score):")
+    for i in order[:5].tolist():
+        print(f"  {rank[i]:>4}  {int(ds.index[i]):>6}  {ident[i][3] if nb201 else (names[i] or '-')}  "
+              f"{scores[i]:.4f}")
+    target = args.target or (ck.target if ck.target in ds.target_names else None)
+    if target is not None:
+        if target not in ds.target_names:
+            raise SystemExit(f"fgp: unknown target {target!r}; available: {ds.target_names}")
+        y = ds.targets(target)
+        lab = np.isfinite(y)
+        if lab.sum() >= 2:
+            print(f"against {target} ({int(lab.sum())} labelled): kendall_tau "
+                  f"{_fmt(kendall_tau(scores[lab], y[lab]))}  spearman {_fmt(spearman(scores[lab], y[lab]))}")
+    if args.out:
+        _io.write_csv(args.out, (r + [float(scores[i]), int(rank[i])] for i, r in enumerate(ident)), header)
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -637,6 +740,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["test", "val", "train", "pool", "all"])
     p.add_argument("--json", default=None, help="also write the metrics to this JSON file")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="score and rank every architecture of a file with a fine-tuned checkpoint")
+    _add_data(p)
+    p.add_argument("--checkpoint", required=True, help="fine-tuned checkpoint ('fgp finetune --out')")
+    p.add_argument("--out", default=None,
+                   help="CSV to write, one row per architecture in the file's order: row, index, name, "
+                        "[arch_str (NB201)], score, rank (1 = highest score)")
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("run", help="the whole protocol: FGP vs supervised-only, summary JSON + plots")
     _add_data(p)
