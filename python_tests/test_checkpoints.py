@@ -219,3 +219,34 @@ def test_version_1_checkpoints(ckpts, tmp_path, capsys):
 def test_predict_refuses_a_pretraining_checkpoint(ckpts):
     with pytest.raises(SystemExit, match="has no score head"):
         main(["predict", "--checkpoint", ckpts["pre"], "--limit", "60"])
+
+
+def test_a_checkpoint_without_a_space(ckpts, tmp_path):
+    from fgp_ext.train import save_checkpoint
+
+    ck = load_checkpoint(ckpts["ft"])
+    path = save_checkpoint(tmp_path / "nospace.pt", ck.encoder, ck.heads, {})
+    bare = load_checkpoint(path)
+    assert bare.space_name is None and bare.vocab is None
+    with pytest.warns(UserWarning, match="records no search space"):
+        ds = bare.load_data("nb201")                 # fixed vocabulary, same op count: unambiguous
+    assert ds.space.vocab == S.NB201_VOCAB
+    with pytest.raises(CheckpointError, match="records no search space"):
+        bare.load_data(ckpts["gen"])                 # generic: op order unknown
+    with pytest.raises(ValueError, match="7 op ids"):
+        bare.load_data(_nb101_file(tmp_path))
+    with pytest.raises(ValueError, match="has 7 op ids, the space 'nb101' 5"):
+        save_checkpoint(tmp_path / "bad.pt", ck.encoder, ck.heads, {}, space="nb101")
+
+
+def test_pretraining_cache_entries_record_their_space(tmp_path):
+    from fgp_ext.train import ProtocolConfig, run_protocol
+
+    ds = F.load("nb201").subset(np.arange(120))
+    cfg = ProtocolConfig(encoder="gin", runs=[(21, 21)], ratio=0.5, n_train=60, n_val=10, epochs_pretrain=1,
+                         epochs_finetune=1, hidden=8, pretrained_dir=str(tmp_path),
+                         baseline=False, progress=False)
+    run_protocol(ds, cfg)
+    (entry,) = [p for p in tmp_path.glob("gin_seed21-*.pt") if ".partial" not in p.name]
+    ck = load_checkpoint(entry)
+    assert ck.space_name == "nb201" and ck.vocab == S.NB201_VOCAB and ck.settings["stage"] == "pretrain"

@@ -83,7 +83,24 @@ class Checkpoint:
         """Load architectures (a file or ``"nb201"``, as :func:`fgp_ext.data.formats.load`) with the
         op ids this checkpoint was trained with. A file of another search space is refused with
         ``ValueError`` ("checkpoint X was trained on space nb201; FILE is nb101"); an op outside the
-        vocabulary is a :class:`~fgp_ext.data.formats.DataFormatError` naming it and its line."""
+        vocabulary is a :class:`~fgp_ext.data.formats.DataFormatError` naming it and its line.
+
+        A checkpoint that records no space at all (``save_checkpoint`` without ``space=``, e.g. a
+        pre-training cache entry of an older fgp_ext) is accepted for data of NB201, NB101 or DARTS
+        when the encoder's op count is that space's: their vocabularies are fixed, so the ids are
+        unambiguous (a warning says so); for generic data it is refused."""
+        if self.space_name is None:
+            ds = _formats.load(data, **kw)
+            if not isinstance(ds.space, _spaces.GenericSpace) and ds.space.num_ops == self.encoder.num_ops:
+                import warnings
+
+                warnings.warn(f"{self.path or 'the checkpoint'} records no search space; reading {data} with "
+                              f"the fixed {ds.space.name} vocabulary ({ds.space.num_ops} ops, as its encoder)",
+                              stacklevel=2)
+                return ds
+            if ds.space.num_ops != self.encoder.num_ops and not isinstance(ds.space, _spaces.GenericSpace):
+                raise ValueError(f"checkpoint {self.path or ''} has an encoder of {self.encoder.num_ops} op ids; "
+                                 f"{data} is {ds.space.name} ({ds.space.num_ops})")
         space = self.space()
         try:
             return _formats.load(data, space, **kw)

@@ -256,7 +256,7 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
                                                           c.batch_size_pretrain, c.lr, sp.as_dict(), c.standardize,
                                                           c.reconstruction, aux_name, surrogate_targets, aux_target)
                         pre = _cached_pretraining(Path(c.pretrained_dir), c.encoder, seed, enc, cache_meta,
-                                                  run_pretrain, log, f"[run {r}] ")
+                                                  run_pretrain, log, f"[run {r}] ", space=space)
                     pretrained[seed] = (copy.deepcopy(enc.state_dict()), pre)
                 enc.load_state_dict(pretrained[seed][0])
                 if method == "fgp_aux_head":
@@ -339,7 +339,7 @@ def _cache_path(folder: Path, encoder: str, seed: int, meta: dict) -> Path:
 
 
 def _cached_pretraining(folder: Path, encoder: str, seed: int, enc: Encoder, meta: dict, train, log,
-                        prefix: str = "") -> PretrainResult:
+                        prefix: str = "", space=None) -> PretrainResult:
     """The pre-training of ``enc`` for ``meta`` from the cache in ``folder``, else ``train(resume_path,
     resume_meta)`` and then stored there.
 
@@ -363,16 +363,18 @@ def _cached_pretraining(folder: Path, encoder: str, seed: int, enc: Encoder, met
             partial.unlink(missing_ok=True)     # left by a run killed after it wrote the entry
             return pre
         pre = train(resume_path=partial, resume_meta=meta)
-        _save_pretrained(path, pre, meta)
+        _save_pretrained(path, pre, meta, space)
         partial.unlink(missing_ok=True)         # only now: until the entry is in place it holds the progress
         return pre
 
 
-def _save_pretrained(path: Path, pre: PretrainResult, meta: dict) -> None:
+def _save_pretrained(path: Path, pre: PretrainResult, meta: dict, space=None) -> None:
     full = {**meta, "history": pre.history,
             "target_mean": None if pre.target_mean is None else pre.target_mean.tolist(),
             "target_std": None if pre.target_std is None else pre.target_std.tolist()}
-    save_checkpoint(path, pre.encoder, {"flow": pre.flow_head, "aux": pre.aux_head}, full)
+    # the space (name + ordered vocabulary) goes into the checkpoint, not into meta: meta keys the cache
+    save_checkpoint(path, pre.encoder, {"flow": pre.flow_head, "aux": pre.aux_head}, full, space=space,
+                    settings={"stage": "pretrain", **meta})
 
 
 def _load_pretrained(path: Path, encoder: Encoder, meta: dict, other_settings_ok: bool = False
