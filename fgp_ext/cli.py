@@ -52,7 +52,7 @@ def _load_data(args, ck=None):
             from fgp_ext.data.spaces import get_space
 
             if get_space(asked).name != ck.space_name:
-                raise SystemExit(f"fgp: checkpoint {ck.path} was trained on space {ck.space_name}; "
+                raise ValueError(f"checkpoint {ck.path} was trained on space {ck.space_name}; "
                                  f"--space is {get_space(asked).name}")
         ds = ck.load_data(args.data)
     if args.limit is not None:

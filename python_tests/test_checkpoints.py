@@ -166,6 +166,9 @@ def test_a_checkpoint_of_another_space_is_refused(ckpts, tmp_path, capsys, cmd):
         err = capsys.readouterr().err.strip()
         assert err == f"fgp: error: checkpoint {ck} was trained on space {theirs}; {data} is {ours}"
     assert not (tmp_path / "x.pt").exists()
+    assert main([cmd, "--checkpoint", ckpts["ft"], "--space", "nb101", "--out", str(tmp_path / "x.pt")]
+                [: 5 if cmd != "finetune" else 7]) == 2
+    assert capsys.readouterr().err.strip().endswith("was trained on space nb201; --space is nb101")
 
 
 def test_an_unknown_op_is_refused_naming_it_and_the_line(ckpts, tmp_path, capsys):
