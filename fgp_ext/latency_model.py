@@ -209,12 +209,13 @@ class _Posterior:
         self.cov = self.P - PX @ G[:, 1:]
         return self
 
-    def loo_residuals(self, F: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Leave-one-out residuals of the observations under the prior (GP identity:
-        ``r_i = [S^-1 (y - X m)]_i / [S^-1]_ii``)."""
+    def loo_z(self, F: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Standardised leave-one-out residuals of the observations under the prior (GP identities:
+        residual ``[S^-1 (y - X m)]_i / [S^-1]_ii``, predictive variance ``1 / [S^-1]_ii``)."""
         X = self.design(F)
         Si = np.linalg.inv(X @ self.P @ X.T + self.s2 * np.eye(X.shape[0]))
-        return (Si @ (y - X @ self.m)) / np.diag(Si)
+        d = np.diag(Si)
+        return (Si @ (y - X @ self.m)) / d * np.sqrt(d)
 
     def predict(self, F: np.ndarray) -> np.ndarray:
         return self.design(F) @ self.mean
@@ -343,14 +344,24 @@ class LatencyPredictor:
         xa, xs, has = self._features(codes)
         self.outliers = np.zeros(len(codes), dtype=bool)
         if self.robust and len(codes) >= 5:
-            # a failed measurement (pixel3 holds 0.003 ms next to 10 ms cells) would bend the whole
-            # device: drop a shot whose leave-one-out residual is far outside the others'
-            r = self._prior_arch().loo_residuals(xa, logy)
-            mad = 1.4826 * np.median(np.abs(r - np.median(r)))
-            out = np.abs(r - np.median(r)) > max(5.0 * mad, math.log(2.0))
-            if 0 < out.sum() <= len(codes) // 4:
-                self.outliers = out
-                xa, xs, has, logy = xa[~out], xs[~out], has[~out], logy[~out]
+            # a failed measurement (pixel3 holds 0.04 and 0.003 ms cells next to 10 ms ones) would
+            # bend the whole device: set aside, one at a time, the shot whose leave-one-out residual
+            # is more than OUTLIER_Z predictive standard deviations and a factor 2 off (at most K/4)
+            keep = np.ones(len(codes), dtype=bool)
+            prior = self._prior_arch()
+            for _ in range(len(codes) // 4):
+                idx = np.flatnonzero(keep)
+                X = xa[idx]
+                z = prior.loo_z(X, logy[idx])
+                r = np.abs(z) * np.sqrt(1.0 / np.diag(np.linalg.inv(
+                    prior.design(X) @ prior.P @ prior.design(X).T + prior.s2 * np.eye(len(idx)))))
+                k = int(np.argmax(np.abs(z)))
+                if abs(z[k]) <= OUTLIER_Z or r[k] <= math.log(2.0):
+                    break
+                keep[idx[k]] = False
+            if not keep.all():
+                self.outliers = ~keep
+                xa, xs, has, logy = xa[keep], xs[keep], has[keep], logy[keep]
         self._post_arch = self._prior_arch().fit(xa, logy)
         self._post_full = (self._prior_full().fit(np.hstack([xa, xs]), logy)
                            if has.all() and xs.shape[1] else None)
@@ -437,13 +448,24 @@ class LatencyPredictor:
 
 
 def _device_weights(xa: np.ndarray, logy: np.ndarray, ridge: float = 1e-3) -> tuple[np.ndarray, float]:
-    """Ridge weights of the one-hot features (centred) for one device's log latency, and the
-    residual variance."""
-    xc = xa - xa.mean(0)
-    yc = logy - logy.mean()
-    w = np.linalg.solve(xc.T @ xc + ridge * len(yc) * np.eye(xa.shape[1]), xc.T @ yc)
-    r = yc - xc @ w
-    return w, float(r.var())
+    """Ridge weights of the architecture features for one device's log latency, and the residual
+    variance. With ``ROBUST_SOURCES``, cells more than 5 robust standard deviations off the first
+    fit (failed measurements: pixel3's 0.003 ms cells weigh like thousands of normal ones in log
+    space) are left out of a second fit."""
+    keep = np.ones(len(logy), dtype=bool)
+    for _ in range(2 if ROBUST_SOURCES else 1):
+        xm, ym = xa[keep].mean(0), logy[keep].mean()
+        xc, yc = xa[keep] - xm, logy[keep] - ym
+        w = np.linalg.solve(xc.T @ xc + ridge * len(yc) * np.eye(xa.shape[1]), xc.T @ yc)
+        r_all = (logy - ym) - (xa - xm) @ w
+        med = np.median(r_all)
+        mad = 1.4826 * np.median(np.abs(r_all - med))
+        keep = np.abs(r_all - med) <= 5.0 * max(mad, 1e-12)
+    return w, float(r_all[keep].var())
+
+
+#: leave a source device's failed measurements out of the prior (see _device_weights)
+ROBUST_SOURCES = True
 
 
 def _fit_prior(xa: np.ndarray, logY: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -460,6 +482,9 @@ def _fit_prior(xa: np.ndarray, logY: np.ndarray) -> tuple[np.ndarray, np.ndarray
     cov = (W - mu).T @ (W - mu) / max(len(W) - 1, 1) if len(W) > 1 else np.zeros((W.shape[1],) * 2)
     return mu, cov, float(np.mean(noises))
 
+
+#: a shot this many predictive standard deviations off the others' prediction is a failed measurement
+OUTLIER_Z = 4.0
 
 #: the grid searched at training time (leave one source device out)
 HYPER_GRID = {"cov_scale": (1.0, 2.0, 4.0), "iso": (3e-3, 1e-2, 3e-2), "src_var": (1e-3, 3e-3, 3e-2),
