@@ -156,3 +156,46 @@ def test_cli_nan_latencies_are_unmeasured(tmp_path, model8, nb201):
     assert main(["latency-adapt", "--model", str(model), "--data", str(path), "--target", "lat_x",
                  "--json", str(out)]) == 0
     assert json.loads(out.read_text())["n"] == 90      # 100 measured, 10 shots
+
+
+def test_a_failed_shot_is_set_aside(nb201, model8):
+    """A 0.003 ms measurement among ten (as HELP's pixel3 column holds) is dropped, so the
+    prediction is what the nine good shots give."""
+    y = nb201.targets(HELD_OUT)
+    by_code = dict(zip(lm.nb201_codes(nb201).tolist(), y.tolist()))
+    strs = model8.reference_architectures(10)
+    good = {s: by_code[c] for s, c in zip(strs, lm.nb201_codes(strs).tolist())}
+    bad = dict(good)
+    bad[strs[7]] = 0.003
+    p_bad = model8.adapt(bad).predict(nb201)
+    assert model8.outliers.tolist() == [i == 7 for i in range(10)]
+    nine = {s: v for s, v in good.items() if s != strs[7]}
+    assert np.allclose(p_bad, model8.adapt(nine).predict(nb201))
+    assert not model8.adapt(good).outliers.any()          # the real measurements are all kept
+    model8.robust = False
+    try:
+        p_plain = model8.adapt(bad).predict(nb201)
+    finally:
+        model8.robust = True
+    assert spearman(p_bad, y) > spearman(p_plain, y) + 0.05
+
+
+def test_cli_other_space_refused_and_random_shots_deterministic(tmp_path, model8, unseen_csv, capsys):
+    nb101 = tmp_path / "nb101.jsonl"
+    nb101.write_text(json.dumps({"matrix": [[0, 1], [0, 0]], "ops": ["input", "output"], "lat_a": 3.0}) + "\n")
+    model = tmp_path / "m.npz"
+    model8.save(model)
+    assert main(["latency-train", "--data", str(nb101), "--out", str(tmp_path / "x.npz")]) == 2
+    assert main(["latency-adapt", "--model", str(model), "--data", str(nb101), "--target", "lat_a"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("NAS-Bench-201") == 2 and not (tmp_path / "x.npz").exists()
+    runs = []
+    for i in range(2):
+        out = tmp_path / f"r{i}.json"
+        assert main(["latency-adapt", "--model", str(model), "--data", str(unseen_csv), "--target",
+                     "lat_never_seen", "--shot-rule", "random", "--seed", "5", "--json", str(out)]) == 0
+        runs.append(json.loads(out.read_text()))
+    assert runs[0]["measured"] == runs[1]["measured"] and runs[0]["spearman"] == runs[1]["spearman"]
+    # a file of the user's own source devices trains too (one column, no search)
+    assert main(["latency-train", "--data", str(unseen_csv), "--no-tune", "--out", str(tmp_path / "own.npz")]) == 0
+    assert lm.LatencyPredictor.load(tmp_path / "own.npz").devices == ["lat_never_seen"]
