@@ -9,6 +9,7 @@ Subcommands::
     fgp predict    --checkpoint ft.pt --out scores.csv   score and rank every architecture of --data
     fgp run        --encoder gatedgcn --out DIR          the whole protocol: FGP vs supervised-only
     fgp latency    --space nb201 --arch "|...|"         measured inference latency of built networks
+    fgp latency-train / latency-adapt                   few-shot latency predictor (fgp_ext.latency_model)
 
 Every output (checkpoints, caches, ``summary.json``, metrics JSON, ``.npy``/CSV, plots) is written
 atomically through :mod:`fgp_ext._io`: a killed run or a refused write leaves the previous file
