@@ -12,6 +12,9 @@ Usage: python scripts/compute_nb201_proxies.py [--out PATH] [--threads 1] [--bat
 Also prints the rank correlation (Kendall tau-b, Spearman) of every proxy with CIFAR-10 test
 accuracy (200 epochs) over all cells, and with the published NASLib proxies when the shared data
 file is given (``--published ../shared/data/nb201_zc_725.json``).
+
+A data-build tool, not an experiment: it writes the shipped table that
+``fgp_ext.proxies.load_nb201_proxies()`` reads, so it stays in ``scripts/``.
 """
 from __future__ import annotations
 

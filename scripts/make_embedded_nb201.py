@@ -15,6 +15,9 @@ Layout (numpy ``.npz``, no pickles):
 Storing decimals as (mantissa, exponent) integers keeps the file small (it compresses much better
 than float64) and is exact: the division is correctly rounded, like parsing the decimal string.
 The script verifies the round trip before writing.
+
+A data-build tool, not an experiment: it writes the embedded table ``fgp_ext.load("nb201")``
+reads, so it stays in ``scripts/``.
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ the noise set for a target Kendall tau with the accuracy (tau = 2/pi asin(rho), 
 They are derived from the labels on purpose: this measures how FGP's result depends on the quality of
 its proxy; it is not a method. Results: results/fgp_nb201.md.
 
-Usage: .venv/bin/python scripts/proxy_strength_nb201.py 0.7 0.8 0.9 > proxy_strength.jsonl
+Usage: .venv/bin/python experiments/proxy_strength_nb201.py 0.7 0.8 0.9 > proxy_strength.jsonl
 """
 import json
 import math

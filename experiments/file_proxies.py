@@ -4,7 +4,7 @@
 write a copy of the file with the new columns, so ``fgp run --data COPY --aux-target meco`` can use
 them.
 
-Usage: python scripts/file_proxies.py DATA.json --out DATA_meco.json [--only meco] [--threads 1]
+Usage: python experiments/file_proxies.py DATA.json --out DATA_meco.json [--only meco] [--threads 1]
        [--seed 0] [--resolution 32] [--limit N]
 
 Networks are this package's builders (``fgp_ext.networks.build_network``) at their default sizes;

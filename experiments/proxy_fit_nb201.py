@@ -5,10 +5,10 @@ settings) and scores every cell with the auxiliary head. Prints the Kendall tau 
 CIFAR-10 accuracy, of the head's scores with accuracy, and of the head's scores with the proxy.
 
 Proxies: a shipped one or a vote (``meco``, ``synflow+jacov+snip``) or ``syn:T``, the synthetic proxy
-of scripts/proxy_strength_nb201.py (true ranks plus Gaussian noise, Kendall T with accuracy; label-
+of experiments/proxy_strength_nb201.py (true ranks plus Gaussian noise, Kendall T with accuracy; label-
 derived on purpose, a measurement). Results: results/fgp_nb201.md.
 
-Usage: .venv/bin/python scripts/proxy_fit_nb201.py gatedgcn syn:0.7 meco synflow+jacov+snip
+Usage: .venv/bin/python experiments/proxy_fit_nb201.py gatedgcn syn:0.7 meco synflow+jacov+snip
 """
 import json
 import sys

@@ -3,7 +3,7 @@
 cached pre-training's auxiliary head (before any fine-tuning) with CIFAR-10 accuracy and with the
 proxy it was trained to rank.
 
-Usage: python scripts/aux_head_tau.py CHECKPOINT [CHECKPOINT ...] [--proxy meco] [--threads 1]
+Usage: python experiments/aux_head_tau.py CHECKPOINT [CHECKPOINT ...] [--proxy meco] [--threads 1]
 CHECKPOINT: a file written by ``fgp run --pretrained-dir DIR`` (``DIR/<encoder>_seed<seed>.pt``) or
 ``fgp pretrain`` with an auxiliary target. Prints one line per file.
 """
