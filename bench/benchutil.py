@@ -6,7 +6,7 @@ Run (never collected by ``pytest python_tests``)::
 
 Every benchmark records its role with :func:`record` (``ours``, ``builtin`` for a stock-PyTorch
 peer, ``thirdparty`` for torch_scatter or scipy, ``reference`` for fgp_ext.reference), its pytest-benchmark
-group, and an optional per-unit scale. At the end of the session a table per group prints each
+group, and an optional per-unit scale. At the end of the pytest run a table per group prints each
 contender's median and the ratio ``peer median / our median`` (> 1 means we are faster), plus a
 one-line headline per group: ours vs the fastest built-in peer.
 

@@ -1,4 +1,4 @@
-"""pytest configuration of the fgp_ext benchmark suites (fixtures and the session-end ratio summary).
+"""pytest configuration of the fgp_ext benchmark suites (fixtures and the end-of-run ratio summary).
 
 Run from the repository root (``pytest python_tests`` never collects this folder)::
 
