@@ -4,7 +4,7 @@ cached pre-training's auxiliary head (before any fine-tuning) with CIFAR-10 accu
 proxy it was trained to rank.
 
 Usage: python experiments/aux_head_tau.py CHECKPOINT [CHECKPOINT ...] [--proxy meco] [--threads 1]
-CHECKPOINT: a file written by ``fgp run --pretrained-dir DIR`` (``DIR/<encoder>_seed<seed>.pt``) or
+CHECKPOINT: a file written by ``fgp run --pretrained-dir DIR`` (``DIR/<encoder>_seed<seed>-<key>.pt``) or
 ``fgp pretrain`` with an auxiliary target. Prints one line per file.
 """
 from __future__ import annotations
