@@ -176,11 +176,11 @@ class Hyper:
     source-latency weight, ``noise_scale`` multiplies the source residual variance, ``cheap_var`` is added to the prior
     variance of the log-FLOPs and log-params weights."""
 
-    cov_scale: float = 2.0
-    iso: float = 1e-2
+    cov_scale: float = 4.0
+    iso: float = 3e-3
     src_var: float = 3e-3
     noise_scale: float = 1.0
-    cheap_var: float = 0.1
+    cheap_var: float = 0.3
 
 
 class _Posterior:
@@ -486,9 +486,12 @@ def _fit_prior(xa: np.ndarray, logY: np.ndarray) -> tuple[np.ndarray, np.ndarray
 #: a shot this many predictive standard deviations off the others' prediction is a failed measurement
 OUTLIER_Z = 4.0
 
-#: the grid searched at training time (leave one source device out)
-HYPER_GRID = {"cov_scale": (1.0, 2.0, 4.0), "iso": (3e-3, 1e-2, 3e-2), "src_var": (1e-3, 3e-3, 3e-2),
-              "noise_scale": (0.5, 1.0, 2.0), "cheap_var": (0.03, 0.1, 0.3)}
+#: the grid searched at training time (leave one source device out), one scale at a time from the
+#: defaults (its middle); on the nine NB201 devices the search often ends at an edge (cov_scale 8,
+#: iso 1e-3): a line search that walks past the edges was tried and scored the same (0.951 / 0.933
+#: at K = 10, design / random shots) at 1.5x the training time
+HYPER_GRID = {"cov_scale": (2.0, 4.0, 8.0), "iso": (1e-3, 3e-3, 1e-2), "src_var": (1e-3, 3e-3, 3e-2),
+              "noise_scale": (0.5, 1.0, 2.0), "cheap_var": (0.1, 0.3, 1.0)}
 
 
 def _build(codes_all, logY, devices, hyper, design_k, meta, cheap=None) -> LatencyPredictor:
