@@ -173,8 +173,8 @@ def latency_metrics(pred, true) -> dict[str, float]:
 class Hyper:
     """Prior scales: ``cov_scale`` multiplies the source weights' covariance, ``iso`` is the
     isotropic variance added to it (architecture block), ``src_var`` the prior variance of each
-    source-latency weight, ``noise_scale`` multiplies the source residual variance, ``cheap_var`` is added to the prior
-    variance of the log-FLOPs and log-params weights."""
+    source-latency weight, ``noise_scale`` multiplies the source residual variance, ``cheap_var``
+    is added to the prior variance of the log-FLOPs and log-params weights."""
 
     cov_scale: float = 4.0
     iso: float = 3e-3
@@ -209,13 +209,14 @@ class _Posterior:
         self.cov = self.P - PX @ G[:, 1:]
         return self
 
-    def loo_z(self, F: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """Standardised leave-one-out residuals of the observations under the prior (GP identities:
-        residual ``[S^-1 (y - X m)]_i / [S^-1]_ii``, predictive variance ``1 / [S^-1]_ii``)."""
+    def loo(self, F: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Leave-one-out residuals of the observations under the prior and their predictive
+        standard deviations (GP identities: ``[S^-1 (y - X m)]_i / [S^-1]_ii`` and
+        ``[S^-1]_ii ** -0.5``)."""
         X = self.design(F)
         Si = np.linalg.inv(X @ self.P @ X.T + self.s2 * np.eye(X.shape[0]))
         d = np.diag(Si)
-        return (Si @ (y - X @ self.m)) / d * np.sqrt(d)
+        return (Si @ (y - X @ self.m)) / d, 1.0 / np.sqrt(d)
 
     def predict(self, F: np.ndarray) -> np.ndarray:
         return self.design(F) @ self.mean
@@ -332,7 +333,10 @@ class LatencyPredictor:
         if not isinstance(measurements, Mapping) or len(measurements) < 2:
             raise LatencyModelError("adapt needs a mapping of at least 2 {architecture: latency_ms} measurements")
         archs = list(measurements.keys())
-        y = np.array([float(measurements[a]) for a in archs], dtype=np.float64)
+        try:
+            y = np.array([float(measurements[a]) for a in archs], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise LatencyModelError("adapt needs numeric latencies (ms) as the mapping's values") from None
         bad = np.flatnonzero(~np.isfinite(y) | (y <= 0))
         if bad.size:
             raise LatencyModelError(f"latency of measured architecture {int(bad[0])} is {y[bad[0]]}: "
@@ -351,12 +355,10 @@ class LatencyPredictor:
             prior = self._prior_arch()
             for _ in range(len(codes) // 4):
                 idx = np.flatnonzero(keep)
-                X = xa[idx]
-                z = prior.loo_z(X, logy[idx])
-                r = np.abs(z) * np.sqrt(1.0 / np.diag(np.linalg.inv(
-                    prior.design(X) @ prior.P @ prior.design(X).T + prior.s2 * np.eye(len(idx)))))
-                k = int(np.argmax(np.abs(z)))
-                if abs(z[k]) <= OUTLIER_Z or r[k] <= math.log(2.0):
+                r, sd = prior.loo(xa[idx], logy[idx])
+                z = np.abs(r) / sd
+                k = int(np.argmax(z))
+                if z[k] <= OUTLIER_Z or abs(r[k]) <= math.log(2.0):
                     break
                 keep[idx[k]] = False
             if not keep.all():
