@@ -246,7 +246,7 @@ def test_two_runs_sharing_a_cache_both_end_well(tmp_path):
     args = [*BASE, "--pretrained-dir", pre, "--no-plots"]
     procs = [subprocess.Popen(_cmd(*args, "--out", tmp_path / f"o{i}"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=ENV) for i in range(2)]
-    res = [(p.wait(120), *p.communicate()) for p in procs]
+    res = [(p.wait(600), *p.communicate()) for p in procs]
     assert [rc for rc, _, _ in res] == [0, 0], res
     # exactly one of them pre-trained; the other waited (naming the holder) or found the cache
     trained = [out for _, out, _ in res if "pre-training gin" in out]
@@ -264,7 +264,7 @@ def test_two_runs_sharing_a_cache_both_end_well(tmp_path):
     # other settings at the same time: each keeps its own cache entry, neither overwrites the other
     procs = [subprocess.Popen(_cmd(*args, "--sur-seed", seed, "--out", tmp_path / f"s{seed}"), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=ENV) for seed in (1, 2)]
-    res = [(p.wait(120), *p.communicate()) for p in procs]
+    res = [(p.wait(600), *p.communicate()) for p in procs]
     assert [rc for rc, _, _ in res] == [0, 0], res
     caches = _caches(pre)
     assert len(caches) == 3
