@@ -150,6 +150,39 @@ def test_input_errors(nb201):
         finetune(enc, batch, ds.targets("cifar10_test_200ep"), [0], epochs=1)
 
 
+def test_diverging_training_stops_at_the_epoch_it_diverges(nb201, tmp_path):
+    from fgp_ext.train import TrainingDivergedError
+
+    ds, batch = nb201
+    idx = np.arange(64)
+    sur = fgp_ext.flow_surrogate(batch, k=7, std=0.1, num_ops=7)
+    # one epoch at lr 1e30: the loss of that epoch is finite but the weights overflow the next
+    # forward pass, which only the final look at the embeddings sees
+    set_seed(0)
+    with pytest.raises(TrainingDivergedError, match=r"pre-training diverged in epoch 1: .*embedding.*1e\+30"):
+        pretrain(build_encoder("gatedgcn", 7, hidden=8), batch, sur, epochs=1, lr=1e30, indices=idx, progress=False)
+    # several epochs: caught in the epoch where the loss turns NaN, before the resume state is
+    # written for it (so a resumed run never continues from NaN weights)
+    state = tmp_path / "partial.pt"
+    set_seed(0)
+    with pytest.raises(TrainingDivergedError, match=r"pre-training diverged in epoch 2: the mean training loss"):
+        pretrain(build_encoder("gatedgcn", 7, hidden=8), batch, sur, epochs=5, lr=1e30, indices=idx,
+                 progress=False, resume_path=state)
+    saved = torch.load(state, weights_only=True)
+    assert saved["epochs_done"] == 1
+    # a healthy learning rate passes the same checks
+    set_seed(0)
+    ok = pretrain(build_encoder("gatedgcn", 7, hidden=8), batch, sur, epochs=2, indices=idx, progress=False)
+    assert len(ok.history) == 2
+    # fine-tuning: with validation the epoch's predictions are checked, without it the final model
+    y = ds.targets("cifar10_test_200ep")
+    for val in (idx[40:], None):
+        set_seed(0)
+        with pytest.raises(TrainingDivergedError, match=r"fine-tuning diverged in epoch \d+"):
+            finetune(build_encoder("gin", 7, hidden=8), batch, y, idx[:40], val, epochs=3, lr=1e30, seed=0,
+                     progress=False)
+
+
 # --------------------------------------------------------------------------------------------
 # checkpoints
 # --------------------------------------------------------------------------------------------

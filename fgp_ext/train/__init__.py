@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from fgp_ext.train.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, Checkpoint, CheckpointError,
                                        load_checkpoint, save_checkpoint)
-from fgp_ext.train.common import as_batch, set_seed
+from fgp_ext.train.common import TrainingDivergedError, as_batch, set_seed
 from fgp_ext.train.config import ProtocolConfig, SurrogateParams, resolve_surrogate, seed_runs
 from fgp_ext.train.finetuning import LR_SCHEDULES, FinetuneResult, evaluate, finetune, lr_factor, predict
 from fgp_ext.train.heads import MLPHead, Predictor
@@ -41,5 +41,5 @@ __all__ = [
     "save_checkpoint", "load_checkpoint", "Checkpoint", "CheckpointError", "PretrainResult",
     "FinetuneResult", "PROTOCOL_SEEDS", "CHECKPOINT_FORMAT", "resolve_aux_target", "lr_factor",
     "LR_SCHEDULES", "ProtocolConfig", "SurrogateParams", "resolve_surrogate", "seed_runs",
-    "labelled_indices", "split_labelled",
+    "labelled_indices", "split_labelled", "TrainingDivergedError",
 ]

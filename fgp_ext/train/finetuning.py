@@ -12,7 +12,7 @@ from torch import nn
 
 from fgp_ext.encoders import Encoder
 from fgp_ext.metrics import evaluate_ranking, kendall_tau
-from fgp_ext.train.common import _progress, _tqdm, as_batch
+from fgp_ext.train.common import _progress, _tqdm, as_batch, check_finite_epoch, check_finite_outputs
 from fgp_ext.train.heads import MLPHead, Predictor
 from fgp_ext.train.losses import ranking_loss
 
@@ -154,8 +154,11 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
             steps += 1
         train_s = time.perf_counter() - t0
         rec = {"epoch": epoch + 1, "loss": tot / max(steps, 1), "lr": epoch_lr, "seconds": train_s}
+        check_finite_epoch("fine-tuning", epoch + 1, rec["loss"], (model,), epoch_lr)
         if y_val is not None:
-            vt = kendall_tau(predict(model, batch, val_idx), y_val)
+            val_pred = predict(model, batch, val_idx)
+            check_finite_outputs("fine-tuning", epoch + 1, val_pred, epoch_lr, "validation predictions")
+            vt = kendall_tau(val_pred, y_val)
             vt = -math.inf if math.isnan(vt) else vt
             rec["val_tau"] = vt
             if vt > best:
@@ -169,5 +172,7 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
         result.best_val_tau = best
     else:
         result.best_epoch = int(epochs)
+        if int(epochs) > 0:
+            check_finite_outputs("fine-tuning", int(epochs), predict(model, batch, tr), lr, "training-set predictions")
     model.eval()
     return result

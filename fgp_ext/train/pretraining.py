@@ -12,7 +12,7 @@ import torch
 from fgp_ext.encoders import Encoder
 from fgp_ext import _io
 from fgp_ext.train.checkpoints import CHECKPOINT_FORMAT, CHECKPOINT_VERSION, CheckpointError
-from fgp_ext.train.common import _progress, _tqdm, as_batch
+from fgp_ext.train.common import _progress, _tqdm, as_batch, check_finite_epoch, check_finite_outputs
 from fgp_ext.train.heads import MLPHead
 from fgp_ext.train.losses import ranking_loss
 
@@ -148,6 +148,7 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
         rec_e = {"epoch": epoch + 1, "loss": tot / max(steps, 1), "rec": rec_sum / max(steps, 1),
                  "aux": aux_sum / max(steps, 1) if aux_head is not None else None,
                  "seconds": time.perf_counter() - t0}
+        check_finite_epoch("pre-training", epoch + 1, rec_e["loss"], modules.values(), lr)
         result.history.append(rec_e)
         if resume_path is not None and epoch + 1 < int(epochs):
             _save_pretrain_state(resume_path, meta, epoch + 1, modules, opt, gen, result.history)
@@ -155,9 +156,15 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
             bar.set_postfix(rec=f"{rec_e['rec']:.4f}")
         if on_epoch is not None:
             on_epoch(rec_e)
+    encoder.eval(), flow_head.eval()
+    if result.history:
+        # the last step can leave finite weights whose next forward pass overflows: one look at the
+        # embeddings of (up to) 256 architectures before the model is handed on or saved
+        with torch.no_grad():
+            z = encoder(batch.select(idx_all[:256]))
+        check_finite_outputs("pre-training", int(epochs), z, lr, "embedding values")
     if resume_path is not None and not keep_resume:
         resume_path.unlink(missing_ok=True)
-    encoder.eval(), flow_head.eval()
     return result
 
 
