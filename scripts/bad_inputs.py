@@ -146,7 +146,20 @@ def write_data(d: Path) -> None:
     gen = generic_records(120)
     (d / "good_generic.jsonl").write_text(jsonl(gen))
 
-    # files that are not data
+    # latency tables (index, arch_str, lat_*) for the latency commands: a made-up latency that
+    # grows with the convolutions of the cell
+    lat = [(s, round(1 + 0.5 * s.count("nor_conv_3x3") + 0.2 * s.count("nor_conv_1x1") + 0.013 * (i % 7), 4))
+           for i, (s, _) in enumerate(cells)]
+
+    def lat_csv(rows) -> str:
+        return "index,arch_str,lat_new\n" + "".join(f"{i},{s},{v}\n" for i, (s, v) in enumerate(rows))
+
+    (d / "lat.csv").write_text(lat_csv(lat))
+    (d / "lat_few.csv").write_text(lat_csv(lat[:6]))
+    (d / "lat_nan.csv").write_text(lat_csv([(s, "nan" if i % 4 == 0 else v) for i, (s, v) in enumerate(lat)]))
+    for name, bad in (("text", "fast"), ("neg", "-3"), ("zero", "0"), ("inf", "inf")):
+        (d / f"lat_{name}.csv").write_text(lat_csv([(s, bad if i == 5 else v) for i, (s, v) in enumerate(lat)]))
+
     (d / "empty.jsonl").write_text("")
     (d / "empty.csv").write_text("")
     (d / "empty.json").write_text("")
@@ -327,8 +340,8 @@ HUGE = str(2 ** 70)
 
 def catalogue(commands: set[str], predict_help: str) -> list[Case]:
     """All cases; ``{D}`` is the data folder, ``{O}`` the case's own output folder, ``{PRE}`` /
-    ``{FT}`` / ``{GFT}`` the fixture checkpoints (NB201 pre-trained, NB201 fine-tuned, generic-space
-    fine-tuned)."""
+    ``{FT}`` / ``{GFT}`` / ``{LAT}`` the fixture checkpoints (NB201 pre-trained, NB201 fine-tuned,
+    generic-space fine-tuned, NB201 latency model)."""
     Q = ["--no-progress"]
     RUN = ["run", "--hidden", "8", "--epochs-pretrain", "1", "--epochs-finetune", "1", "--runs", "1",
            "--no-plots", "--out", "{O}", *Q]
@@ -563,6 +576,66 @@ def catalogue(commands: set[str], predict_help: str) -> list[Case]:
         add("predict --data <binary garbage>", C, [*P, "--checkpoint", "{FT}", "--data", "{D}/garbage", *outp],
             "error", "binary", needs=("FT",))
 
+    # -- the latency predictor ---------------------------------------------------------------------
+    if "latency-adapt" in commands:
+        LT = ["latency-train", "--no-tune", "--out", "{O}/lat.npz"]
+        LA = ["latency-adapt", "--model", "{LAT}"]
+        LAD = [*LA, "--data", "{D}/lat.csv", "--target", "lat_new"]
+        add("latency-train --devices lat_bogus", A, [*LT, "--devices", "lat_bogus"], "error", "unknown column",
+            names=("lat_bogus",))
+        add("latency-train --devices ''", A, [*LT, "--devices", ""], "error",
+            "an empty list is a scripting slip, not 'every column'", names=("devices",))
+        add("latency-adapt --shots 0", A, [*LAD, "--shots", "0"], "error", "shots >= 1", needs=("LAT",))
+        add("latency-adapt --target bogus", A, [*LA, "--data", "{D}/lat.csv", "--target", "bogus"], "error",
+            "unknown column", needs=("LAT",), names=("bogus",))
+        add("latency-adapt without --target", A, [*LA, "--data", "{D}/lat.csv"], "error", "needs a target",
+            needs=("LAT",), names=("target",))
+        add("latency-adapt --validate without --measure", A, [*LAD, "--validate", "5"], "error",
+            "--validate only means something with --measure", needs=("LAT",), names=("validate",))
+        add("latency-adapt --shots 1000 (120 rows)", A, [*LAD, "--shots", "1000"], "error",
+            "more shots than measured rows", needs=("LAT",), names=("shots",))
+        add("latency-adapt --json <a directory>", "outputs", [*LAD, "--json", "{D}/a_dir"], "error",
+            "the JSON target is a folder", needs=("LAT",))
+        add("latency-train --out <a directory>", "outputs", [*LT[:-2], "--out", "{D}/a_dir"], "error",
+            "the target is a folder")
+
+        def adapt_ok(res: Result, out: Path) -> str | None:
+            try:
+                m = json.loads((out / "m.json").read_text())
+            except (OSError, ValueError) as e:
+                return f"no metrics JSON: {e}"
+            bad = [k for k in ("spearman", "kendall", "mape", "acc10")
+                   if not isinstance(m.get(k), (int, float)) or not math.isfinite(m[k])]
+            if bad:
+                return f"metrics missing or not finite: {bad}"
+            if m.get("n") != 80:  # 120 rows, 30 NaN, 10 shots: 80 scored
+                return f"scored {m.get('n')} architectures, expected 80 (NaN = not measured)"
+            return None
+
+        add("latency-adapt --data <NaN latencies>", F, [*LA, "--data", "{D}/lat_nan.csv", "--target", "lat_new",
+                                                        "--json", "{O}/m.json"],
+            "handled", "NaN = not measured: left out of shots and scoring", adapt_ok, needs=("LAT",))
+        add("latency-adapt --data <fewer rows than shots>", F, [*LA, "--data", "{D}/lat_few.csv", "--target",
+                                                                "lat_new"],
+            "error", "6 rows, 10 shots", needs=("LAT",), names=("shots",))
+        for name, why in (("text", "not a number"), ("neg", "negative latency"), ("zero", "zero latency"),
+                          ("inf", "infinite latency")):
+            add(f"latency-adapt --data <{why}>", F, [*LA, "--data", f"{{D}}/lat_{name}.csv", "--target", "lat_new"],
+                "error", why, needs=("LAT",), names=(f"lat_{name}.csv",))
+        add("latency-train --data <no lat_* column>", F, [*LT, "--data", "{D}/good.csv"], "error",
+            "nothing to train on", names=("lat",))
+        add("latency-train --data <binary garbage>", F, [*LT, "--data", "{D}/garbage"], "error", "binary",
+            names=("garbage",))
+        add("latency-adapt <NB201 model> on generic file", C, [*LA, "--data", "{D}/good_generic.jsonl", "--target",
+                                                                "acc"],
+            "error", "another space", needs=("LAT",), names=("space", "generic", "NAS-Bench-201", "nb201"))
+        for name, path in (("random bytes", "{D}/garbage"), ("missing", "{D}/missing.npz"),
+                           ("0-byte", "{D}/zero.pt"), ("a torch checkpoint", "{FT}")):
+            add(f"latency-adapt --model <{name}>", C, ["latency-adapt", "--model", path, "--data", "{D}/lat.csv",
+                                                      "--target", "lat_new"],
+                "error", "not a latency model", needs=("FT",) if path == "{FT}" else (),
+                names=("ft.pt" if path == "{FT}" else Path(path).name,))
+
     # -- outputs -------------------------------------------------------------------------------
     O = "outputs"
     add("pretrain --out <under a file>", O, [*PRE[:-3], "--out", "{D}/a_file/pre.pt", *Q], "error",
@@ -689,6 +762,7 @@ def make_fixtures(runner: Runner, root: Path, data: Path) -> dict[str, str]:
                "--out", f"{fx}/ft.pt", "--no-progress"],
         "GFT": ["finetune", "--hidden", "8", "--epochs", "1", "--data", f"{data}/good_generic.jsonl", "--ratio",
                 "0.5", "--n-val", "10", "--out", f"{fx}/gft.pt", "--no-progress"],
+        "LAT": ["latency-train", "--no-tune", "--devices", "lat_1080ti_1,lat_pixel3", "--out", f"{fx}/lat.npz"],
     }
     for key, argv in jobs.items():
         res = runner.run(argv, fx)
