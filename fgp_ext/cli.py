@@ -330,6 +330,12 @@ def _encoder_options(args) -> dict:
             if args.encoder != "flowerformer":
                 raise SystemExit(f"fgp: --{name.replace('_', '-')} applies to --encoder flowerformer only")
             opts[name] = value
+    for name in ("consistency", "augment"):
+        value = getattr(args, name, None)
+        if value is not None:
+            if args.encoder != "narformer":
+                raise SystemExit(f"fgp: --{name} applies to --encoder narformer only")
+            opts[name] = value
     return opts
 
 
@@ -646,7 +652,7 @@ def _add_surrogate(p):
 
 
 def _add_encoder(p):
-    p.add_argument("--encoder", default="gatedgcn", choices=["gatedgcn", "gin", "flowerformer", "mlp"])
+    p.add_argument("--encoder", default="gatedgcn", choices=["gatedgcn", "gin", "flowerformer", "narformer", "mlp"])
     p.add_argument("--hidden", type=_args.positive_int, default=None, help="width (default 128)")
     p.add_argument("--dropout", type=_args.dropout, default=None, help="dropout (default 0.1)")
     p.add_argument("--reverse-successors", choices=["all", "earliest"], default=None,
@@ -668,6 +674,12 @@ def _add_encoder(p):
                    help="a ReLU on the flow passes' output, as the original")
     f.add_argument("--attention-dropout", type=_args.dropout, default=None,
                    help="dropout on the attention weights (default 0; the original 0.5)")
+    n = p.add_argument_group("narformer only")
+    n.add_argument("--consistency", type=_args.non_negative_float, default=None,
+                   help="weight of the architecture consistency loss between the canonical and randomly "
+                        "reordered (other topological order) token sequences (default 1; 0: no augmentation)")
+    n.add_argument("--augment", type=_args.non_negative_int, default=None,
+                   help="random topological orders per architecture and training step (default 1)")
 
 
 def _add_split(p):

@@ -24,6 +24,8 @@ LAYERS = {
     "fgp_ext.levels": 2,
     "fgp_ext.surrogate": 2,
     "fgp_ext.encoders": 3,
+    "fgp_ext.encoders.narformer": 3,
+    "fgp_ext.encoders.narformer_tokens": 3,
     "fgp_ext.networks": 3,
     "fgp_ext.proxies": 4,
     "fgp_ext.latency": 4,

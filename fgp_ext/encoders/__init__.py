@@ -15,6 +15,10 @@ forward + backward pass over the topological generations of a DAG).
   ``0.2 * x_in + 0.8 * x``.
 * :class:`FlowerFormer` — flow-aware graph transformer: attention + GRU passes over topological
   generations (forward and reversed), attention restricted to flow-related node pairs.
+* :class:`NARFormer` — NAR-Former: a transformer over one token per node (op code, own position,
+  predecessors' positions in a topological order), multi-stage fusion by learned queries, and an
+  information-flow-consistency augmentation (random other topological orders) with a consistency
+  loss (:meth:`Encoder.extra_loss`).
 * :class:`MLPEncoder` — a baseline on the flattened per-node one-hot encoding.
 
 Use :func:`build_encoder` (by name) to construct one from a config dict; ``encoder.config`` gives
@@ -27,14 +31,16 @@ from fgp_ext.encoders.flowerformer import FlowerFormer, FlowPass
 from fgp_ext.encoders.gatedgcn import GatedGCN, GatedGCNLayer
 from fgp_ext.encoders.gin import GIN
 from fgp_ext.encoders.mlp import MLPEncoder
+from fgp_ext.encoders.narformer import NARFormer
 
 #: Encoder classes by CLI / checkpoint name.
 ENCODERS: dict[str, type[Encoder]] = {
-    "gin": GIN, "gatedgcn": GatedGCN, "mlp": MLPEncoder, "flowerformer": FlowerFormer}
+    "gin": GIN, "gatedgcn": GatedGCN, "mlp": MLPEncoder, "flowerformer": FlowerFormer,
+    "narformer": NARFormer}
 
 
 def build_encoder(name: str, num_ops: int, **config) -> Encoder:
-    """Construct the encoder ``name`` (``"gin"``, ``"gatedgcn"``, ``"flowerformer"``, ``"mlp"``) for a vocabulary of
+    """Construct the encoder ``name`` (``"gin"``, ``"gatedgcn"``, ``"flowerformer"``, ``"narformer"``, ``"mlp"``) for a vocabulary of
     ``num_ops`` ops; ``config`` goes to the class (``hidden``, ``layers``, ``dropout``, ...)."""
     key = str(name).lower().replace("-", "").replace("_", "")
     if key == "resgatedgcn":
@@ -44,5 +50,5 @@ def build_encoder(name: str, num_ops: int, **config) -> Encoder:
     return ENCODERS[key](num_ops=num_ops, **config)
 
 
-__all__ = ["Encoder", "GIN", "GatedGCN", "FlowerFormer", "MLPEncoder", "ENCODERS", "build_encoder", "segment_mean",
+__all__ = ["Encoder", "GIN", "GatedGCN", "FlowerFormer", "NARFormer", "MLPEncoder", "ENCODERS", "build_encoder", "segment_mean",
            "GatedGCNLayer", "FlowPass"]

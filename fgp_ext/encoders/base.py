@@ -119,6 +119,12 @@ class Encoder(nn.Module):
             raise ValueError(f"batch has op id {int(batch.op.max())} but the encoder was built for "
                              f"{self.num_ops} ops")
 
+    def extra_loss(self) -> torch.Tensor | None:
+        """A loss term of the last training-mode forward pass that the training loops add to their
+        objective (e.g. :class:`~fgp_ext.encoders.NARFormer`'s consistency loss), cleared when read;
+        None (the default) when there is none."""
+        return None
+
     def node_embeddings(self, batch) -> torch.Tensor:  # pragma: no cover - abstract
         """``[N, out_dim]`` embedding of every node of ``batch``."""
         raise NotImplementedError

@@ -145,6 +145,9 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
                 continue
             scores = model(batch.select(ids))
             loss = ranking_loss(scores, y[ids].to(scores.dtype), margin=margin, max_pairs=max_pairs, generator=gen)
+            extra = model.encoder.extra_loss()   # an encoder's own training term (NAR-Former's consistency loss)
+            if extra is not None:
+                loss = loss + extra
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if clip:

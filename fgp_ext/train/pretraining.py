@@ -139,6 +139,9 @@ def pretrain(encoder: Encoder, data, surrogate_targets, epochs: int = 200, batch
                                   for j in range(want.shape[1])]).mean()
                 loss = 0.5 * rec + 0.5 * la if reconstruction else la
                 aux_sum += float(la.detach())
+            extra = encoder.extra_loss()   # an encoder's own training term (NAR-Former's consistency loss)
+            if extra is not None:
+                loss = loss + extra
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
