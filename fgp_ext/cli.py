@@ -123,17 +123,40 @@ def _surrogate(batch, ds, sp):
     return sp.compute(batch, ds.space.num_ops)
 
 
-def _aux_name(args, ds) -> str | None:
-    """The auxiliary target the user asked for; 'auto' is FGP's full recipe where proxies ship with
-    the data (NB201: the MeCo proxy), else none; 'none' turns it off."""
+def _aux_choice(args, ds) -> tuple[str | None, str]:
+    """The auxiliary target and why: 'auto' is :func:`fgp_ext.train.auto_aux.choose_aux_target`
+    (NB201: the MeCo proxy; a file: its first usable cost or proxy column, never the target),
+    'none' turns it off, anything else is the user's choice."""
     name = getattr(args, "aux_target", None)
     if name in (None, "none"):
-        return None
+        return None, "--aux-target none: reconstruction alone"
     if name == "auto":
-        from fgp_ext.proxies import DEFAULT_AUX_TARGET
+        from fgp_ext.train.auto_aux import choose_aux_target
 
-        return DEFAULT_AUX_TARGET if getattr(ds.space, "name", "") == "nb201" else None
-    return name
+        try:   # the label column `run` / `finetune` would use (pretrain has no --target: the default)
+            target = _pick_target(args, ds)
+        except SystemExit:
+            target = None
+        c = choose_aux_target(ds, target)
+        return c.name, ("auto: " + c.reason) if c.name else ("auto found " + c.reason)
+    return name, f"--aux-target {name}"
+
+
+def _aux_name(args, ds) -> str | None:
+    """The auxiliary target's name (:func:`_aux_choice`), None for none."""
+    return _aux_choice(args, ds)[0]
+
+
+def _report_aux(args, ds) -> str:
+    """Print the auxiliary target and why (one line; a one-line warning on stderr when ``auto``
+    finds nothing and pre-training runs on reconstruction alone); returns the reason."""
+    name, reason = _aux_choice(args, ds)
+    if name is not None:
+        print(f"auxiliary target: {name} ({reason})")
+    elif getattr(args, "aux_target", None) == "auto":
+        print(f"fgp: warning: {reason}; pre-training on reconstruction alone (FGP's gain comes mostly from "
+              "the auxiliary loss: add a params/flops column or pass --aux-target COLUMN)", file=sys.stderr)
+    return reason
 
 
 def _aux(args, ds, batch):
@@ -353,6 +376,7 @@ def cmd_pretrain(args) -> int:
     from fgp_ext.train import pretrain, save_checkpoint, set_seed
 
     ds = _load_data(args)
+    aux_reason = _report_aux(args, ds)
     batch = fgp_ext.collate(ds.graphs)
     sp = _surrogate_params(args, ds)
     sur = _surrogate(batch, ds, sp)
@@ -366,7 +390,7 @@ def cmd_pretrain(args) -> int:
     print(f"pre-trained {args.encoder} on {len(ds)} architectures for {args.epochs} epochs: final "
           f"reconstruction loss {_fmt(last.get('rec'))}, {res.time_per_epoch:.2f} s/epoch")
     meta = {"stage": "pretrain", "space": ds.space.name, "surrogate": sp.as_dict(), "history": res.history,
-            "standardize": args.standardize, "aux_target": _aux_name(args, ds),
+            "standardize": args.standardize, "aux_target": _aux_name(args, ds), "aux_target_reason": aux_reason,
             "target_mean": None if res.target_mean is None else res.target_mean.tolist(),
             "target_std": None if res.target_std is None else res.target_std.tolist()}
     settings = {"stage": "pretrain", "surrogate": sp.as_dict(), "epochs": args.epochs,
@@ -587,6 +611,7 @@ def cmd_run(args) -> int:
     print(f"fgp run: {args.encoder} on {ds.space.name} ({len(ds)} architectures, target {target}), "
           f"{len(runs)} run(s), ratio {args.ratio}, pre-train {args.epochs_pretrain} / fine-tune "
           f"{args.epochs_finetune} epochs, {torch.get_num_threads()} thread(s)")
+    aux_reason = _report_aux(args, ds)
     t0 = time.perf_counter()
     config = ProtocolConfig(
         encoder=args.encoder, target=target, runs=runs, ratio=args.ratio, n_train=args.n_train, n_val=args.n_val,
@@ -602,6 +627,7 @@ def cmd_run(args) -> int:
         pretrained_dir=args.pretrained_dir, progress=_progress(args))
     summary = run_protocol(ds, config, aux_values=aux, unlabelled=_load_unlabelled(args, ds))
     summary["aux_target"] = _aux_name(args, ds)
+    summary["aux_target_reason"] = aux_reason
     summary["wall_s"] = time.perf_counter() - t0
     summary["command"] = "fgp " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else None
     print()
@@ -692,8 +718,9 @@ def _add_split(p):
 AUX_HELP = ("auxiliary pre-training ranking target: a data column; for NB201 a shipped zero-cost proxy "
             "(params, flops, synflow, nwot, jacov, grad_norm, snip, meco); several joined by '+' "
             "rank-vote (e.g. synflow+jacov+snip); several joined by ',' get one auxiliary output each "
-            "(e.g. meco,synflow); 'auto' (default): meco on NB201, none elsewhere; 'none': "
-            "reconstruction only")
+            "(e.g. meco,synflow); 'auto' (default): meco on NB201; on other data the file's first usable "
+            "column of params > flops > macs > meco > zico > nwot > synflow (never the --target or another "
+            "label; a warning and reconstruction only when there is none); 'none': reconstruction only")
 
 
 def _add_pretrain_losses(p) -> None:
