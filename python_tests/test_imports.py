@@ -30,6 +30,7 @@ LAYERS = {
     "fgp_ext.proxies": 4,
     "fgp_ext.latency": 4,
     "fgp_ext.latency_model": 4,
+    "fgp_ext.latency_features": 4,
     "fgp_ext.train": 4,
     "fgp_ext.cli": 5,
     "fgp_ext.__main__": 5,
