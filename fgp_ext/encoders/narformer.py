@@ -19,7 +19,10 @@ none of the code is used. Three parts:
    forward pass also encodes ``augment`` random other topological orders of every graph (the same
    DAG, the same reachability, other sequence positions:
    :func:`~fgp_ext.encoders.narformer_tokens.random_topological_rank`) and records the architecture
-   consistency loss ``consistency * mean((z - z_aug) ** 2)`` between the embeddings. The training
+   consistency loss ``consistency * mean((z - z_aug) ** 2)`` between the embeddings. The
+   reordered passes reuse the canonical pass's dropout masks: with fresh masks the gap measures
+   dropout noise, which the model can only lower by shrinking every embedding towards one point
+   (it did: the spread of the embeddings fell by 10^4 in ten fine-tuning epochs). The training
    loops (:func:`fgp_ext.train.pretrain`, :func:`fgp_ext.train.finetune`) add it to their loss
    through :meth:`Encoder.extra_loss`, so pre-training and fine-tuning both use it unchanged. The
    paper ties predictions; tying the embeddings serves the flow-surrogate, auxiliary and score heads
@@ -248,11 +251,20 @@ class NARFormer(Encoder):
         topological orders is computed as well (read it with :meth:`extra_loss`)."""
         if batch.num_graphs == 0:
             return torch.zeros(0, self.hidden, device=batch.op.device)
-        z = self._embed(batch, topological_rank(batch))
         self._pending_loss = None
-        if self.training and self.consistency > 0.0 and self.augment > 0:
-            diffs = [(z - self._embed(batch, random_topological_rank(batch))).pow(2).mean()
-                     for _ in range(self.augment)]
+        augment = self.training and self.consistency > 0.0 and self.augment > 0
+        if augment:
+            ranks = [random_topological_rank(batch) for _ in range(self.augment)]
+            rng = torch.get_rng_state()
+        z = self._embed(batch, topological_rank(batch))
+        if augment:
+            # every reordered pass draws the canonical pass's dropout masks (the masks come from
+            # torch's generator; nodes keep their slots), so the gap measures the order alone
+            after, diffs = torch.get_rng_state(), []
+            for rank in ranks:
+                torch.set_rng_state(rng)
+                diffs.append((z - self._embed(batch, rank)).pow(2).mean())
+            torch.set_rng_state(after)
             self._pending_loss = self.consistency * torch.stack(diffs).mean()
         return z
 
