@@ -37,7 +37,20 @@ Python API::
 
 Command line: ``fgp latency-train`` and ``fgp latency-adapt`` (:func:`add_latency_model_parsers`).
 The embedded NB201 table (``fgp_ext.load("nb201")``) holds the nine ``lat_*`` columns, so
-``--data nb201`` needs nothing outside the package. Only NAS-Bench-201 cells are handled so far.
+``--data nb201`` needs nothing outside the package.
+
+Other search spaces (:class:`GraphLatencyPredictor`): a JSONL/JSON file of graphs (``ops`` +
+``edges`` or ``matrix``, e.g. chains of MBConv blocks) with ``lat_*`` columns, where no network can
+be built. The same Bayesian model reads the features of
+:class:`~fgp_ext.latency_features.GraphFeatureSchema` (op counts, op counts per position in the
+graph, graph size, and the file's cheap columns such as params and FLOPs); the schema (space,
+vocabulary, cheap columns) is stored in the model, so a file of another space is a one-line
+error. Shots: the same greedy design over the file's architectures that have a value in the
+target column (no fixed reference set: such a space is not enumerated)::
+
+    pred = lm.train(fgp_ext.load("mbconv.jsonl"))                   # every lat_* column
+    idx = pred.choose_shots(ds, 10)                                   # measure these
+    pred.adapt(ds.subset(idx), latencies_ms).predict(ds)              # ms
 """
 from __future__ import annotations
 
@@ -51,18 +64,18 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["LatencyPredictor", "LatencyModelError", "Hyper", "train", "nb201_codes",
-           "latency_metrics", "add_latency_model_parsers", "MODEL_FORMAT", "MODEL_VERSION"]
+# LatencyModelError is defined with the graph-space features (which raise it too): one class
+from fgp_ext.latency_features import GraphFeatureSchema, LatencyModelError
+
+__all__ = ["LatencyPredictor", "GraphLatencyPredictor", "LatencyModelError", "Hyper", "train",
+           "load_model", "nb201_codes", "latency_metrics", "add_latency_model_parsers", "MODEL_FORMAT",
+           "MODEL_VERSION"]
 
 MODEL_FORMAT = "fgp-latency-model"
 MODEL_VERSION = 1
 NB201_CELLS = 5 ** 6
 #: prior variance of the intercept (log ms): effectively flat
 _INTERCEPT_VAR = 1e4
-
-
-class LatencyModelError(ValueError):
-    """A bad latency model file, architecture or measurement (one line, no traceback)."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,39 +414,17 @@ class LatencyPredictor:
 
     @classmethod
     def load(cls, path) -> "LatencyPredictor":
-        """Read a file written by :meth:`save`; ``LatencyModelError`` (one line) for anything else."""
-        import os
-        import zipfile
+        """Read a NAS-Bench-201 model written by :meth:`save`; ``LatencyModelError`` (one line) for
+        anything else (a graph-space model included: :func:`load_model` reads either kind)."""
+        pred = load_model(path)
+        if not isinstance(pred, cls):
+            raise LatencyModelError(f"{path}: a latency model of the graph space {pred.space!r}, not of "
+                                    f"NAS-Bench-201 (read it with load_model)")
+        return pred
 
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no such file: {str(path)!r}")
-        if os.path.isdir(path):
-            raise LatencyModelError(f"{path}: is a directory, not a latency model")
-        try:
-            with open(path, "rb") as fh:
-                magic = fh.read(4)
-        except OSError as e:
-            raise LatencyModelError(f"{path}: cannot read ({e.strerror or e})") from None
-        if magic != b"PK\x03\x04":
-            raise LatencyModelError(f"{path}: not an fgp latency model (not an .npz archive)")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                if not hasattr(z, "files") or "header" not in z.files:
-                    raise LatencyModelError(f"{path}: not an fgp latency model (no header)")
-                header = json.loads(str(z["header"]))
-                if not isinstance(header, dict) or header.get("format") != MODEL_FORMAT:
-                    raise LatencyModelError(f"{path}: not an fgp latency model (format "
-                                            f"{header.get('format') if isinstance(header, dict) else None!r})")
-                if header.get("version") != MODEL_VERSION:
-                    raise LatencyModelError(f"{path}: latency model format version {header.get('version')!r}; "
-                                            f"this fgp_ext reads version {MODEL_VERSION}")
-                arrays = {k: z[k] for k in ("mu", "cov", "src_table", "src_mean", "src_std", "reference", "cheap")}
-        except LatencyModelError:
-            raise
-        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, json.JSONDecodeError,
-                UnicodeDecodeError) as e:
-            raise LatencyModelError(f"{path}: not a readable fgp latency model ({type(e).__name__}: "
-                                    f"{str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
+    @classmethod
+    def _from_file(cls, path, header: dict, z) -> "LatencyPredictor":
+        arrays = {k: z[k] for k in ("mu", "cov", "src_table", "src_mean", "src_std", "reference", "cheap")}
         n_src = len(header["devices"])
         p = arrays["mu"].shape[0] if arrays["mu"].ndim == 1 else -1
         if (header.get("space") != "nb201" or p != 32 or arrays["cov"].shape != (p, p)
@@ -443,6 +434,45 @@ class LatencyPredictor:
                                     f"shapes do not match)")
         return cls(space=header["space"], devices=header["devices"], noise=header["noise"],
                    hyper=Hyper(**header["hyper"]), meta=header.get("meta"), **arrays)
+
+
+def load_model(path) -> "LatencyPredictor | GraphLatencyPredictor":
+    """Read a latency model written by :meth:`LatencyPredictor.save` (NAS-Bench-201) or
+    :meth:`GraphLatencyPredictor.save` (any graph space); ``LatencyModelError`` (one line) for any
+    other file, ``FileNotFoundError`` for a missing one."""
+    import os
+    import zipfile
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {str(path)!r}")
+    if os.path.isdir(path):
+        raise LatencyModelError(f"{path}: is a directory, not a latency model")
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as e:
+        raise LatencyModelError(f"{path}: cannot read ({e.strerror or e})") from None
+    if magic != b"PK\x03\x04":
+        raise LatencyModelError(f"{path}: not an fgp latency model (not an .npz archive)")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files") or "header" not in z.files:
+                raise LatencyModelError(f"{path}: not an fgp latency model (no header)")
+            header = json.loads(str(z["header"]))
+            if not isinstance(header, dict) or header.get("format") != MODEL_FORMAT:
+                raise LatencyModelError(f"{path}: not an fgp latency model (format "
+                                        f"{header.get('format') if isinstance(header, dict) else None!r})")
+            if header.get("version") != MODEL_VERSION:
+                raise LatencyModelError(f"{path}: latency model format version {header.get('version')!r}; "
+                                        f"this fgp_ext reads version {MODEL_VERSION}")
+            kind = GraphLatencyPredictor if header.get("kind") == "graph" else LatencyPredictor
+            return kind._from_file(path, header, z)
+    except LatencyModelError:
+        raise
+    except (ValueError, OSError, EOFError, KeyError, TypeError, zipfile.BadZipFile, json.JSONDecodeError,
+            UnicodeDecodeError) as e:
+        raise LatencyModelError(f"{path}: not a readable fgp latency model ({type(e).__name__}: "
+                                f"{str(e).splitlines()[0] if str(e) else 'corrupt'})") from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -534,14 +564,22 @@ def _inner_score(codes_all, logY, devices, hyper, shots: int, draws: int, seed: 
 
 
 def train(dataset, devices: Sequence[str] | None = None, *, tune: bool = True, shots: int = 10,
-          draws: int = 3, seed: int = 0, design_k: int = 50, verbose: bool = False) -> LatencyPredictor:
-    """Train a predictor on the latency columns ``devices`` of an NB201 ``dataset`` (default: every
-    ``lat_*`` column). With ``tune``, the prior scales (:data:`HYPER_GRID`, one coordinate at a time)
-    are chosen by leave-one-source-device-out with ``shots`` random shots (``draws`` per device);
-    needs >= 3 devices. Latencies must be positive (NaN = not measured)."""
+          draws: int = 3, seed: int = 0, design_k: int = 50, cheap: Sequence[str] | None = None,
+          verbose: bool = False) -> "LatencyPredictor | GraphLatencyPredictor":
+    """Train a predictor on the latency columns ``devices`` of ``dataset`` (default: every ``lat_*``
+    column): a :class:`LatencyPredictor` for NAS-Bench-201 cells, a :class:`GraphLatencyPredictor`
+    for any other space read from a file (``cheap``: its feature columns, see :func:`train_graph`).
+    With ``tune``, the prior scales (:data:`HYPER_GRID`, one coordinate at a time) are chosen by
+    leave-one-source-device-out with ``shots`` random shots (``draws`` per device); needs >= 3
+    devices. Latencies must be positive (NaN = not measured)."""
     space = getattr(getattr(dataset, "space", None), "name", None)
-    if space != "nb201":
-        raise LatencyModelError(f"the latency predictor handles NAS-Bench-201 cells; the data is {space!r}")
+    if space is None or not hasattr(dataset, "graphs"):
+        raise LatencyModelError("train needs a dataset of architectures (fgp_ext.load(FILE))")
+    if space != "nb201" and not getattr(dataset.space, "vocab", None):
+        raise LatencyModelError(f"the data's space {space!r} has no op vocabulary")
+    if space == "nb201" and cheap is not None:
+        raise LatencyModelError("cheap feature columns are read from files of graph spaces; NAS-Bench-201 "
+                                "cells use the shipped FLOPs and parameter counts")
     if devices is None:
         devices = [c for c in dataset.target_names if c.startswith("lat_")]
         if not devices:
@@ -552,9 +590,12 @@ def train(dataset, devices: Sequence[str] | None = None, *, tune: bool = True, s
     for d in devices:
         if d not in dataset.target_names:
             raise LatencyModelError(f"unknown device column {d!r}; available: {dataset.target_names}")
-    codes = nb201_codes(dataset)
-    codes, first = np.unique(codes, return_index=True)   # a repeated cell counts once
-    Y = np.column_stack([dataset.targets(d)[first] for d in devices])
+    if space != "nb201":
+        Y = np.column_stack([dataset.targets(d) for d in devices])
+    else:
+        codes = nb201_codes(dataset)
+        codes, first = np.unique(codes, return_index=True)   # a repeated cell counts once
+        Y = np.column_stack([dataset.targets(d)[first] for d in devices])
     if (Y[np.isfinite(Y)] <= 0).any() or np.isinf(Y).any():
         j = int(np.flatnonzero(((Y <= 0) | np.isinf(Y)).any(axis=0))[0])
         raise LatencyModelError(f"column {devices[j]!r} holds latencies <= 0 or infinite; they must be > 0 ms")
@@ -562,6 +603,9 @@ def train(dataset, devices: Sequence[str] | None = None, *, tune: bool = True, s
         if np.isfinite(Y[:, j]).sum() < 50:
             raise LatencyModelError(f"column {d!r} has {int(np.isfinite(Y[:, j]).sum())} measured "
                                     f"architectures; at least 50 are needed to train on it")
+    if space != "nb201":
+        return train_graph(dataset, devices, cheap=cheap, tune=tune, shots=shots, draws=draws, seed=seed,
+                           verbose=verbose)
     logY = np.log(Y)
     t0 = time.perf_counter()
     hyper = Hyper()
@@ -586,33 +630,250 @@ def train(dataset, devices: Sequence[str] | None = None, *, tune: bool = True, s
 
 
 # ----------------------------------------------------------------------------------------------
+# any graph space: the file's op graph and cheap columns as features
+
+
+def _screen_shots(prior: _Posterior, F: np.ndarray, logy: np.ndarray) -> np.ndarray:
+    """Mask of the shots to keep: the worst is set aside while its leave-one-out residual under the
+    prior is more than OUTLIER_Z predictive standard deviations and a factor 2 off (at most K/4)."""
+    keep = np.ones(len(logy), dtype=bool)
+    if len(logy) < 5:
+        return keep
+    for _ in range(len(logy) // 4):
+        idx = np.flatnonzero(keep)
+        r, sd = prior.loo(F[idx], logy[idx])
+        z = np.abs(r) / sd
+        k = int(np.argmax(z))
+        if z[k] <= OUTLIER_Z or abs(r[k]) <= math.log(2.0):
+            break
+        keep[idx[k]] = False
+    return keep
+
+
+class GraphLatencyPredictor:
+    """The latency predictor for a search space given as graphs in a JSONL/JSON file (chains of
+    MBConv blocks, NAS-Bench-101 or DARTS cells, any op-on-node DAG), where no network is built.
+
+    The same model as :class:`LatencyPredictor` (log latency linear in the architecture features,
+    a Gaussian prior over the weights learned from the source devices, a flat device offset,
+    posterior from K shots), with the features of :class:`~fgp_ext.latency_features.GraphFeatureSchema`:
+    op counts, op counts per position, graph size and the file's cheap columns (params, FLOPs...).
+    ``schema`` records the space, its vocabulary and the cheap columns, so a file of another space
+    is refused. Train with :func:`train` on such a dataset; then :meth:`choose_shots`,
+    :meth:`adapt` and :meth:`predict` take :class:`~fgp_ext.data.dataset.Dataset` s of the space.
+    """
+
+    def __init__(self, *, schema: GraphFeatureSchema, devices: Sequence[str], mu: np.ndarray,
+                 cov: np.ndarray, noise: float, hyper: Hyper, meta: Mapping | None = None):
+        self.schema = schema
+        self.space = schema.space
+        self.devices = list(devices)
+        self.mu = np.asarray(mu, dtype=np.float64)
+        self.cov = np.asarray(cov, dtype=np.float64)
+        self.noise = float(noise)
+        self.hyper = hyper
+        self.meta = dict(meta or {})
+        self._post: _Posterior | None = None
+        #: drop shots that look like failed measurements before adapting (see _screen_shots)
+        self.robust = True
+        self.outliers: np.ndarray | None = None
+        self.shots: np.ndarray | None = None
+
+    def _prior(self) -> _Posterior:
+        h = self.hyper
+        P = h.cov_scale * self.cov + h.iso * np.eye(self.cov.shape[0])
+        cs = self.schema.cheap_slice
+        P[cs, cs] += h.cheap_var * np.eye(cs.stop - cs.start)
+        return _Posterior(self.mu, P, h.noise_scale * self.noise)
+
+    def features(self, dataset, what: str = "the data") -> np.ndarray:
+        """Scaled architecture features of ``dataset`` (``LatencyModelError`` for another space)."""
+        return self.schema(dataset, what)
+
+    # -- shots -------------------------------------------------------------------------------------
+    def choose_shots(self, dataset, k: int = 10, *, rule: str = "design", seed: int = 0) -> np.ndarray:
+        """Indices into ``dataset`` of the ``k`` architectures to measure: ``"design"`` (greedy
+        largest posterior predictive variance among them, no labels needed) or ``"random"``."""
+        return self._choose(self.features(dataset), k, rule, seed)
+
+    def _choose(self, F: np.ndarray, k: int, rule: str = "design", seed: int = 0) -> np.ndarray:
+        if k < 1:
+            raise LatencyModelError(f"the number of shots must be >= 1, got {k}")
+        if k > len(F):
+            raise LatencyModelError(f"{k} shots asked for, but only {len(F)} architectures are available")
+        if rule == "random":
+            return np.sort(np.random.default_rng(seed).choice(len(F), k, replace=False))
+        if rule != "design":
+            raise LatencyModelError(f"unknown shot rule {rule!r} (design or random)")
+        return np.asarray(_greedy_design(self._prior(), F, k))
+
+    # -- adapt / predict ---------------------------------------------------------------------------
+    def adapt(self, dataset, latency_ms) -> "GraphLatencyPredictor":
+        """Fit the device from the measured latencies (ms) of the architectures of ``dataset``
+        (>= 2, positive and finite, one per architecture); returns ``self``."""
+        try:
+            y = np.asarray(latency_ms, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise LatencyModelError("adapt needs numeric latencies (ms)") from None
+        if len(y) != len(dataset) or len(y) < 2:
+            raise LatencyModelError(f"adapt needs one latency per architecture and at least 2; got {len(y)} "
+                                    f"for {len(dataset)} architectures")
+        bad = np.flatnonzero(~np.isfinite(y) | (y <= 0))
+        if bad.size:
+            raise LatencyModelError(f"latency of measured architecture {int(bad[0])} is {y[bad[0]]}: "
+                                    f"latencies must be finite and > 0 (ms)")
+        return self._adapt_F(self.features(dataset), np.log(y))
+
+    def _adapt_F(self, F: np.ndarray, logy: np.ndarray) -> "GraphLatencyPredictor":
+        keep = _screen_shots(self._prior(), F, logy) if self.robust else np.ones(len(logy), dtype=bool)
+        self.outliers = ~keep
+        self._post = self._prior().fit(F[keep], logy[keep])
+        return self
+
+    @property
+    def adapted(self) -> bool:
+        return self._post is not None
+
+    def predict_log_F(self, F: np.ndarray) -> np.ndarray:
+        if self._post is None:
+            raise LatencyModelError("the predictor is not adapted to a device yet: call adapt() first")
+        return self._post.predict(F)
+
+    def predict(self, dataset) -> np.ndarray:
+        """Predicted latency (ms) of every architecture of ``dataset`` on the adapted device."""
+        return np.exp(self.predict_log_F(self.features(dataset)))
+
+    # -- files -------------------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write the trained predictor (not its adaptation) to ``path`` (a ``.npz``, atomically)."""
+        from fgp_ext import _io
+
+        header = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "kind": "graph", "space": self.space,
+                  "schema": self.schema.to_json(), "devices": self.devices, "noise": self.noise,
+                  "hyper": asdict(self.hyper), "meta": self.meta}
+        _io.np_savez(path, header=np.array(json.dumps(header)), mu=self.mu, cov=self.cov)
+
+    @classmethod
+    def _from_file(cls, path, header: dict, z) -> "GraphLatencyPredictor":
+        schema = GraphFeatureSchema.from_json(header["schema"])
+        mu, cov = z["mu"], z["cov"]
+        if mu.shape != (schema.dim,) or cov.shape != (schema.dim, schema.dim) or header.get("space") != schema.space:
+            raise LatencyModelError(f"{path}: inconsistent latency model (space {header.get('space')!r}, "
+                                    f"shapes do not match)")
+        return cls(schema=schema, devices=header["devices"], mu=mu, cov=cov, noise=header["noise"],
+                   hyper=Hyper(**header["hyper"]), meta=header.get("meta"))
+
+
+def _graph_inner_score(F, logY, hyper, shots: int, draws: int, seed: int, schema) -> float:
+    """Mean Spearman of leave-one-source-device-out adaptation with ``shots`` random shots."""
+    from fgp_ext.metrics import spearman
+
+    rng = np.random.default_rng(seed)
+    scores = []
+    for j in range(logY.shape[1]):
+        keep = [i for i in range(logY.shape[1]) if i != j]
+        mu, cov, noise = _fit_prior(F, logY[:, keep])
+        pred = GraphLatencyPredictor(schema=schema, devices=[], mu=mu, cov=cov, noise=noise, hyper=hyper)
+        ok = np.flatnonzero(np.isfinite(logY[:, j]))
+        for _ in range(draws):
+            s = rng.choice(ok, shots, replace=False)
+            pred._adapt_F(F[s], logY[s, j])
+            rest = np.setdiff1d(ok, s)
+            sub = rng.choice(rest, min(2000, len(rest)), replace=False)
+            scores.append(spearman(pred.predict_log_F(F[sub]), logY[sub, j]))
+    return float(np.mean(scores))
+
+
+#: position bins of the graph features searched at training time, the first without a search
+GRAPH_BUCKETS = (2, 1, 4)
+#: the grid of the graph-space predictor (it has no source-latency block)
+GRAPH_HYPER_GRID = {k: v for k, v in HYPER_GRID.items() if k != "src_var"}
+
+
+def train_graph(dataset, devices: Sequence[str], *, cheap: Sequence[str] | None = None, tune: bool = True,
+                shots: int = 10, draws: int = 3, seed: int = 0, verbose: bool = False) -> GraphLatencyPredictor:
+    """Train a :class:`GraphLatencyPredictor` on the ``devices`` columns of a graph-space dataset
+    (positive latencies, NaN = not measured); ``cheap``: the feature columns (default every
+    non-``lat_*`` column with a value everywhere). Called by :func:`train` for such data."""
+    t0 = time.perf_counter()
+    from fgp_ext.latency_features import default_cheap_columns
+
+    if cheap is None:
+        cheap = [c for c in default_cheap_columns(dataset) if c not in devices]
+    both = [c for c in cheap if c in devices]
+    if both:
+        raise LatencyModelError(f"column {both[0]!r} is a source device and a cheap feature column at once")
+    logY = np.log(np.column_stack([dataset.targets(d) for d in devices]))
+    hyper = Hyper()
+    schema = GraphFeatureSchema.fit(dataset, cheap, buckets=GRAPH_BUCKETS[0])
+    F = schema(dataset)
+    if tune and len(devices) >= 3:
+        # how finely the graph position is binned is chosen like the prior's scales: by
+        # leave-one-source-device-out (the target device never seen), then the scales
+        best = _graph_inner_score(F, logY, hyper, shots, draws, seed, schema)
+        for b in GRAPH_BUCKETS[1:]:
+            sb = GraphFeatureSchema.fit(dataset, cheap, buckets=b)
+            Fb = sb(dataset)
+            sc = _graph_inner_score(Fb, logY, hyper, shots, draws, seed, sb)
+            if sc > best + 1e-4:
+                best, schema, F = sc, sb, Fb
+        if verbose:
+            print(f"  tuned position bins: {schema.buckets} (inner Spearman {best:.4f})", flush=True)
+        for name, values in GRAPH_HYPER_GRID.items():
+            base = hyper
+            for v in values:
+                h = Hyper(**{**asdict(base), name: v})
+                if h == base:
+                    continue
+                sc = _graph_inner_score(F, logY, h, shots, draws, seed, schema)
+                if sc > best + 1e-4:
+                    best, hyper = sc, h
+            if verbose:
+                print(f"  tuned {name}: {getattr(hyper, name)} (inner Spearman {best:.4f})", flush=True)
+    mu, cov, noise = _fit_prior(F, logY)
+    meta = {"trained_on": getattr(dataset, "source", None), "n_archs": int(len(dataset)),
+            "train_s": round(time.perf_counter() - t0, 2)}
+    return GraphLatencyPredictor(schema=schema, devices=devices, mu=mu, cov=cov, noise=noise, hyper=hyper,
+                                 meta=meta)
+
+
+# ----------------------------------------------------------------------------------------------
 # command line
 
 
-def _model_data(path: str, what: str):
+def _model_data(path: str, what: str, nb201_only: bool = True):
     from fgp_ext.data import formats
 
     ds = formats.load(path)
     space = getattr(ds.space, "name", None)
-    if space != "nb201":
-        raise LatencyModelError(f"{what} {path!r} holds {space!r} architectures; the latency predictor "
-                                f"handles NAS-Bench-201 cells")
+    if nb201_only and space != "nb201":
+        raise LatencyModelError(f"{what} {path!r} holds architectures of space {space!r}; this latency model "
+                                f"was trained on NAS-Bench-201 cells (space 'nb201')")
     return ds
 
 
 def cmd_latency_train(args) -> int:
     """``fgp latency-train``: train over the source devices, write the model."""
-    ds = _model_data(args.data, "--data")
+    ds = _model_data(args.data, "--data", nb201_only=False)
     devices = None
     if args.devices:
         devices = [d.strip() for d in args.devices.split(",") if d.strip()]
         if len(set(devices)) != len(devices):
             raise LatencyModelError(f"--devices names a column twice: {args.devices!r}")
+    cheap = None
+    if args.cheap_columns is not None:
+        if ds.space.name == "nb201":
+            raise LatencyModelError("--cheap-columns is for files of graph spaces; NAS-Bench-201 cells use the "
+                                    "shipped FLOPs and parameter counts")
+        cheap = [c.strip() for c in args.cheap_columns.split(",") if c.strip()]
     t0 = time.perf_counter()
-    pred = train(ds, devices, tune=not args.no_tune, seed=args.seed, verbose=True)
+    pred = train(ds, devices, tune=not args.no_tune, seed=args.seed, cheap=cheap, verbose=True)
+    features = (f"; features: op counts and positions of {len(pred.schema.vocab)} ops of space "
+                f"{pred.space!r}, cheap columns {pred.schema.cheap or 'none'}"
+                if isinstance(pred, GraphLatencyPredictor) else "")
     print(f"trained on {len(pred.devices)} device(s) ({', '.join(pred.devices)}) and "
           f"{pred.meta['n_archs']} architectures in {time.perf_counter() - t0:.1f} s; prior scales "
-          f"{asdict(pred.hyper)}")
+          f"{asdict(pred.hyper)}{features}")
     pred.save(args.out)
     print(f"wrote {args.out}")
     return 0
@@ -652,10 +913,12 @@ def cmd_latency_adapt(args) -> int:
     """``fgp latency-adapt``: pick the shots, adapt, predict, score (see the module docstring)."""
     from fgp_ext import _io
 
-    pred = LatencyPredictor.load(args.model)
+    pred = load_model(args.model)
     out: dict = {"model": args.model, "shots": args.shots, "shot_rule": args.shot_rule, "seed": args.seed}
     t0 = time.perf_counter()
-    if args.measure:
+    if isinstance(pred, GraphLatencyPredictor):
+        _adapt_graph(pred, args, out)
+    elif args.measure:
         if args.data or args.target:
             raise LatencyModelError("--measure measures the shots on this machine: it takes no --data/--target")
         all_codes = np.arange(NB201_CELLS)
@@ -724,7 +987,7 @@ def cmd_latency_adapt(args) -> int:
                            for i, (ix, s, p, t) in enumerate(zip(ds.index.tolist(), strs, p_all, y))),
                           header=["index", "arch_str", "predicted_ms", args.target, "shot"])
             print(f"wrote {args.predictions}")
-    if pred.outliers is not None and pred.outliers.any():
+    if isinstance(pred, LatencyPredictor) and pred.outliers is not None and pred.outliers.any():
         dropped = nb201_strings(pred.shots[pred.outliers])
         out["dropped_as_outliers"] = dropped
         print(f"note: {len(dropped)} shot(s) set aside as failed measurements (far from what the others "
@@ -736,16 +999,74 @@ def cmd_latency_adapt(args) -> int:
     return 0
 
 
+def _adapt_graph(pred: GraphLatencyPredictor, args, out: dict) -> None:
+    """``fgp latency-adapt`` with a graph-space model: shots from the file's column, adapt, score."""
+    from fgp_ext import _io
+
+    if args.measure or args.validate:
+        raise LatencyModelError(f"--measure builds NAS-Bench-201 networks; this latency model is of the graph "
+                                f"space {pred.space!r}: give --data FILE --target COLUMN")
+    if not args.data or not args.target:
+        raise LatencyModelError("fgp latency-adapt needs --data FILE and --target COLUMN")
+    ds = _model_data(args.data, "--data", nb201_only=False)
+    if args.target not in ds.target_names:
+        raise LatencyModelError(f"unknown column {args.target!r} in {args.data}; columns: {ds.target_names}")
+    F = pred.features(ds, f"--data {args.data}")
+    y = ds.targets(args.target)
+    bad = np.flatnonzero(np.isinf(y) | (y <= 0))
+    if bad.size:
+        raise LatencyModelError(f"{args.data}: architecture {int(bad[0])} has {args.target} = {y[bad[0]]}; "
+                                f"latencies must be > 0 and finite (null or NaN = not measured)")
+    lab = np.flatnonzero(np.isfinite(y))
+    if len(lab) < args.shots + 2:
+        raise LatencyModelError(f"{args.data}: column {args.target!r} has {len(lab)} measured architectures; "
+                                f"--shots {args.shots} needs at least {args.shots + 2} (shots + 2 to score)")
+    if args.target in pred.devices:
+        print(f"note: the model was trained on {args.target!r}: this is not a held-out score", file=sys.stderr)
+    if args.target in pred.schema.cheap:
+        raise LatencyModelError(f"--target {args.target!r} is one of the model's feature columns")
+    pick = lab[pred._choose(F[lab], args.shots, args.shot_rule, args.seed)]
+    pred._adapt_F(F[pick], np.log(y[pick]))
+    t_adapt = time.perf_counter()
+    p_all = np.exp(pred.predict_log_F(F))
+    out["predict_s"] = time.perf_counter() - t_adapt
+    rest = np.setdiff1d(lab, pick)
+    m = latency_metrics(p_all[rest], y[rest])
+    out.update(m)
+    names = [n if n else f"#{i}" for i, n in enumerate(ds.names)]
+    out.update(target=args.target, data=args.data, space=pred.space,
+               measured={names[i]: float(y[i]) for i in pick})
+    print(f"adapted to {args.target} from {len(pick)} architectures ({args.shot_rule} shots); "
+          f"scored on the {len(rest)} others:")
+    _report(m)
+    if pred.outliers is not None and pred.outliers.any():
+        dropped = [names[i] for i in pick[pred.outliers]]
+        out["dropped_as_outliers"] = dropped
+        print(f"note: {len(dropped)} shot(s) set aside as failed measurements (far from what the others "
+              f"predict): {', '.join(dropped)}", file=sys.stderr)
+    if args.predictions:
+        shot_set = set(pick.tolist())
+        _io.write_csv(args.predictions,
+                      ([int(ix), names[i], f"{p:.6g}", "" if not np.isfinite(t) else f"{t:.6g}", int(i in shot_set)]
+                       for i, (ix, p, t) in enumerate(zip(ds.index.tolist(), p_all, y))),
+                      header=["index", "name", "predicted_ms", args.target, "shot"])
+        print(f"wrote {args.predictions}")
+
+
 def add_latency_model_parsers(subparsers) -> None:
     """Add ``latency-train`` and ``latency-adapt`` to an ``argparse`` subparsers object."""
     from fgp_ext import _args
 
     p = subparsers.add_parser("latency-train", help="train the few-shot latency predictor over source devices",
                               description="Train the few-shot latency predictor on the lat_* columns of "
-                                          "NAS-Bench-201 data (fgp_ext.latency_model).")
-    p.add_argument("--data", default="nb201", help="'nb201' (embedded, 9 latency columns; default) or a "
-                                                   "CSV/JSON file of NB201 cells with lat_* columns")
+                                          "NAS-Bench-201 data or of a graph-space file (fgp_ext.latency_model).")
+    p.add_argument("--data", default="nb201", help="'nb201' (embedded, 9 latency columns; default), a CSV/JSON "
+                                                   "file of NB201 cells with lat_* columns, or a JSONL/JSON file "
+                                                   "of any graph space (ops + edges) with lat_* columns")
     p.add_argument("--devices", default=None, help="comma-separated source columns (default: every lat_* column)")
+    p.add_argument("--cheap-columns", default=None,
+                   help="graph-space files: comma-separated numeric columns read as features (params, flops...; "
+                        "default: every non-lat_* column with a value for every architecture; '' for none)")
     p.add_argument("--no-tune", action="store_true", help="default prior scales, no leave-one-device-out search")
     p.add_argument("--seed", type=_args.seed, default=0, help="shot draws of the prior-scale search (0)")
     p.add_argument("--threads", type=_args.threads, default=1, help="torch intra-op threads (1)")
@@ -757,7 +1078,8 @@ def add_latency_model_parsers(subparsers) -> None:
                                           "architectures (taken from --data's --target column, or measured "
                                           "on this machine with --measure), predict the others and score them.")
     p.add_argument("--model", required=True, help="model written by fgp latency-train")
-    p.add_argument("--data", default=None, help="CSV/JSON of NB201 cells holding the --target column")
+    p.add_argument("--data", default=None, help="file holding the --target column: NB201 cells, or the graph "
+                                                "space the model was trained on")
     p.add_argument("--target", default=None, help="the device's latency column (ms)")
     p.add_argument("--shots", type=_args.positive_int, default=10, help="measured architectures K (10)")
     p.add_argument("--shot-rule", choices=["design", "random"], default="design",

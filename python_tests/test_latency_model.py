@@ -185,10 +185,12 @@ def test_cli_other_space_refused_and_random_shots_deterministic(tmp_path, model8
     nb101.write_text(json.dumps({"matrix": [[0, 1], [0, 0]], "ops": ["input", "output"], "lat_a": 3.0}) + "\n")
     model = tmp_path / "m.npz"
     model8.save(model)
+    # a NAS-Bench-101 file trains a graph-space model (one cell is too few); the NB201 model refuses it
     assert main(["latency-train", "--data", str(nb101), "--out", str(tmp_path / "x.npz")]) == 2
+    assert "at least 50 are needed" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
     assert main(["latency-adapt", "--model", str(model), "--data", str(nb101), "--target", "lat_a"]) == 2
     err = capsys.readouterr().err
-    assert err.count("NAS-Bench-201") == 2 and not (tmp_path / "x.npz").exists()
+    assert "space 'nb101'" in err and "NAS-Bench-201" in err
     runs = []
     for i in range(2):
         out = tmp_path / f"r{i}.json"
@@ -199,3 +201,152 @@ def test_cli_other_space_refused_and_random_shots_deterministic(tmp_path, model8
     # a file of the user's own source devices trains too (one column, no search)
     assert main(["latency-train", "--data", str(unseen_csv), "--no-tune", "--out", str(tmp_path / "own.npz")]) == 0
     assert lm.LatencyPredictor.load(tmp_path / "own.npz").devices == ["lat_never_seen"]
+
+
+# ----------------------------------------------------------------------------------------------
+# graph spaces: a JSONL file of MBConv chains (python_tests/data/mbconv_latency.jsonl.gz, written by
+# scripts/make_mbconv_latency.py: eight synthetic device columns from an analytic cost model and one
+# measured on a CPU), where no network is built and the file's graph and cheap columns carry it
+
+MBCONV = Path(__file__).resolve().parent / "data" / "mbconv_latency.jsonl.gz"
+G_HELD_OUT = "lat_fpga"          # FLOPs 0.60, params 0.63 Spearman on it
+
+
+def _write_jsonl(path, records):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _records(rename=None, drop_lat=True, keep=None):
+    """The shipped file's records; ``rename`` = (old lat column, new name) keeps only that one."""
+    import gzip
+
+    out = []
+    with gzip.open(MBCONV, "rt") as f:
+        for line in f:
+            r = json.loads(line)
+            if rename:
+                y = r[rename[0]]
+                r = {k: v for k, v in r.items() if not k.startswith("lat_")} if drop_lat else r
+                r[rename[1]] = y
+            out.append(r)
+    return out[:keep] if keep else out
+
+
+@pytest.fixture(scope="module")
+def mbconv():
+    return fgp_ext.load(str(MBCONV))
+
+
+@pytest.fixture(scope="module")
+def gmodel(mbconv):
+    """Trained on the synthetic devices other than the held-out one (scales searched, 2 draws)."""
+    devices = [c for c in mbconv.target_names if c.startswith("lat_") and c not in (G_HELD_OUT, "lat_thiscpu_torch")]
+    return lm.train(mbconv, devices, draws=2)
+
+
+def test_graph_space_model_records_its_schema(gmodel, mbconv):
+    assert isinstance(gmodel, lm.GraphLatencyPredictor) and gmodel.space == "generic"
+    assert gmodel.schema.vocab == mbconv.space.vocab and "mbconv_e6_k7" in gmodel.schema.vocab
+    assert gmodel.schema.cheap == ["resolution", "flops", "params"]      # every lat_* column left out
+    assert gmodel.features(mbconv).shape == (len(mbconv), gmodel.schema.dim)
+
+
+def test_graph_space_held_out_device_beats_flops_and_params(gmodel, mbconv):
+    y = mbconv.targets(G_HELD_OUT)
+    scores = {}
+    for rule, seed in [("design", 0)] + [("random", s) for s in range(5)]:
+        pick = gmodel.choose_shots(mbconv, 10, rule=rule, seed=seed)
+        rest = np.setdiff1d(np.arange(len(mbconv)), pick)
+        p = gmodel.adapt(mbconv.subset(pick), y[pick]).predict(mbconv.subset(rest))
+        assert p.shape == (len(rest),) and np.isfinite(p).all() and (p > 0).all()
+        scores.setdefault(rule, []).append(spearman(p, y[rest]))
+    best_cheap = max(spearman(mbconv.targets(c), y) for c in ("flops", "params"))
+    assert best_cheap < 0.7                      # this device is not a FLOPs device
+    assert scores["design"][0] > best_cheap + 0.2 and np.mean(scores["random"]) > best_cheap + 0.15, scores
+
+
+def test_graph_space_deterministic_and_save_load(tmp_path, gmodel, mbconv):
+    y = mbconv.targets(G_HELD_OUT)
+    pick = gmodel.choose_shots(mbconv, 10, rule="random", seed=3)
+    assert np.array_equal(pick, gmodel.choose_shots(mbconv, 10, rule="random", seed=3))
+    assert np.array_equal(gmodel.choose_shots(mbconv, 10), gmodel.choose_shots(mbconv, 10))
+    p1 = gmodel.adapt(mbconv.subset(pick), y[pick]).predict(mbconv)
+    p2 = gmodel.adapt(mbconv.subset(pick), y[pick]).predict(mbconv)
+    assert np.array_equal(p1, p2)
+    path = tmp_path / "g.npz"
+    gmodel.save(path)
+    again = lm.load_model(path)
+    assert isinstance(again, lm.GraphLatencyPredictor) and again.devices == gmodel.devices
+    assert again.schema.to_json() == gmodel.schema.to_json() and again.hyper == gmodel.hyper
+    assert np.array_equal(again.adapt(mbconv.subset(pick), y[pick]).predict(mbconv), p1)
+    with pytest.raises(lm.LatencyModelError, match="graph space 'generic'"):
+        lm.LatencyPredictor.load(path)
+    with pytest.raises(lm.LatencyModelError, match="adapt"):
+        lm.load_model(path).predict(mbconv)
+
+
+def test_graph_space_cli_unseen_column_and_seeded_shots(tmp_path, capsys):
+    src = _write_jsonl(tmp_path / "src.jsonl", [{k: v for k, v in r.items() if k not in (G_HELD_OUT, "lat_thiscpu_torch")}
+                                                for r in _records()])
+    new = _write_jsonl(tmp_path / "new.jsonl", _records(rename=(G_HELD_OUT, "lat_never_seen")))
+    model = tmp_path / "g.npz"
+    assert main(["latency-train", "--data", str(src), "--out", str(model)]) == 0
+    assert "cheap columns ['resolution', 'flops', 'params']" in capsys.readouterr().out
+    out, preds = tmp_path / "m.json", tmp_path / "p.csv"
+    assert main(["latency-adapt", "--model", str(model), "--data", str(new), "--target", "lat_never_seen",
+                 "--json", str(out), "--predictions", str(preds)]) == 0
+    m = json.loads(out.read_text())
+    y = fgp_ext.load(str(new)).targets("lat_never_seen")
+    n = len(y)
+    assert m["n"] == n - 10 and m["space"] == "generic" and len(m["measured"]) == 10
+    assert m["spearman"] > spearman(fgp_ext.load(str(new)).targets("flops"), y) + 0.2
+    assert 0 < m["kendall"] < m["spearman"] and m["mape"] > 0 and 0 < m["acc10"] <= 1
+    rows = list(csv.DictReader(open(preds)))
+    assert len(rows) == n and sum(int(r["shot"]) for r in rows) == 10
+    assert {r["name"] for r in rows if r["shot"] == "1"} == set(m["measured"])
+    runs = []
+    for i in range(2):
+        o = tmp_path / f"r{i}.json"
+        assert main(["latency-adapt", "--model", str(model), "--data", str(new), "--target", "lat_never_seen",
+                     "--shot-rule", "random", "--seed", "7", "--json", str(o)]) == 0
+        runs.append(json.loads(o.read_text()))
+    assert runs[0]["measured"] == runs[1]["measured"] and runs[0]["spearman"] == runs[1]["spearman"]
+    assert runs[0]["measured"] != m["measured"]
+
+
+def test_graph_space_models_refuse_other_spaces(tmp_path, gmodel, model8, capsys):
+    gpath, npath = tmp_path / "g.npz", tmp_path / "n.npz"
+    gmodel.save(gpath)
+    model8.save(npath)
+    new = _write_jsonl(tmp_path / "new.jsonl", _records(rename=(G_HELD_OUT, "lat_x"), keep=60))
+    nb201_csv = tmp_path / "nb201.csv"
+    nb201_csv.write_text("index,arch_str,lat_x\n" + "".join(
+        f"{i},{s},{1.0 + i}\n" for i, s in enumerate(lm.nb201_strings(np.arange(0, 15625, 500)))))
+    other_ops = _write_jsonl(tmp_path / "other_ops.jsonl",
+                             [{**r, "ops": [o.replace("mbconv", "fused") for o in r["ops"]]} for r in _records(keep=60)])
+    no_flops = _write_jsonl(tmp_path / "no_flops.jsonl",
+                            [{k: v for k, v in r.items() if k != "flops"} for r in _records(keep=60)])
+    cases = [(gpath, nb201_csv, "lat_x", "space 'nb201'"),          # graph model, NB201 file
+             (npath, new, "lat_x", "NAS-Bench-201"),                 # NB201 model, graph file
+             (gpath, other_ops, "lat_fpga", "outside the space"),    # another vocabulary
+             (gpath, no_flops, "lat_fpga", "lacks the column(s) ['flops']"),
+             (gpath, new, "flops", "feature columns"),               # a feature is not a target
+             (gpath, new, "lat_x", "needs at least 62")]             # 60 rows, 60 shots
+    for model, data, target, msg in cases:
+        extra = ["--shots", "60"] if msg.startswith("needs") else []
+        assert main(["latency-adapt", "--model", str(model), "--data", str(data), "--target", target, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("fgp: error:") and "\n" not in err and msg in err, (msg, err)
+    assert main(["latency-adapt", "--model", str(gpath), "--measure"]) == 2
+    assert "graph space 'generic'" in capsys.readouterr().err
+    with pytest.raises(lm.LatencyModelError, match="space 'nb201'"):
+        gmodel.predict(fgp_ext.load("nb201"))
+    # training: an explicit feature list, a latency column is no feature, a foreign cheap column
+    ds = fgp_ext.load(str(new))
+    devs = ["lat_x"]
+    assert lm.train(ds, devs, cheap=["params"], tune=False).schema.cheap == ["params"]
+    with pytest.raises(lm.LatencyModelError, match="source device and a cheap feature"):
+        lm.train(ds, devs, cheap=["lat_x"], tune=False)
+    with pytest.raises(lm.LatencyModelError, match="unknown column"):
+        lm.train(ds, devs, cheap=["macs"], tune=False)
