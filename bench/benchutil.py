@@ -119,6 +119,9 @@ def training_epoch(batch, model, batch_size: int, width: int, forward=None):
         total = 0.0
         for ids in chunks:
             loss = (forward(batch.select(ids)) - target.index_select(0, ids)).pow(2).mean()
+            extra = model.extra_loss() if hasattr(model, "extra_loss") else None   # as the training loops
+            if extra is not None:
+                loss = loss + extra
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -1,5 +1,6 @@
 """Flow-aware encoder benchmarks: FlowerFormer on the level schedule vs the same model written the
-usual way (per-generation masks over all edges, dense padded attention), and vs our GatedGCN.
+usual way (per-generation masks over all edges, dense padded attention), and vs our GatedGCN and
+NAR-Former (with and without its consistency augmentation) in the training-epoch workload.
 
 * Training epoch on all NB201 cells (batch 128 and 1024, 3 layers, hidden 64, Adam step, the
   batch built per step from a pre-collated dataset as in training: ``select`` + schedule + pairs).
@@ -20,7 +21,7 @@ from benchutil import record, run_bench, training_epoch
 from test_bench_surrogate import random_dag_batch
 
 from fgp_ext import batch_from_arrays
-from fgp_ext.encoders import FlowerFormer, GatedGCN, segment_mean
+from fgp_ext.encoders import FlowerFormer, GatedGCN, NARFormer, segment_mean
 from fgp_ext.encoders.flowerformer import LevelBackend
 from fgp_ext.encoders.flowerformer import MaskedFlowBackend
 
@@ -35,6 +36,10 @@ def _model(name):
     torch.manual_seed(0)
     if name == "gatedgcn":
         return GatedGCN(7, hidden=HIDDEN, layers=LAYERS)
+    if name == "narformer":
+        return NARFormer(7, hidden=HIDDEN, layers=LAYERS, heads=HEADS)
+    if name == "narformer-noaug":
+        return NARFormer(7, hidden=HIDDEN, layers=LAYERS, heads=HEADS, consistency=0.0)
     return FlowerFormer(7, hidden=HIDDEN, layers=LAYERS, heads=HEADS)
 
 
@@ -43,6 +48,10 @@ EPOCH_CONTENDERS = {
     "FlowerFormer, level schedule, Python step per generation": ("ours-alt", "flowerformer", "generic"),
     "FlowerFormer, masked (per-generation masks, dense attention)": ("builtin", "flowerformer", "masked"),
     "GatedGCN (ours, same depth and width)": ("baseline", "gatedgcn", None),
+    # NAR-Former: same width and heads, LAYERS stage-1 blocks + fusion stages 4, 2, 1; with its
+    # consistency loss (one augmented order per graph and step: two passes) and without
+    "NAR-Former (consistency loss, 1 augmented order)": ("baseline", "narformer", None),
+    "NAR-Former (no augmentation)": ("baseline", "narformer-noaug", None),
 }
 
 
