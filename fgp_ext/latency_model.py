@@ -871,7 +871,7 @@ def cmd_latency_train(args) -> int:
         cheap = [c.strip() for c in args.cheap_columns.split(",") if c.strip()]
     t0 = time.perf_counter()
     pred = train(ds, devices, tune=not args.no_tune, seed=args.seed, cheap=cheap, verbose=True)
-    features = (f"; features: op counts in {pred.schema.buckets} position bins of {len(pred.schema.vocab)} ops of space "
+    features = (f"; features: op counts in {pred.schema.buckets} position bin(s) of {len(pred.schema.vocab)} ops of space "
                 f"{pred.space!r}, cheap columns {pred.schema.cheap or 'none'}"
                 if isinstance(pred, GraphLatencyPredictor) else "")
     print(f"trained on {len(pred.devices)} device(s) ({', '.join(pred.devices)}) and "
