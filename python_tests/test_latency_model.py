@@ -263,7 +263,8 @@ def test_graph_space_held_out_device_beats_flops_and_params(gmodel, mbconv):
         scores.setdefault(rule, []).append(spearman(p, y[rest]))
     best_cheap = max(spearman(mbconv.targets(c), y) for c in ("flops", "params"))
     assert best_cheap < 0.7                      # this device is not a FLOPs device
-    assert scores["design"][0] > best_cheap + 0.2 and np.mean(scores["random"]) > best_cheap + 0.15, scores
+    # 0.97 / 0.94 here; with the op-graph features zeroed (cheap columns alone) 0.85 / 0.83 fail
+    assert scores["design"][0] > best_cheap + 0.3 and np.mean(scores["random"]) > best_cheap + 0.28, scores
 
 
 def test_graph_space_deterministic_and_save_load(tmp_path, gmodel, mbconv):
