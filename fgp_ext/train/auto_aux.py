@@ -11,14 +11,16 @@ must find an auxiliary target for any data, not only for NAS-Bench-201:
   ``nwot`` > ``synflow``. None usable: no auxiliary target (reconstruction alone), with a reason the
   caller shows as a warning.
 
-Why this order (results/fgp_nb101_nb301.md, "Default auxiliary target"): cost columns exist for
+Why this order (results/fgp_nb101_nb301.md, "The default auxiliary target on files"): cost columns exist for
 every space and their rank correlation with accuracy is positive and similar everywhere we looked
 (Kendall with validation accuracy: params 0.518 / 0.367 / 0.562 on the NB101, NB301 and NB201
 NASLib files, flops 0.520 / 0.336 / 0.520; params 0.62 on an MBConv-chain benchmark), while the
 zero-cost proxies swing from space to space (synflow 0.452 / 0.146 / 0.537; jacov -0.339 / -0.026 /
-0.584) and, on these files, FGP gains no more from a better proxy than from params.
-Proxies not listed (jacov, snip, grad_norm, fisher, grasp, l2_norm, epe_nas, plain...) change sign
-between spaces in those files and are never picked automatically; name one to use it.
+0.584), and as FGP targets on the NB101 and NB301 files no proxy beat params by more than the
+runs' spread (nwot +0.005 on NB301, synflow 0.000 on NB101). ZiCo is listed on its paper's results
+across spaces (not measured here). The other proxies of those files (jacov, snip, grad_norm,
+fisher, grasp, epe_nas, plain) change sign between spaces, and l2_norm (the initial weights' norm)
+stands in for the parameter count; ``auto`` never picks them, ``--aux-target NAME`` does.
 
 Leakage rule: ``auto`` only ever picks a column whose *name* is a known cost or zero-cost proxy,
 i.e. a quantity computable from the architecture without training or measuring it. Accuracies,
