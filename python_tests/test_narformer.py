@@ -49,7 +49,7 @@ def test_sinusoidal_code_by_hand():
     torch.testing.assert_close(S(_t(1), 4), torch.tensor([np.sin(1.0), np.sin(0.01), np.cos(1.0), np.cos(0.01)],
                                                          dtype=torch.float32))
     torch.testing.assert_close(S(_t(0), 6), torch.tensor([0.0, 0, 0, 1, 1, 1]))
-    # integer positions get distinct codes (NeRF's sin(pi 2^k x) would be constant on them)
+    # integer positions get distinct codes (sin(pi 2^k x), say, would be constant on them)
     codes = S(torch.arange(32.0), 32)
     assert torch.cdist(codes, codes).add(torch.eye(32) * 10).min() > 0.1
     with pytest.raises(ValueError, match="even"):

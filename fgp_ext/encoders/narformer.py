@@ -30,8 +30,9 @@ none of the code is used. Three parts:
 
 Differences from the paper: tokens are mapped to ``hidden`` by a learned linear layer (the paper
 feeds the 192-wide codes directly), so ``--hidden`` sets the width as for the other encoders; the
-codes are the transformer's sinusoids (frequencies ``10000^(-j/half)``), which separate integer
-positions (NeRF-style ``sin(pi 2^k x)``, the paper's default, is constant on integers); there is no
+codes are the transformer's sinusoids (frequencies ``10000^(-j/half)``, smooth in the position;
+the paper's default NeRF-style codes ``sin(pi f x)`` have frequencies ``f`` spaced linearly up to
+``2^31``, which on integer positions behave like arbitrary fixed codes); there is no
 depth token and no end token (the fusion queries do the pooling); the augmented orders are drawn
 anew at every step rather than generated once before training, and cover every topological order
 (the paper's generator permutes the middle nodes of a cell and keeps the valid results).
