@@ -859,8 +859,12 @@ def cmd_latency_train(args) -> int:
     """``fgp latency-train``: train over the source devices, write the model."""
     ds = _model_data(args.data, "--data", nb201_only=False)
     devices = None
-    if args.devices:
+    if args.devices is not None:
         devices = [d.strip() for d in args.devices.split(",") if d.strip()]
+        if not devices:
+            # an empty list is a script's empty variable, not a request for every column
+            raise LatencyModelError(f"--devices names no column ({args.devices!r}); leave it out to train on "
+                                    f"every lat_* column")
         if len(set(devices)) != len(devices):
             raise LatencyModelError(f"--devices names a column twice: {args.devices!r}")
     cheap = None
@@ -916,6 +920,9 @@ def cmd_latency_adapt(args) -> int:
     """``fgp latency-adapt``: pick the shots, adapt, predict, score (see the module docstring)."""
     from fgp_ext import _io
 
+    if args.validate and not args.measure:
+        raise LatencyModelError("--validate N measures N more cells on this machine and needs --measure; with "
+                                "--data/--target every architecture that is not a shot is scored already")
     pred = load_model(args.model)
     out: dict = {"model": args.model, "shots": args.shots, "shot_rule": args.shot_rule, "seed": args.seed}
     t0 = time.perf_counter()

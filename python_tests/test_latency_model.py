@@ -132,11 +132,17 @@ def test_cli_train_then_adapt_on_a_column_never_seen(tmp_path, unseen_csv, capsy
     assert all(float(r["predicted_ms"]) > 0 for r in rows)
     capsys.readouterr()
     # errors: one line, exit 2
-    bad = [["--target", "lat_nope"], ["--target", "lat_never_seen", "--shots", "4000"]]
+    bad = [["--target", "lat_nope"], ["--target", "lat_never_seen", "--shots", "4000"],
+           ["--target", "lat_never_seen", "--validate", "5"]]   # --validate means measuring: needs --measure
     for extra in bad:
         assert main(["latency-adapt", "--model", str(model), "--data", str(unseen_csv), *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("fgp: error:") and "\n" not in err
+        assert extra[-2].lstrip("-") in err or extra[-1] in err, err
+    # an empty --devices is a slip, not "every column"
+    assert main(["latency-train", "--devices", " , ", "--no-tune", "--out", str(tmp_path / "e.npz")]) == 2
+    assert "--devices names no column" in capsys.readouterr().err
+    assert not (tmp_path / "e.npz").exists()
     assert main(["latency-adapt", "--model", str(unseen_csv), "--data", str(unseen_csv), "--target",
                  "lat_never_seen"]) == 2
     assert "not an fgp latency model" in capsys.readouterr().err
