@@ -20,9 +20,12 @@ Modules (every public name is also importable from ``fgp_ext.train``):
   pre-training cache.
 * :mod:`~fgp_ext.train.checkpoints` — :func:`save_checkpoint` / :func:`load_checkpoint`: our
   checkpoint format.
+* :mod:`~fgp_ext.train.auto_aux` — :func:`choose_aux_target`: what ``--aux-target auto`` uses
+  (NB201: MeCo; a file: its first usable cost or proxy column, never a label).
 """
 from __future__ import annotations
 
+from fgp_ext.train.auto_aux import AuxChoice, choose_aux_target
 from fgp_ext.train.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, Checkpoint, CheckpointError,
                                        load_checkpoint, save_checkpoint)
 from fgp_ext.train.common import TrainingDivergedError, as_batch, set_seed
@@ -41,5 +44,5 @@ __all__ = [
     "save_checkpoint", "load_checkpoint", "Checkpoint", "CheckpointError", "PretrainResult",
     "FinetuneResult", "PROTOCOL_SEEDS", "CHECKPOINT_FORMAT", "resolve_aux_target", "lr_factor",
     "LR_SCHEDULES", "ProtocolConfig", "SurrogateParams", "resolve_surrogate", "seed_runs",
-    "labelled_indices", "split_labelled", "TrainingDivergedError",
+    "labelled_indices", "split_labelled", "TrainingDivergedError", "AuxChoice", "choose_aux_target",
 ]
