@@ -656,8 +656,9 @@ def catalogue(commands: set[str], predict_help: str) -> list[Case]:
 
 
 def _message_lines(stderr: str) -> list[str]:
-    """stderr's message lines: argparse's usage block and Python warnings (with their source line)
-    left out."""
+    """stderr's message lines: argparse's usage block, Python warnings (with their source line) and
+    fgp's own ``fgp: warning:`` lines (e.g. no usable auxiliary target) left out: a warning before
+    the error is information, not a second error."""
     lines = stderr.splitlines()
     out, i = [], 0
     if lines and lines[0].startswith("usage:"):
@@ -671,7 +672,7 @@ def _message_lines(stderr: str) -> list[str]:
             while i < len(lines) and lines[i].startswith("  "):
                 i += 1
             continue
-        if ln.strip():
+        if ln.strip() and not re.match(r"^fgp( [a-z-]+)?: warning: ", ln):
             out.append(ln)
         i += 1
     return out
