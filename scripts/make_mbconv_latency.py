@@ -292,8 +292,9 @@ def main(argv=None) -> int:
     text = "".join(json.dumps(r, separators=(",", ":")) + "\n" for r in recs).encode()
     if args.out.endswith(".gz"):
         text = gzip.compress(text, mtime=0)
-    with open(args.out, "wb") as f:
-        f.write(text)
+    from fgp_ext import _io   # the project's one atomic writer (a kill never leaves half a file)
+
+    _io.write_bytes(args.out, text)
     print(f"wrote {len(recs)} architectures to {args.out} ({len(text) / 1e3:.0f} kB, "
           f"{time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 0
