@@ -2,7 +2,7 @@
 (:mod:`fgp_ext.latency_model`), where no network can be built: the file's op graph and its cheap
 numeric columns (params, FLOPs, MACs, resolution...) carry the architecture.
 
-Features of one architecture (an :class:`~fgp_ext.data.arch.ArchGraph` read from a JSONL/JSON
+Features of one architecture (an :class:`~fgp_ext.data.arch.ArchGraph` read from a JSONL/JSON/CSV
 file, op names through its space's vocabulary):
 
 * the count of every op of the vocabulary;

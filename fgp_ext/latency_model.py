@@ -39,7 +39,7 @@ Command line: ``fgp latency-train`` and ``fgp latency-adapt`` (:func:`add_latenc
 The embedded NB201 table (``fgp_ext.load("nb201")``) holds the nine ``lat_*`` columns, so
 ``--data nb201`` needs nothing outside the package.
 
-Other search spaces (:class:`GraphLatencyPredictor`): a JSONL/JSON file of graphs (``ops`` +
+Other search spaces (:class:`GraphLatencyPredictor`): a JSONL/JSON/CSV file of graphs (``ops`` +
 ``edges`` or ``matrix``, e.g. chains of MBConv blocks) with ``lat_*`` columns, where no network can
 be built. The same Bayesian model reads the features of
 :class:`~fgp_ext.latency_features.GraphFeatureSchema` (op counts, op counts per position in the
@@ -651,7 +651,7 @@ def _screen_shots(prior: _Posterior, F: np.ndarray, logy: np.ndarray) -> np.ndar
 
 
 class GraphLatencyPredictor:
-    """The latency predictor for a search space given as graphs in a JSONL/JSON file (chains of
+    """The latency predictor for a search space given as graphs in a JSONL/JSON/CSV file (chains of
     MBConv blocks, NAS-Bench-101 or DARTS cells, any op-on-node DAG), where no network is built.
 
     The same model as :class:`LatencyPredictor` (log latency linear in the architecture features,
@@ -1071,7 +1071,7 @@ def add_latency_model_parsers(subparsers) -> None:
                               description="Train the few-shot latency predictor on the lat_* columns of "
                                           "NAS-Bench-201 data or of a graph-space file (fgp_ext.latency_model).")
     p.add_argument("--data", default="nb201", help="'nb201' (embedded, 9 latency columns; default), a CSV/JSON "
-                                                   "file of NB201 cells with lat_* columns, or a JSONL/JSON file "
+                                                   "file of NB201 cells with lat_* columns, or a JSONL/JSON/CSV file "
                                                    "of any graph space (ops + edges) with lat_* columns")
     p.add_argument("--devices", default=None, help="comma-separated source columns (default: every lat_* column)")
     p.add_argument("--cheap-columns", default=None,

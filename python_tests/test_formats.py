@@ -1,6 +1,7 @@
 """File formats and loaders (fgp_ext/data/formats.py, fgp_ext/data/dataset.py)."""
 import csv
 import gzip
+import io
 import json
 import subprocess
 import sys
@@ -163,6 +164,114 @@ def test_csv_errors(tmp_path, text, fragment):
     with pytest.raises(F.DataFormatError) as ei:
         F.load(write(tmp_path, "bad.csv", text))
     assert fragment in str(ei.value)
+
+
+# ------------------------------------------------------------------------------------ graph CSV
+
+_STRUCT = ("ops", "edges", "matrix", "sources", "genotype")
+
+
+def graph_csv(records, columns):
+    """The CSV layout of a graph space: structure fields as JSON text, the rest as numbers."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(columns)
+    for r in records:
+        w.writerow(["" if r.get(c) is None else json.dumps(r[c]) if c in _STRUCT else r[c]
+                    for c in columns])
+    return buf.getvalue()
+
+
+def assert_same_dataset(a, b):
+    assert len(a) == len(b) and type(a.space) is type(b.space)
+    assert a.space.vocab == b.space.vocab and a.target_names == b.target_names
+    assert a.names == b.names
+    np.testing.assert_array_equal(a.index, b.index)
+    for k in a.target_names:
+        np.testing.assert_array_equal(a.targets(k), b.targets(k))
+    for ga, gb in zip(a, b):
+        assert ga.ops.tolist() == gb.ops.tolist() and ga.edges.tolist() == gb.edges.tolist()
+        assert ga.sources == gb.sources and ga.name == gb.name
+        assert ga.targets.keys() == gb.targets.keys()
+        np.testing.assert_array_equal(list(ga.targets.values()), list(gb.targets.values()))
+
+
+_GRAPH_RECS = [
+    {"index": 4, "name": "net-a", "ops": ["in", "conv", "out"], "edges": [[0, 1], [1, 2]],
+     "matrix": None, "sources": None, "acc": 93.1, "flops": 7},
+    {"index": 9, "name": None, "ops": ["in", "pool", "conv", "out"], "edges": None,
+     "matrix": [[0, 1, 1, 0], [0, 0, 0, 1], [0, 0, 0, 1], [0, 0, 0, 0]], "sources": [0],
+     "acc": None, "flops": 12.5},
+    {"index": 2, "name": "c", "ops": ["in", "zconv", "out"], "edges": [[0, 2], [1, 2]],
+     "matrix": None, "sources": [0, 1], "acc": 90.0, "flops": 3},
+]
+
+
+def test_graph_csv_equals_jsonl(tmp_path):
+    cols = ["index", "name", "ops", "edges", "matrix", "sources", "acc", "flops"]
+    text = graph_csv(_GRAPH_RECS, cols)
+    assert '"[""in"", ""conv"", ""out""]"' in text  # JSON cells are CSV-quoted
+    recs = [{k: v for k, v in r.items() if not (k in _STRUCT and v is None)} for r in _GRAPH_RECS]
+    ds_j = F.load(write(tmp_path, "g.jsonl", jsonl(*recs)))
+    ds_c = F.load(write(tmp_path, "g.csv", text))
+    assert isinstance(ds_c.space, S.GenericSpace) and ds_c.space.vocab == ["conv", "in", "out", "pool", "zconv"]
+    assert_same_dataset(ds_c, ds_j)
+    assert ds_c.target_names == ["acc", "flops"] and ds_c.names == ["net-a", None, "c"]
+    np.testing.assert_array_equal(ds_c.index, [4, 9, 2])
+    np.testing.assert_array_equal(ds_c.targets("acc"), [93.1, np.nan, 90.0])
+    assert ds_c[2].sources == (0, 1)
+    # gzip, content sniffing (no extension), a fixed vocabulary and read_csv all take the same path
+    gz = tmp_path / "g.csv.gz"
+    gz.write_bytes(gzip.compress(text.encode()))
+    assert_same_dataset(F.load(gz), ds_j)
+    assert_same_dataset(F.load(write(tmp_path, "noext", text)), ds_j)
+    assert_same_dataset(F.read_csv(tmp_path / "g.csv"), ds_j)
+    vocab = ["out", "in", "conv", "pool", "zconv", "extra"]
+    assert_same_dataset(F.load(tmp_path / "g.csv", vocabulary=vocab),
+                        F.load(tmp_path / "g.jsonl", vocabulary=vocab))
+
+
+def test_graph_csv_nb101_cells_are_inferred_like_jsonl(tmp_path):
+    recs = [{"matrix": [[0, 1, 1], [0, 0, 1], [0, 0, 0]], "ops": ["input", "maxpool3x3", "output"],
+             "val_accuracy": 90.5}]
+    ds_c = F.load(write(tmp_path, "n.csv", graph_csv(recs, ["ops", "matrix", "val_accuracy"])))
+    assert isinstance(ds_c.space, S.NB101Space)
+    assert_same_dataset(ds_c, F.load(write(tmp_path, "n.jsonl", jsonl(*recs))))
+
+
+_G_HEAD = "ops,edges,acc\n"
+_G_OK = '"[""a"", ""b""]","[[0, 1]]",1\n'
+
+
+@pytest.mark.parametrize("row, fragment", [
+    ('"[""a"", ""b""]","[[0, 1]",2\n', "column 'edges': invalid JSON"),
+    ('"[a, b]","[[0, 1]]",2\n', "column 'ops': invalid JSON"),
+    ('"[""a"", ""b"", ""a""]","[[0, 1], [1, 2], [2, 1]]",2\n', "cycle"),
+    ('"[""a"", ""b""]","[[0, 5]]",2\n', "edge 0 [0, 5] is out of range for 2 nodes"),
+    ('"[""a"", ""b""]","[[0, 1]]",fast\n', "column 'acc': 'fast' is not a number"),
+    ('"[""a"", ""b""]",,2\n', "exactly one of 'edges' or 'matrix'"),
+    (',"[[0, 1]]",2\n', "cell is empty (column 'ops')"),
+    ('"[""a"", ""zzz""]","[[0, 1]]",2\n', "unknown op 'zzz'"),
+    ('"[""a"", ""b""]","[[0, 1]]",2,9\n', "expected 3 fields, got 4"),
+])
+def test_graph_csv_errors_name_file_line_and_column(tmp_path, row, fragment):
+    text = _G_HEAD + _G_OK + "\n" + row + _G_OK  # header line 1, good line 2, blank line 3
+    with pytest.raises(F.DataFormatError) as ei:
+        F.load(write(tmp_path, "bad.csv", text), space=S.GenericSpace(["a", "b"]).freeze())
+    msg = str(ei.value)
+    assert fragment in msg and "bad.csv: line 4:" in msg and "\n" not in msg
+
+
+def test_graph_csv_refusals(tmp_path):
+    with pytest.raises(F.DataFormatError, match="line 2: column 'index' must hold integers"):
+        F.load(write(tmp_path, "i.csv", 'index,ops,edges\n1.5,"[""a""]",[]\n'))
+    with pytest.raises(F.DataFormatError, match="holds no architectures"):
+        F.load(write(tmp_path, "h.csv", "ops,edges,acc\n"))
+    # an arch_str CSV is NAS-Bench-201 whatever space is asked for
+    with pytest.raises(F.DataFormatError, match="read as NAS-Bench-201"):
+        F.load(write(tmp_path, "a.csv", f"arch_str\n{CELL_A}\n"), space="generic")
+    with pytest.raises(F.DataFormatError, match="unrecognised"):
+        F.load(write(tmp_path, "x", "opsx,edges\n1,2\n"))
 
 
 def test_load_errors(tmp_path):

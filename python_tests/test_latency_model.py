@@ -322,6 +322,39 @@ def test_graph_space_cli_unseen_column_and_seeded_shots(tmp_path, capsys):
     assert runs[0]["measured"] != m["measured"]
 
 
+def _write_graph_csv(path, records):
+    """The graph-space CSV layout: 'ops' and 'edges' as JSON text, the other columns as numbers."""
+    cols = list(records[0])
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in records:
+            w.writerow([json.dumps(r[c]) if c in ("ops", "edges") else r[c] for c in cols])
+    return path
+
+
+def test_graph_space_csv_copy_gives_the_same_model_and_metrics(tmp_path, capsys):
+    src_recs = [{k: v for k, v in r.items() if k not in (G_HELD_OUT, "lat_thiscpu_torch")} for r in _records()]
+    new_recs = _records(rename=(G_HELD_OUT, "lat_never_seen"))
+    files = {"jsonl": (_write_jsonl(tmp_path / "src.jsonl", src_recs), _write_jsonl(tmp_path / "new.jsonl", new_recs)),
+             "csv": (_write_graph_csv(tmp_path / "src.csv", src_recs), _write_graph_csv(tmp_path / "new.csv", new_recs))}
+    models, metrics = {}, {}
+    for kind, (src, new) in files.items():
+        model, out = tmp_path / f"{kind}.npz", tmp_path / f"{kind}.json"
+        assert main(["latency-train", "--data", str(src), "--out", str(model), "--no-tune"]) == 0
+        models[kind] = lm.load_model(model)
+        assert main(["latency-adapt", "--model", str(model), "--data", str(new), "--target", "lat_never_seen",
+                     "--json", str(out)]) == 0
+        metrics[kind] = json.loads(out.read_text())
+    capsys.readouterr()
+    j, c = models["jsonl"], models["csv"]
+    assert c.schema.to_json() == j.schema.to_json() and c.schema.cheap == ["resolution", "flops", "params"]
+    assert np.array_equal(c.mu, j.mu) and np.array_equal(c.cov, j.cov) and c.noise == j.noise
+    keys = ("spearman", "kendall", "mape", "acc10", "n", "measured")
+    assert {k: metrics["csv"][k] for k in keys} == {k: metrics["jsonl"][k] for k in keys}
+    assert metrics["csv"]["spearman"] > 0.9 and metrics["csv"]["n"] == len(new_recs) - 10
+
+
 def test_graph_space_models_refuse_other_spaces(tmp_path, gmodel, model8, capsys):
     gpath, npath = tmp_path / "g.npz", tmp_path / "n.npz"
     gmodel.save(gpath)

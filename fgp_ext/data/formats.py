@@ -16,6 +16,15 @@ Supported inputs (``.gz`` compression is handled transparently):
   dataset index, a ``name`` column the graph names, every other column must be numeric (empty /
   ``nan`` = missing) and becomes a target. Errors name the line (the header is line 1). This is
   the format of ``nb201.csv``.
+* **CSV of a graph space** (``.csv`` with an ``ops`` column instead of ``arch_str``): the columns
+  ``ops``, ``edges``, ``matrix``, ``sources`` (and ``genotype``) hold the JSON text of the same
+  field of a JSON Lines record, quoted as CSV requires, e.g.
+  ``"[""in"", ""conv"", ""out""]","[[0, 1], [1, 2]]",93.1`` under ``ops,edges,acc``; an empty cell
+  is an absent field (a file may have both ``edges`` and ``matrix`` columns, each row filling one).
+  ``name``, ``index`` and the numeric columns are read as in the NAS-Bench-201 CSV. Each row then
+  goes through the JSON Lines checks (space inference, op vocabulary, edges, cycles), so a CSV and
+  the equivalent JSON Lines file give the same dataset. Errors name the line, and the column where
+  a cell is at fault (invalid JSON, a non-number).
 
 The search space is taken from the ``space=`` argument (a name or a
 :class:`~fgp_ext.data.spaces.SearchSpace`) or inferred from the first record: ``arch_str`` ->
@@ -367,30 +376,28 @@ def _json_text(text: str, space, src: str, vocabulary=None) -> Dataset:
     return _nonempty(from_records(data, space, source=src, vocabulary=vocabulary), src)
 
 
+#: Columns of a graph-space CSV whose cells hold JSON text (the record's field of that name).
+_CSV_JSON_COLUMNS = frozenset({"ops", "edges", "matrix", "sources", "genotype"})
+
+
 def read_csv(path, space=None, *, vocabulary=None) -> Dataset:
-    """Read a CSV file with a NAS-Bench-201 ``arch_str`` column; see the module docstring."""
+    """Read a CSV file with a NAS-Bench-201 ``arch_str`` column, or a graph space's ``ops`` column
+    (JSON text in the cells); see the module docstring."""
     return _csv_text(read_text(path), space, str(path), vocabulary)
 
 
 def _csv_text(text: str, space, src: str, vocabulary=None) -> Dataset:
-    sp = get_space("nb201" if space is None else space)
-    if not isinstance(sp, _spaces.NB201Space):
-        raise DataFormatError(f"CSV files are read as NAS-Bench-201 (an 'arch_str' column); "
-                              f"space {sp.name!r} is not supported for CSV", src)
-    if vocabulary is not None:
-        try:
-            sp.with_vocabulary(vocabulary)
-        except ValueError as e:
-            raise DataFormatError(str(e), src) from None
     with io.StringIO(text, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
             raise _no_architectures(src, " (the file is empty)")
         header = [h.strip() for h in header]
-        if "arch_str" not in header:
-            raise DataFormatError(f"CSV header has no 'arch_str' column (columns: {header})",
-                                  src, "line 1")
+        graph_csv = "arch_str" not in header and ("ops" in header or "genotype" in header)
+        if "arch_str" not in header and not graph_csv:
+            raise DataFormatError(f"CSV header has no 'arch_str' column (NAS-Bench-201 cells) and no "
+                                  f"'ops' column (a graph space: JSON text in 'ops' and 'edges' or "
+                                  f"'matrix') (columns: {header})", src, "line 1")
         dup = sorted({h for h in header if header.count(h) > 1})
         if dup:
             raise DataFormatError(f"duplicate CSV column(s) {dup}", src, "line 1")
@@ -405,6 +412,18 @@ def _csv_text(text: str, space, src: str, vocabulary=None) -> Dataset:
             lines.append(reader.line_num)
     if not rows:
         raise _no_architectures(src, " (a header and no rows)")
+    if graph_csv:
+        return _csv_graph(header, rows, lines, space, src, vocabulary)
+    sp = get_space("nb201" if space is None else space)
+    if not isinstance(sp, _spaces.NB201Space):
+        raise DataFormatError(f"a CSV with an 'arch_str' column is read as NAS-Bench-201; space "
+                              f"{sp.name!r} was asked for (a graph space's CSV has an 'ops' column)",
+                              src)
+    if vocabulary is not None:
+        try:
+            sp.with_vocabulary(vocabulary)
+        except ValueError as e:
+            raise DataFormatError(str(e), src) from None
     a_col = header.index("arch_str")
     strs = [r[a_col].strip() for r in rows]
     try:
@@ -457,6 +476,56 @@ def _csv_text(text: str, space, src: str, vocabulary=None) -> Dataset:
     return ds
 
 
+def _csv_cell_number(s: str, column: str, src: str, where: str) -> float:
+    """A numeric CSV cell: empty / ``nan`` / ``null`` ... is missing (NaN)."""
+    if s.lower() in _MISSING:
+        return math.nan
+    try:
+        return float(s)
+    except ValueError:
+        raise DataFormatError(f"column {column!r}: {s!r} is not a number", src, where) from None
+
+
+def _csv_graph(header: list[str], rows: list[list[str]], lines: list[int], space, src: str,
+               vocabulary=None) -> Dataset:
+    """Rows of a graph-space CSV -> records (JSON cells parsed) -> the JSON Lines builder, so the
+    CSV gets every check the JSON Lines reader makes and the same dataset."""
+    b = _Builder(space, src, vocabulary)
+    for row, line in zip(rows, lines):
+        where = f"line {line}"
+        rec: dict = {}
+        for h, cell in zip(header, row):
+            s = cell.strip()
+            if h in _CSV_JSON_COLUMNS:
+                if not s:
+                    continue  # an absent field (e.g. 'matrix' in a row that fills 'edges')
+                try:
+                    rec[h] = json.loads(s)
+                except json.JSONDecodeError as e:
+                    raise DataFormatError(f"column {h!r}: invalid JSON ({e.msg} at character "
+                                          f"{e.pos + 1} of the cell)", src, where) from None
+                except RecursionError:
+                    raise DataFormatError(f"column {h!r}: JSON nested too deeply", src, where) from None
+            elif h == "name":
+                rec[h] = s or None
+            elif h == "index":
+                try:
+                    rec[h] = int(s)
+                except ValueError:
+                    x = _csv_cell_number(s, h, src, where)
+                    if not (math.isfinite(x) and x == round(x)):
+                        raise DataFormatError(f"column 'index' must hold integers, got {s!r}", src,
+                                              where) from None
+                    rec[h] = int(x)
+            else:
+                rec[h] = _csv_cell_number(s, h, src, where)
+        if "ops" not in rec and "genotype" not in rec:
+            raise DataFormatError("the architecture's cell is empty (column 'ops'"
+                                  + (" or 'genotype')" if "genotype" in header else ")"), src, where)
+        b.add(rec, where)
+    return _nonempty(b.finish(space), src)
+
+
 def check_target(ds: Dataset, column: str) -> None:
     """Refuse a target column holding +-inf, or no value at all (NaN alone is fine: an
     unlabelled architecture).
@@ -503,10 +572,11 @@ def _sniff(head: str, path: Path) -> str:
     if s.startswith("{"):
         return "jsonl"
     first_line = head.splitlines()[0] if head else ""
-    if "arch_str" in first_line:
+    columns = {c.strip() for c in next(csv.reader([first_line]), [])}
+    if "arch_str" in first_line or columns & {"ops", "genotype"}:
         return "csv"
     raise DataFormatError("unrecognised file format (expected JSON, JSON Lines or a CSV with "
-                          "an 'arch_str' column)", str(path))
+                          "an 'arch_str' or 'ops' column)", str(path))
 
 
 def load(path_or_name, space=None, *, vocabulary=None) -> Dataset:
