@@ -611,22 +611,31 @@ def train(dataset, devices: Sequence[str] | None = None, *, tune: bool = True, s
     hyper = Hyper()
     if tune and len(devices) >= 3:
         best = _inner_score(codes, logY, devices, hyper, shots, draws, seed)
-        for name, values in HYPER_GRID.items():      # one coordinate at a time, in grid order
-            base = hyper
-            for v in values:
-                h = Hyper(**{**asdict(base), name: v})
-                if h == base:
-                    continue
-                s = _inner_score(codes, logY, devices, h, shots, draws, seed)
-                if s > best + 1e-4:
-                    best, hyper = s, h
-            if verbose:
-                print(f"  tuned {name}: {getattr(hyper, name)} (inner Spearman {best:.4f})", flush=True)
+        hyper, best = _coordinate_search(hyper, best, HYPER_GRID, verbose,
+                                         lambda h: _inner_score(codes, logY, devices, h, shots, draws, seed))
     meta = {"trained_on": getattr(dataset, "source", None) or "nb201", "n_archs": int(len(codes)),
             "train_s": None}
     pred = _build(codes, logY, devices, hyper, design_k, meta)
     pred.meta["train_s"] = round(time.perf_counter() - t0, 2)
     return pred
+
+
+def _coordinate_search(hyper: Hyper, best: float, grid: dict, verbose: bool, score) -> tuple[Hyper, float]:
+    """Prior scales by coordinate search: one scale of ``grid`` at a time, in grid order, each
+    value scored by ``score(hyper)`` (higher is better; a change must gain more than 1e-4).
+    Returns the chosen scales and their score; ``best`` is the score of ``hyper`` as given."""
+    for name, values in grid.items():
+        base = hyper
+        for v in values:
+            h = Hyper(**{**asdict(base), name: v})
+            if h == base:
+                continue
+            sc = score(h)
+            if sc > best + 1e-4:
+                best, hyper = sc, h
+        if verbose:
+            print(f"  tuned {name}: {getattr(hyper, name)} (inner Spearman {best:.4f})", flush=True)
+    return hyper, best
 
 
 # ----------------------------------------------------------------------------------------------
@@ -822,17 +831,8 @@ def train_graph(dataset, devices: Sequence[str], *, cheap: Sequence[str] | None 
                 best, schema, F = sc, sb, Fb
         if verbose:
             print(f"  tuned position bins: {schema.buckets} (inner Spearman {best:.4f})", flush=True)
-        for name, values in GRAPH_HYPER_GRID.items():
-            base = hyper
-            for v in values:
-                h = Hyper(**{**asdict(base), name: v})
-                if h == base:
-                    continue
-                sc = _graph_inner_score(F, logY, h, shots, draws, seed, schema)
-                if sc > best + 1e-4:
-                    best, hyper = sc, h
-            if verbose:
-                print(f"  tuned {name}: {getattr(hyper, name)} (inner Spearman {best:.4f})", flush=True)
+        hyper, best = _coordinate_search(hyper, best, GRAPH_HYPER_GRID, verbose,
+                                         lambda h: _graph_inner_score(F, logY, h, shots, draws, seed, schema))
     mu, cov, noise = _fit_prior(F, logY)
     meta = {"trained_on": getattr(dataset, "source", None), "n_archs": int(len(dataset)),
             "train_s": round(time.perf_counter() - t0, 2)}
