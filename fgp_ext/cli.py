@@ -624,7 +624,7 @@ def cmd_run(args) -> int:
         baseline=not args.no_baseline, finetune_aux_head=args.finetune_aux_head, finetune_lr=args.finetune_lr,
         finetune_weight_decay=args.finetune_weight_decay, finetune_schedule=args.finetune_schedule,
         finetune_warmup=args.finetune_warmup, finetune_schedule_epochs=args.finetune_schedule_epochs,
-        pretrained_dir=args.pretrained_dir, progress=_progress(args))
+        pretrained_dir=args.pretrained_dir, ensemble=args.ensemble, progress=_progress(args))
     summary = run_protocol(ds, config, aux_values=aux, unlabelled=_load_unlabelled(args, ds))
     summary["aux_target"] = _aux_name(args, ds)
     summary["aux_target_reason"] = aux_reason
@@ -639,6 +639,9 @@ def cmd_run(args) -> int:
         print(f"{m:<12}{vals['kendall_tau']:>12.4f} ± {sd['kendall_tau']:.4f}"
               f"{vals['p@1%']:>10.4f} ± {sd['p@1%']:.4f}{vals['p@5%']:>10.4f} ± {sd['p@5%']:.4f}"
               f"{vals['spearman']:>12.4f}")
+        if "single_kendall_tau" in vals:
+            print(f"{'':<12}{vals['single_kendall_tau']:>12.4f} ± {sd['single_kendall_tau']:.4f}"
+                  f"   (member 0 alone: the same run without --ensemble)")
     if 0 < n_test < 500:
         print(f"note: P@1% of a {n_test}-architecture test set ranks only its top {max(int(n_test * 0.01), 0)}; "
               "read P@5%/P@10% instead")
@@ -816,6 +819,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finetune-aux-head", action="store_true",
                    help="also fine-tune from the same pre-training with the pre-trained auxiliary (proxy) head "
                         "as the score head (method fgp_aux_head); needs a one-column --aux-target")
+    p.add_argument("--ensemble", type=_args.positive_int, default=1,
+                   help="models per method and run (default 1): member j is pre-trained with seed + j and "
+                        "fine-tuned on the run's split; the run scores with the mean of their standardised "
+                        "scores and also reports member 0 alone. Costs N times the training")
     p.add_argument("--pretrained-dir", default=None,
                    help="cache of pre-trained encoders, one file per seed and pre-training settings (a key of "
                         "them is in the name): reused when they match, written when missing; runs sharing it "

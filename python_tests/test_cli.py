@@ -287,3 +287,23 @@ def test_file_without_labels_or_architectures(tmp_path, capsys):
     assert main(["run", "--data", str(empty), "--no-plots", "--no-progress", "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fgp: error:") and "no architectures" in err
+
+
+def test_run_ensemble_option(tmp_path, capsys):
+    """``fgp run --ensemble 2``: the summary records the size and each method's member-0 score, the
+    table prints that score under the ensemble's; ``--ensemble 0`` is a usage error."""
+    f = _nb101_jsonl(tmp_path / "ens.jsonl")
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(f), "--ratio", "0.5", "--n-val", "10", "--no-progress", "--encoder", "gin",
+                 "--hidden", "8", "--epochs-pretrain", "1", "--epochs-finetune", "2", "--runs", "1",
+                 "--ensemble", "2", "--no-plots", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    s = json.loads((out / "summary.json").read_text())
+    assert s["ensemble"] == 2
+    for m in ("fgp", "supervised"):
+        assert len(s["runs"][0][m]["member_taus"]) == 2
+        assert s["mean"][m]["single_kendall_tau"] == s["runs"][0][m]["member_taus"][0]
+    assert text.count("member 0 alone") == 2
+    with pytest.raises(SystemExit):
+        main(["run", "--data", str(f), "--ensemble", "0"])
+    assert "--ensemble" in capsys.readouterr().err

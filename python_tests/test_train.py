@@ -440,7 +440,7 @@ def test_run_protocol_finetunes_from_the_aux_head():
     with_aux = run_protocol(labelled, "gin", "acc", aux_target=acc, finetune_aux_head=True, **kw)
     plain = run_protocol(labelled, "gin", "acc", aux_target=acc, **kw)
     inverted = run_protocol(labelled, "gin", "acc", aux_target=-acc, finetune_aux_head=True, **kw)
-    assert set(with_aux["mean"]) == {"fgp", "fgp_aux_head"} and set(plain["mean"]) == {"fgp"}
+    assert set(with_aux["mean"]) == {"fgp", "fgp_aux_head", "fgp_both_heads"} and set(plain["mean"]) == {"fgp"}
     assert with_aux["runs"][0]["fgp"]["kendall_tau"] == plain["runs"][0]["fgp"]["kendall_tau"]
     assert with_aux["runs"][0]["fgp_aux_head"]["kendall_tau"] > 0.4
     assert inverted["runs"][0]["fgp_aux_head"]["kendall_tau"] < -0.4
@@ -868,3 +868,56 @@ def test_run_protocol_partly_labelled(monkeypatch):
     none = type(ds)(ds.graphs, ds.space, {"acc": np.full(len(ds), np.nan)})
     with pytest.raises(ValueError, match="no labelled architectures for target 'acc'"):
         run_protocol(none, config, log=lambda *a: None)
+
+
+def test_combine_scores_standardises_each_member():
+    """The ensemble score is the mean of z-scores: a member's scale and offset do not matter, a
+    constant member adds nothing, and two members' disagreement splits the difference."""
+    from fgp_ext.train.protocol import combine_scores
+
+    a = np.array([0.0, 1.0, 2.0, 3.0])
+    b = np.array([3.0, 2.0, 1.0, 0.0])
+    z = (a - a.mean()) / a.std()
+    np.testing.assert_allclose(combine_scores([a]), z)
+    np.testing.assert_allclose(combine_scores([a, 1000 * a - 7]), z)
+    np.testing.assert_allclose(combine_scores([a, np.full(4, 5.0)]), z / 2)
+    np.testing.assert_allclose(combine_scores([a, b]), 0.0, atol=1e-12)
+    np.testing.assert_allclose(combine_scores([a, 2 * a, b]), z / 3)
+    with pytest.raises(ValueError, match="finite"):
+        combine_scores([a, np.array([0.0, np.nan, 1.0, 2.0])])
+
+
+def test_ensemble_members_and_member_zero_is_the_plain_run():
+    """``ensemble=3``: three members per method with pre-training seeds seed, seed+1, seed+2; member 0
+    is bit for bit the run without an ensemble (its metrics are reported as ``single_*``); the
+    members differ; the run's score is the combined members' score."""
+    from fgp_ext.data.spaces import sample_nb101
+    from fgp_ext.metrics import kendall_tau
+    from fgp_ext.train import ProtocolConfig, run_protocol
+    from fgp_ext.train.config import ensemble_seeds
+
+    assert ensemble_seeds(21, 3) == [21, 22, 23] and ensemble_seeds(5, 1) == [5]
+    with pytest.raises(ValueError, match="at least 1 member"):
+        ProtocolConfig(ensemble=0)
+    ds = sample_nb101(120, seed=3)
+    acc = np.array([float((g.ops == 3).sum()) + 0.5 * g.num_nodes for g in ds.graphs])
+    acc += np.random.RandomState(1).rand(len(acc)) * 0.5
+    labelled = type(ds)(ds.graphs, ds.space, {"acc": acc})
+    logs = []
+    cfg = ProtocolConfig(encoder="gin", target="acc", runs=[(7, 7)], ratio=0.5, n_train=40, n_val=20,
+                         epochs_pretrain=2, epochs_finetune=3, hidden=16, progress=False)
+    plain = run_protocol(labelled, cfg, log=lambda *a: None)
+    ens = run_protocol(labelled, cfg.replace(ensemble=3), log=logs.append)
+    assert ens["ensemble"] == 3 and plain["ensemble"] == 1
+    assert sum("pre-training gin (seed" in line for line in logs) == 3
+    assert [f"seed {s}," in " ".join(logs) for s in (7, 8, 9)] == [True] * 3
+    for method in ("fgp", "supervised"):
+        run, base = ens["runs"][0][method], plain["runs"][0][method]
+        assert run["single_kendall_tau"] == base["kendall_tau"] and run["member_taus"][0] == base["kendall_tau"]
+        assert len(run["member_taus"]) == 3 and len(set(run["member_taus"])) == 3
+        assert ens["mean"][method]["single_kendall_tau"] == plain["mean"][method]["kendall_tau"]
+        assert "member_taus" not in base and "single_kendall_tau" not in plain["mean"][method]
+    # the reported tau is the combined score's, which is none of the members'
+    assert ens["runs"][0]["fgp"]["kendall_tau"] not in ens["runs"][0]["fgp"]["member_taus"]
+    pred = ens["_artifacts"]["fgp"]["pred"]
+    assert ens["runs"][0]["fgp"]["kendall_tau"] == pytest.approx(kendall_tau(pred, ens["_artifacts"]["fgp"]["true"]))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["SurrogateParams", "resolve_surrogate", "ProtocolConfig", "PROTOCOL_SEEDS", "seed_runs",
-           "protocol_runs"]
+           "protocol_runs", "ensemble_seeds"]
 
 #: The paper's seeds (FGP.md §4); seed 21 means the identity permutation.
 PROTOCOL_SEEDS: tuple[int, ...] = (21, 2021, 202121)
@@ -82,6 +82,15 @@ def protocol_runs(runs: int = 9, seeds=PROTOCOL_SEEDS) -> list[tuple[int, int]]:
     return pairs[: int(runs)]
 
 
+def ensemble_seeds(seed: int, size: int) -> list[int]:
+    """The pre-training seeds of the ``size`` members of a run with seed ``seed``: ``seed``,
+    ``seed + 1``, ... Member 0 is the run's own model, so an ensemble of one is the plain run and a
+    larger ensemble reports that model's score beside the ensemble's."""
+    if int(size) < 1:
+        raise ValueError(f"an ensemble needs at least 1 member, got {size}")
+    return [int(seed) + j for j in range(int(size))]
+
+
 @dataclass
 class ProtocolConfig:
     """Every setting of :func:`~fgp_ext.train.run_protocol`.
@@ -104,6 +113,11 @@ class ProtocolConfig:
     ``aux_target``). ``baseline`` adds the supervised-only method.
 
     ``pretrained_dir``: a folder caching one pre-trained encoder per seed (see ``run_protocol``).
+
+    ``ensemble``: members per method and run (default 1). Member ``j`` is pre-trained with seed
+    ``seed + j`` (:func:`ensemble_seeds`) and fine-tuned on the run's split with that seed; the
+    run's score is the mean of the members' standardised scores. Pre-training and fine-tuning cost
+    ``ensemble`` times as much.
     """
 
     encoder: str = "gatedgcn"
@@ -133,6 +147,7 @@ class ProtocolConfig:
     finetune_warmup: int = 0
     finetune_schedule_epochs: int | None = None
     pretrained_dir: Any = None
+    ensemble: int = 1
     progress: bool | None = None
 
     def __post_init__(self):
@@ -147,6 +162,7 @@ class ProtocolConfig:
         if len(set(self.runs)) != len(self.runs):
             raise ValueError(f"a (seed, perm_seed) run is given twice: {self.runs}")
         self.encoder_config = dict(self.encoder_config or {})
+        ensemble_seeds(0, self.ensemble)      # a bad size fails here, not after pre-training
 
     def replace(self, **changes) -> ProtocolConfig:
         """A copy with ``changes`` applied (:func:`dataclasses.replace`)."""
@@ -154,5 +170,6 @@ class ProtocolConfig:
 
     @property
     def seeds(self) -> list[int]:
-        """The distinct pre-training seeds of ``runs``, in order of first use."""
+        """The distinct pre-training seeds of ``runs``, in order of first use (ensemble members'
+        seeds not included: :func:`ensemble_seeds`)."""
         return list(dict.fromkeys(s for s, _ in self.runs))

@@ -18,14 +18,18 @@ from fgp_ext.graph import collate
 from fgp_ext.metrics import evaluate_ranking
 from fgp_ext.train.checkpoints import load_checkpoint, save_checkpoint
 from fgp_ext.train.common import set_seed
-from fgp_ext.train.config import PROTOCOL_SEEDS, ProtocolConfig, protocol_runs, resolve_surrogate, seed_runs
+from fgp_ext.train.config import (PROTOCOL_SEEDS, ProtocolConfig, ensemble_seeds, protocol_runs, resolve_surrogate,
+                                  seed_runs)
 from fgp_ext.train.finetuning import finetune, lr_factor, predict
 from fgp_ext.train.heads import Predictor
 from fgp_ext.train.losses import resolve_aux_target
 from fgp_ext.train.pretraining import PretrainResult, pretrain
 
 __all__ = ["PROTOCOL_SEEDS", "PAPER_N_TRAIN", "permutation", "default_n_train", "split_indices", "protocol_runs",
-           "seed_runs", "ProtocolConfig", "run_protocol", "labelled_indices", "split_labelled"]
+           "seed_runs", "ProtocolConfig", "run_protocol", "labelled_indices", "split_labelled", "combine_scores"]
+
+#: The ranking metrics a protocol run reports per method (:func:`~fgp_ext.metrics.evaluate_ranking`).
+_RANK_KEYS = ("kendall_tau", "spearman", "p@1%", "p@5%", "p@10%", "p@50%", "p@100%")
 
 #: Training-pool sizes of the paper by space name.
 PAPER_N_TRAIN = {"nb101": 7290, "nb201": 7813, "nb301": 5611, "darts": 5611}
@@ -96,6 +100,18 @@ def split_labelled(targets, n_train: int | None, ratio: float, perm_seed: int | 
         raise ValueError(f"{e} ({n} of the {total} architectures are labelled with {target!r})" if n < total
                          else str(e)) from None
     return {k: labelled[v] for k, v in split.items()}, n_train
+
+
+def combine_scores(scores) -> np.ndarray:
+    """One score from several models' scores of the same architectures: the mean of each model's
+    scores standardised over those architectures (zero mean, unit std). Ranking heads trained with
+    a hinge loss have arbitrary offsets and scales, so raw scores are not comparable; standardising
+    keeps how far apart each model places two architectures, which a plain rank average would not."""
+    arr = np.stack([np.asarray(s, dtype=np.float64).reshape(-1) for s in scores])
+    if not np.isfinite(arr).all():
+        raise ValueError("a member's scores are not all finite")
+    std = arr.std(axis=1, keepdims=True)
+    return ((arr - arr.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)).mean(axis=0)
 
 
 def _protocol_methods(baseline: bool, finetune_aux_head: bool) -> list[str]:
@@ -236,50 +252,78 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
         split, _ = split_labelled(y, n_train, c.ratio, perm_seed, c.n_val, target=target)
         row = {"run": r, "seed": seed, "perm_seed": perm_seed, "n_labelled": int(split["train"].size),
                "n_test": int(split["test"].size)}
-        for method in methods:
-            set_seed(seed)
-            enc = build_encoder(c.encoder, space.num_ops, **enc_cfg)
-            if method.startswith("fgp"):
-                if seed not in pretrained:
-                    def run_pretrain(resume_path=None, resume_meta=None, enc=enc, seed=seed, r=r):
-                        log(f"[run {r}] pre-training {c.encoder} (seed {seed}, {c.epochs_pretrain} epochs)")
-                        return pretrain(enc, pre_batch, surrogate_targets, epochs=c.epochs_pretrain,
-                                        batch_size=c.batch_size_pretrain, lr=c.lr, aux_target=aux_target,
-                                        standardize=c.standardize, seed=seed, progress=c.progress,
-                                        reconstruction=c.reconstruction, resume_path=resume_path,
-                                        resume_meta=resume_meta, keep_resume=resume_path is not None)
+        members = ensemble_seeds(seed, c.ensemble)
+        for mseed in members:
+            if mseed not in pretrained and any(m.startswith("fgp") for m in methods):
+                set_seed(mseed)
+                enc = build_encoder(c.encoder, space.num_ops, **enc_cfg)
 
-                    if c.pretrained_dir is None:
-                        pre = run_pretrain()
-                    else:
-                        cache_meta = _pretrain_cache_meta(c.encoder, space.num_ops, enc_cfg, seed, c.epochs_pretrain,
-                                                          c.batch_size_pretrain, c.lr, sp.as_dict(), c.standardize,
-                                                          c.reconstruction, aux_name, surrogate_targets, aux_target)
-                        pre = _cached_pretraining(Path(c.pretrained_dir), c.encoder, seed, enc, cache_meta,
-                                                  run_pretrain, log, f"[run {r}] ", space=space)
-                    pretrained[seed] = (copy.deepcopy(enc.state_dict()), pre)
-                enc.load_state_dict(pretrained[seed][0])
-                if method == "fgp_aux_head":
-                    enc = Predictor(enc, copy.deepcopy(pretrained[seed][1].aux_head))
-            set_seed(seed)
-            ft = finetune(enc, batch, y, split["train"], split["val"], epochs=c.epochs_finetune,
-                          batch_size=c.batch_size_finetune, lr=ft_lr, weight_decay=c.finetune_weight_decay,
-                          margin=c.margin, seed=seed, progress=c.progress, lr_schedule=c.finetune_schedule,
-                          warmup_epochs=c.finetune_warmup, schedule_epochs=ft_sched_epochs)
-            t_eval = time.perf_counter()
-            pred = predict(ft.model, batch, split["test"])
-            m = evaluate_ranking(pred, y[split["test"]])
-            m.update(best_epoch=ft.best_epoch, best_val_tau=ft.best_val_tau,
-                     finetune_s_per_epoch=ft.time_per_epoch, eval_s=time.perf_counter() - t_eval)
-            if method.startswith("fgp"):
-                m["pretrain_s_per_epoch"] = pretrained[seed][1].time_per_epoch
+                def run_pretrain(resume_path=None, resume_meta=None, enc=enc, mseed=mseed, r=r):
+                    log(f"[run {r}] pre-training {c.encoder} (seed {mseed}, {c.epochs_pretrain} epochs)")
+                    return pretrain(enc, pre_batch, surrogate_targets, epochs=c.epochs_pretrain,
+                                    batch_size=c.batch_size_pretrain, lr=c.lr, aux_target=aux_target,
+                                    standardize=c.standardize, seed=mseed, progress=c.progress,
+                                    reconstruction=c.reconstruction, resume_path=resume_path,
+                                    resume_meta=resume_meta, keep_resume=resume_path is not None)
+
+                if c.pretrained_dir is None:
+                    pre = run_pretrain()
+                else:
+                    cache_meta = _pretrain_cache_meta(c.encoder, space.num_ops, enc_cfg, mseed, c.epochs_pretrain,
+                                                      c.batch_size_pretrain, c.lr, sp.as_dict(), c.standardize,
+                                                      c.reconstruction, aux_name, surrogate_targets, aux_target)
+                    pre = _cached_pretraining(Path(c.pretrained_dir), c.encoder, mseed, enc, cache_meta,
+                                              run_pretrain, log, f"[run {r}] ", space=space)
+                pretrained[mseed] = (copy.deepcopy(enc.state_dict()), pre)
+        member_preds: dict[str, list[np.ndarray]] = {}
+        for method in methods:
+            for j, mseed in enumerate(members):
+                set_seed(mseed)
+                enc = build_encoder(c.encoder, space.num_ops, **enc_cfg)
+                if method.startswith("fgp"):
+                    enc.load_state_dict(pretrained[mseed][0])
+                    if method == "fgp_aux_head":
+                        enc = Predictor(enc, copy.deepcopy(pretrained[mseed][1].aux_head))
+                set_seed(mseed)
+                ft = finetune(enc, batch, y, split["train"], split["val"], epochs=c.epochs_finetune,
+                              batch_size=c.batch_size_finetune, lr=ft_lr, weight_decay=c.finetune_weight_decay,
+                              margin=c.margin, seed=mseed, progress=c.progress, lr_schedule=c.finetune_schedule,
+                              warmup_epochs=c.finetune_warmup, schedule_epochs=ft_sched_epochs)
+                t_eval = time.perf_counter()
+                pred = predict(ft.model, batch, split["test"])
+                member_preds.setdefault(method, []).append(pred)
+                if j == 0:
+                    m = evaluate_ranking(pred, y[split["test"]])
+                    m.update(best_epoch=ft.best_epoch, best_val_tau=ft.best_val_tau,
+                             finetune_s_per_epoch=ft.time_per_epoch, eval_s=time.perf_counter() - t_eval)
+                    if method.startswith("fgp"):
+                        m["pretrain_s_per_epoch"] = pretrained[mseed][1].time_per_epoch
+                    history = ft.history
+                    if len(members) > 1:
+                        m["member_taus"] = [m["kendall_tau"]]
+                else:
+                    m["member_taus"].append(evaluate_ranking(pred, y[split["test"]])["kendall_tau"])
+                if len(members) > 1:
+                    log(f"[run {r}] seed {seed} perm {perm_seed} {method:>10} member {j} (seed {mseed}): "
+                        f"tau {m['member_taus'][-1]:.4f} (best epoch {ft.best_epoch}, val tau {ft.best_val_tau:.3f})")
+            if len(members) > 1:
+                pred = combine_scores(member_preds[method])
+                single = {f"single_{k}": v for k, v in m.items() if k in _RANK_KEYS}
+                m.update(evaluate_ranking(pred, y[split["test"]]), **single)
             row[method] = m
             log(f"[run {r}] seed {seed} perm {perm_seed} {method:>10}: tau {m['kendall_tau']:.4f} "
-                f"P@1% {m['p@1%']:.3f} (best epoch {ft.best_epoch}, val tau {ft.best_val_tau:.3f})")
+                f"P@1% {m['p@1%']:.3f} (best epoch {m['best_epoch']}, val tau {m['best_val_tau']:.3f})"
+                + (f", ensemble of {len(members)} (single model {m['single_kendall_tau']:.4f})"
+                   if len(members) > 1 else ""))
             if r == 0:
-                artifacts[method] = {"pred": pred, "true": y[split["test"]], "finetune_history": ft.history}
+                artifacts[method] = {"pred": pred, "true": y[split["test"]], "finetune_history": history}
                 if method == "fgp":
                     artifacts["pretrain_history"] = pretrained[seed][1].history
+        if c.finetune_aux_head:
+            # both heads' fine-tuned models in one score: free, since both are fine-tuned anyway
+            pred = combine_scores(member_preds["fgp"] + member_preds["fgp_aux_head"])
+            row["fgp_both_heads"] = evaluate_ranking(pred, y[split["test"]])
+            log(f"[run {r}] seed {seed} perm {perm_seed} fgp_both_heads: tau {row['fgp_both_heads']['kendall_tau']:.4f}")
         per_run.append(row)
     summary: dict[str, Any] = {
         "dataset": getattr(space, "name", "?"), "num_archs": n, "target": target, "encoder": c.encoder,
@@ -293,11 +337,11 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
         "finetune_lr": ft_lr, "finetune_weight_decay": float(c.finetune_weight_decay),
         "finetune_schedule": c.finetune_schedule, "finetune_warmup": int(c.finetune_warmup),
         "finetune_schedule_epochs": ft_sched_epochs,
-        "pretrained_dir": None if c.pretrained_dir is None else str(c.pretrained_dir),
+        "pretrained_dir": None if c.pretrained_dir is None else str(c.pretrained_dir), "ensemble": int(c.ensemble),
         "threads": torch.get_num_threads(), "collate_s": collate_s, "surrogate_s": sur_s,
     }
-    for method in methods:
-        keys = ["kendall_tau", "spearman", "p@1%", "p@5%", "p@10%", "p@50%", "p@100%"]
+    for method in methods + (["fgp_both_heads"] if c.finetune_aux_head else []):
+        keys = list(_RANK_KEYS) + ([f"single_{k}" for k in _RANK_KEYS] if c.ensemble > 1 and method in methods else [])
         vals = {k: [row[method][k] for row in per_run] for k in keys}
         summary.setdefault("mean", {})[method] = {k: float(np.mean(v)) for k, v in vals.items()}
         summary.setdefault("std", {})[method] = {k: float(np.std(v)) for k, v in vals.items()}
