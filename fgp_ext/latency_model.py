@@ -67,7 +67,7 @@ import numpy as np
 # LatencyModelError is defined with the graph-space features (which raise it too): one class
 from fgp_ext.latency_features import GraphFeatureSchema, LatencyModelError
 
-__all__ = ["LatencyPredictor", "GraphLatencyPredictor", "LatencyModelError", "Hyper", "train",
+__all__ = ["LatencyPredictor", "GraphLatencyPredictor", "LatencyModelError", "Hyper", "train", "cost_baseline",
            "load_model", "nb201_codes", "latency_metrics", "add_latency_model_parsers", "MODEL_FORMAT",
            "MODEL_VERSION"]
 
@@ -164,6 +164,17 @@ def _cheap_table() -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------
 # metrics
+
+
+def cost_baseline(log_cost_shots, log_latency_shots, log_cost_rest) -> np.ndarray:
+    """The one-feature baseline every few-shot latency predictor is compared with: log latency =
+    a + b * log(cost) (cost: FLOPs or a parameter count) fitted by least squares on the shots,
+    evaluated at ``log_cost_rest``. Returns log latencies; its ranking is the cost's own."""
+    x = np.asarray(log_cost_shots, dtype=np.float64).reshape(-1)
+    A = np.column_stack([np.ones(x.size), x])
+    w = np.linalg.lstsq(A, np.asarray(log_latency_shots, dtype=np.float64).reshape(-1), rcond=None)[0]
+    rest = np.asarray(log_cost_rest, dtype=np.float64).reshape(-1)
+    return np.column_stack([np.ones(rest.size), rest]) @ w
 
 
 def latency_metrics(pred, true) -> dict[str, float]:

@@ -37,6 +37,16 @@ def seeded_torch():
         yield
 
 
+@pytest.fixture(autouse=True)
+def restore_torch_threads():
+    """Every test leaves torch's intra-op thread count as it found it: the CLI sets it (``--threads``,
+    default 1), which would otherwise slow every later test in the process."""
+    old = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != old:
+        torch.set_num_threads(old)
+
+
 def random_csr(rng: np.random.Generator, rows: int, cols: int, max_deg: int = 4):
     """A random CSR (indptr, index) with possibly empty rows and repeated columns."""
     deg = rng.integers(0, max_deg + 1, size=rows)

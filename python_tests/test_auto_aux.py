@@ -6,20 +6,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 from fgp_ext.cli import main
 from fgp_ext.data.formats import from_records
 from fgp_ext.train.auto_aux import AUTO_PRIORITY, auto_kind, choose_aux_target
 
 OPS = ["conv3", "conv5", "skip", "pool"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _restore_threads():
-    old = torch.get_num_threads()       # the CLI sets torch threads (default 1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _records(n: int = 80, seed: int = 0, **columns) -> list[dict]:

@@ -17,13 +17,6 @@ from fgp_ext.train import CHECKPOINT_VERSION, CheckpointError, load_checkpoint
 _MID = ["skip", "pool", "conv1", "conv3"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _restore_threads():
-    old = torch.get_num_threads()       # the CLI sets torch threads (default 1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _generic_records(n=150, seed=0):
     rng = np.random.RandomState(seed)
     recs = []

@@ -390,3 +390,18 @@ def test_graph_space_models_refuse_other_spaces(tmp_path, gmodel, model8, capsys
         lm.train(ds, devs, cheap=["lat_x"], tune=False)
     with pytest.raises(lm.LatencyModelError, match="unknown column"):
         lm.train(ds, devs, cheap=["macs"], tune=False)
+
+
+def test_cost_baseline_fits_log_latency_on_log_cost():
+    """The FLOPs baseline recovers an exact power law from two shots and extrapolates it; with noise
+    it is the least-squares line; its ranking of the rest is the cost's own."""
+    from fgp_ext.latency_model import cost_baseline
+
+    rng = np.random.default_rng(0)
+    logc = rng.normal(size=30)
+    logy = 0.7 * logc - 1.5
+    np.testing.assert_allclose(cost_baseline(logc[:2], logy[:2], logc[2:]), logy[2:], atol=1e-12)
+    noisy = logy + rng.normal(scale=0.1, size=30)
+    a, b = np.polyfit(logc[:10], noisy[:10], 1)[::-1]
+    np.testing.assert_allclose(cost_baseline(logc[:10], noisy[:10], logc[10:]), a + b * logc[10:], atol=1e-10)
+    assert (np.argsort(cost_baseline(logc[:10], noisy[:10], logc[10:])) == np.argsort(logc[10:])).all()

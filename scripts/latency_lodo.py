@@ -34,12 +34,6 @@ def _ridge_floor(S_shots, y, S_rest, lam=0.1):
     return np.column_stack([np.ones(len(S_rest)), S_rest]) @ w
 
 
-def _loglinear(x_shots, y, x_rest):
-    A = np.column_stack([np.ones(len(x_shots)), x_shots])
-    w = np.linalg.lstsq(A, y, rcond=None)[0]
-    return np.column_stack([np.ones(len(x_rest)), x_rest]) @ w
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shots", default="5,10,20,50")
@@ -96,7 +90,7 @@ def main(argv=None) -> int:
                 acc["floor"].append(lm.latency_metrics(np.exp(_ridge_floor(S[s], y, S[rest])), yr))
                 for name, x in (("flops", logf), ("params", logp)):
                     # ranks: the proxy's own (as HELP reports it); MAPE / Acc(10%): the fitted line
-                    m = lm.latency_metrics(np.exp(_loglinear(x[s], y, x[rest])), yr)
+                    m = lm.latency_metrics(np.exp(lm.cost_baseline(x[s], y, x[rest])), yr)
                     m.update({key: v for key, v in lm.latency_metrics(np.exp(x[rest]), yr).items()
                               if key in ("spearman", "kendall")})
                     acc[name].append(m)

@@ -22,12 +22,6 @@ import time
 import numpy as np
 
 
-def _loglinear(x_shots, y, x_rest):
-    A = np.column_stack([np.ones(len(x_shots)), x_shots])
-    w = np.linalg.lstsq(A, y, rcond=None)[0]
-    return np.column_stack([np.ones(len(x_rest)), x_rest]) @ w
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True)
@@ -77,7 +71,7 @@ def main(argv=None) -> int:
                 acc["ours_random"].append(m)
                 for name in base:
                     x = np.log(ds.targets(name))
-                    mb = lm.latency_metrics(np.exp(_loglinear(x[s], y, x[rest])), yr)
+                    mb = lm.latency_metrics(np.exp(lm.cost_baseline(x[s], y, x[rest])), yr)
                     mb.update({key: v for key, v in lm.latency_metrics(np.exp(x[rest]), yr).items()
                                if key in ("spearman", "kendall")})
                     acc[name].append(mb)
