@@ -632,15 +632,15 @@ def cmd_run(args) -> int:
     summary["command"] = "fgp " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else None
     print()
     n_test = summary["runs"][0]["n_test"] if summary["runs"] else 0
-    print(f"{'method':<12}{'Kendall tau':>20}{'P@1%':>18}{'P@5%':>18}{'Spearman':>12}   "
+    print(f"{'method':<16}{'Kendall tau':>16}{'P@1%':>18}{'P@5%':>18}{'Spearman':>12}   "
           f"({len(summary['runs'])} run(s), test set of {n_test})")
     for m, vals in summary["mean"].items():
         sd = summary["std"][m]
-        print(f"{m:<12}{vals['kendall_tau']:>12.4f} ± {sd['kendall_tau']:.4f}"
+        print(f"{m:<16}{vals['kendall_tau']:>8.4f} ± {sd['kendall_tau']:.4f}"
               f"{vals['p@1%']:>10.4f} ± {sd['p@1%']:.4f}{vals['p@5%']:>10.4f} ± {sd['p@5%']:.4f}"
               f"{vals['spearman']:>12.4f}")
         if "single_kendall_tau" in vals:
-            print(f"{'':<12}{vals['single_kendall_tau']:>12.4f} ± {sd['single_kendall_tau']:.4f}"
+            print(f"{'':<16}{vals['single_kendall_tau']:>8.4f} ± {sd['single_kendall_tau']:.4f}"
                   f"   (member 0 alone: the same run without --ensemble)")
     if 0 < n_test < 500:
         print(f"note: P@1% of a {n_test}-architecture test set ranks only its top {max(int(n_test * 0.01), 0)}; "

@@ -921,3 +921,44 @@ def test_ensemble_members_and_member_zero_is_the_plain_run():
     assert ens["runs"][0]["fgp"]["kendall_tau"] not in ens["runs"][0]["fgp"]["member_taus"]
     pred = ens["_artifacts"]["fgp"]["pred"]
     assert ens["runs"][0]["fgp"]["kendall_tau"] == pytest.approx(kendall_tau(pred, ens["_artifacts"]["fgp"]["true"]))
+
+
+def test_merge_runs_script_joins_seed_processes(tmp_path, capsys):
+    """scripts/merge_runs.py: the summaries of `fgp run --seeds` processes give the mean over all
+    their runs and the ensemble's paired gain; other settings or a repeated run are refused."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location(
+        "merge_runs", Path(__file__).resolve().parents[1] / "scripts" / "merge_runs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+
+    def summary(seed, taus, singles, epochs=5):
+        runs = [{"run": i, "seed": seed, "perm_seed": p, "fgp": {"kendall_tau": t, "single_kendall_tau": s,
+                                                                  "p@1%": 0.5, "member_taus": [s, 0.0]}}
+                for i, (p, t, s) in enumerate(zip((21, 2021, 202121), taus, singles))]
+        return {"encoder": "gin", "dataset": "nb201", "epochs_pretrain": epochs, "ensemble": 2, "runs": runs,
+                "wall_s": 60.0}
+
+    a, b = summary(21, [0.8, 0.9, 0.7], [0.8, 0.85, 0.72]), summary(2021, [0.6, 0.6, 0.6], [0.5, 0.5, 0.5])
+    m = mod.merge([a, b])
+    assert m["mean"]["fgp"]["kendall_tau"] == pytest.approx(np.mean([0.8, 0.9, 0.7, 0.6, 0.6, 0.6]))
+    assert m["std"]["fgp"]["kendall_tau"] == pytest.approx(np.std([0.8, 0.9, 0.7, 0.6, 0.6, 0.6]))
+    assert m["paired"]["fgp"] == {"mean_gain": pytest.approx(0.33 / 6), "better": 4, "runs": 6}
+    assert m["wall_s"] == 120.0 and len(m["runs"]) == 6
+    with pytest.raises(ValueError, match="other settings.*epochs_pretrain"):
+        mod.merge([a, summary(2021, [0.6] * 3, [0.5] * 3, epochs=20)])
+    with pytest.raises(ValueError, match="appears twice"):
+        mod.merge([a, a])
+    paths = []
+    for name, s in (("a", a), ("b", b)):
+        paths.append(tmp_path / f"{name}.json")
+        paths[-1].write_text(json.dumps(s))
+    assert mod.main([*map(str, paths), "--json", str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "6 runs of gin" in out and "better in 4 of 6" in out
+    assert json.loads((tmp_path / "m.json").read_text())["paired"]["fgp"]["better"] == 4
+    assert mod.main([str(paths[0]), str(tmp_path / "missing.json")]) == 2
+    assert "merge_runs: error" in capsys.readouterr().err
