@@ -171,9 +171,16 @@ def cost_baseline(log_cost_shots, log_latency_shots, log_cost_rest) -> np.ndarra
     a + b * log(cost) (cost: FLOPs or a parameter count) fitted by least squares on the shots,
     evaluated at ``log_cost_rest``. Returns log latencies; its ranking is the cost's own."""
     x = np.asarray(log_cost_shots, dtype=np.float64).reshape(-1)
-    A = np.column_stack([np.ones(x.size), x])
-    w = np.linalg.lstsq(A, np.asarray(log_latency_shots, dtype=np.float64).reshape(-1), rcond=None)[0]
+    y = np.asarray(log_latency_shots, dtype=np.float64).reshape(-1)
     rest = np.asarray(log_cost_rest, dtype=np.float64).reshape(-1)
+    if x.size != y.size:
+        raise ValueError(f"{x.size} shot costs but {y.size} shot latencies")
+    if np.unique(x).size < 2:
+        raise ValueError("the cost baseline needs shots of at least 2 different costs to fit a line")
+    if not (np.isfinite(x).all() and np.isfinite(y).all() and np.isfinite(rest).all()):
+        raise ValueError("log costs and log latencies must be finite (a cost or latency of 0 or below?)")
+    A = np.column_stack([np.ones(x.size), x])
+    w = np.linalg.lstsq(A, y, rcond=None)[0]
     return np.column_stack([np.ones(rest.size), rest]) @ w
 
 

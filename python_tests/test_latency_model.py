@@ -405,3 +405,9 @@ def test_cost_baseline_fits_log_latency_on_log_cost():
     a, b = np.polyfit(logc[:10], noisy[:10], 1)[::-1]
     np.testing.assert_allclose(cost_baseline(logc[:10], noisy[:10], logc[10:]), a + b * logc[10:], atol=1e-10)
     assert (np.argsort(cost_baseline(logc[:10], noisy[:10], logc[10:])) == np.argsort(logc[10:])).all()
+    with pytest.raises(ValueError, match="3 shot costs but 2 shot latencies"):
+        cost_baseline(logc[:3], logy[:2], logc)
+    with pytest.raises(ValueError, match="at least 2 different costs"):
+        cost_baseline(np.ones(4), logy[:4], logc)
+    with pytest.raises(ValueError, match="finite"):
+        cost_baseline(np.array([0.0, -np.inf, 0.7]), logy[:3], logc)

@@ -885,6 +885,12 @@ def test_combine_scores_standardises_each_member():
     np.testing.assert_allclose(combine_scores([a, 2 * a, b]), z / 3)
     with pytest.raises(ValueError, match="finite"):
         combine_scores([a, np.array([0.0, np.nan, 1.0, 2.0])])
+    with pytest.raises(ValueError, match="no member"):
+        combine_scores([])
+    with pytest.raises(ValueError, match=r"different numbers of architectures: \[3, 4\]"):
+        combine_scores([a, a[:3]])
+    from fgp_ext.train import combine_scores as exported
+    assert exported is combine_scores
 
 
 def test_ensemble_members_and_member_zero_is_the_plain_run():

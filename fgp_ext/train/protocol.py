@@ -15,7 +15,7 @@ import torch
 from fgp_ext._io import FileLock
 from fgp_ext.encoders import Encoder, build_encoder
 from fgp_ext.graph import collate
-from fgp_ext.metrics import evaluate_ranking
+from fgp_ext.metrics import evaluate_ranking, kendall_tau
 from fgp_ext.train.checkpoints import load_checkpoint, save_checkpoint
 from fgp_ext.train.common import set_seed
 from fgp_ext.train.config import (PROTOCOL_SEEDS, ProtocolConfig, ensemble_seeds, protocol_runs, resolve_surrogate,
@@ -107,7 +107,13 @@ def combine_scores(scores) -> np.ndarray:
     scores standardised over those architectures (zero mean, unit std). Ranking heads trained with
     a hinge loss have arbitrary offsets and scales, so raw scores are not comparable; standardising
     keeps how far apart each model places two architectures, which a plain rank average would not."""
-    arr = np.stack([np.asarray(s, dtype=np.float64).reshape(-1) for s in scores])
+    members = [np.asarray(s, dtype=np.float64).reshape(-1) for s in scores]
+    if not members:
+        raise ValueError("no member's scores to combine")
+    sizes = sorted({m.size for m in members})
+    if len(sizes) > 1:
+        raise ValueError(f"the members scored different numbers of architectures: {sizes}")
+    arr = np.stack(members)
     if not np.isfinite(arr).all():
         raise ValueError("a member's scores are not all finite")
     std = arr.std(axis=1, keepdims=True)
@@ -292,23 +298,20 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
                 t_eval = time.perf_counter()
                 pred = predict(ft.model, batch, split["test"])
                 member_preds.setdefault(method, []).append(pred)
-                if j == 0:
+                if j == 0:      # member 0 is the plain run: its metrics and history are the run's
                     m = evaluate_ranking(pred, y[split["test"]])
                     m.update(best_epoch=ft.best_epoch, best_val_tau=ft.best_val_tau,
                              finetune_s_per_epoch=ft.time_per_epoch, eval_s=time.perf_counter() - t_eval)
                     if method.startswith("fgp"):
                         m["pretrain_s_per_epoch"] = pretrained[mseed][1].time_per_epoch
                     history = ft.history
-                    if len(members) > 1:
-                        m["member_taus"] = [m["kendall_tau"]]
-                else:
-                    m["member_taus"].append(evaluate_ranking(pred, y[split["test"]])["kendall_tau"])
                 if len(members) > 1:
+                    m.setdefault("member_taus", []).append(kendall_tau(pred, y[split["test"]]))
                     log(f"[run {r}] seed {seed} perm {perm_seed} {method:>10} member {j} (seed {mseed}): "
                         f"tau {m['member_taus'][-1]:.4f} (best epoch {ft.best_epoch}, val tau {ft.best_val_tau:.3f})")
             if len(members) > 1:
                 pred = combine_scores(member_preds[method])
-                single = {f"single_{k}": v for k, v in m.items() if k in _RANK_KEYS}
+                single = {f"single_{k}": m[k] for k in _RANK_KEYS}
                 m.update(evaluate_ranking(pred, y[split["test"]]), **single)
             row[method] = m
             log(f"[run {r}] seed {seed} perm {perm_seed} {method:>10}: tau {m['kendall_tau']:.4f} "
