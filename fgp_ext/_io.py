@@ -379,6 +379,12 @@ class FileLock:
 
     def _describe(self) -> str:
         h = self.holder()
+        # the holder writes its details just after it takes the lock: a waiter arriving in between
+        # reads an empty file, so it gives the holder a moment before saying it cannot name it
+        settle = time.monotonic() + 1.0
+        while not h.get("pid") and time.monotonic() < settle:
+            time.sleep(0.02)
+            h = self.holder()
         if not h.get("pid"):
             return f"{self.what} held by another process"
         cmd = f" ({h['command']})" if h.get("command") else ""

@@ -240,6 +240,30 @@ def test_lock_waits_for_the_holder_and_says_so(tmp_path):
     assert len(said) == 1 and said[0].startswith(f"waiting for the pre-training cache c held by pid {p.pid} on ")
 
 
+def test_lock_waiter_arriving_before_the_holder_wrote_its_details_still_names_it(tmp_path):
+    """The holder takes the lock, then writes who it is; a waiter arriving in that gap gives it a
+    moment and names it (it used to say 'held by another process', a race seen in CI). A holder that
+    never writes its details is described without them, after about a second."""
+    import fcntl
+
+    lock = tmp_path / "gap.lock"
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)       # held, details not yet written
+        writer = threading.Timer(0.2, lambda: os.pwrite(fd, b'{"pid": 4242, "host": "h", "command": "c"}\n', 0))
+        writer.start()
+        with pytest.raises(_io.LockTimeout, match=r"gap held by pid 4242 on h \(c\); not waiting"):
+            _io.FileLock(lock, what="gap", timeout=0).acquire()
+        writer.join()
+        os.ftruncate(fd, 0)                                  # a holder that never says who it is
+        t0 = time.monotonic()
+        with pytest.raises(_io.LockTimeout, match=r"gap held by another process; not waiting"):
+            _io.FileLock(lock, what="gap", timeout=0).acquire()
+        assert 0.9 <= time.monotonic() - t0 < 5
+    finally:
+        os.close(fd)
+
+
 def test_lock_refuses_a_symlink_at_its_path(tmp_path):
     victim = tmp_path / "victim"
     victim.write_text("precious")
