@@ -624,7 +624,7 @@ def cmd_run(args) -> int:
         baseline=not args.no_baseline, finetune_aux_head=args.finetune_aux_head, finetune_lr=args.finetune_lr,
         finetune_weight_decay=args.finetune_weight_decay, finetune_schedule=args.finetune_schedule,
         finetune_warmup=args.finetune_warmup, finetune_schedule_epochs=args.finetune_schedule_epochs,
-        pretrained_dir=args.pretrained_dir, ensemble=args.ensemble, progress=_progress(args))
+        pretrained_dir=args.pretrained_dir, ensemble=args.ensemble, folds=args.folds, progress=_progress(args))
     summary = run_protocol(ds, config, aux_values=aux, unlabelled=_load_unlabelled(args, ds))
     summary["aux_target"] = _aux_name(args, ds)
     summary["aux_target_reason"] = aux_reason
@@ -641,7 +641,7 @@ def cmd_run(args) -> int:
               f"{vals['spearman']:>12.4f}")
         if "single_kendall_tau" in vals:
             print(f"{'':<16}{vals['single_kendall_tau']:>8.4f} ± {sd['single_kendall_tau']:.4f}"
-                  f"   (member 0 alone: the same run without --ensemble)")
+                  f"   (member 0 alone: the same run without --ensemble / --folds)")
     if 0 < n_test < 500:
         print(f"note: P@1% of a {n_test}-architecture test set ranks only its top {max(int(n_test * 0.01), 0)}; "
               "read P@5%/P@10% instead")
@@ -823,6 +823,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="models per method and run (default 1): member j is pre-trained with seed + j and "
                         "fine-tuned on the run's split; the run scores with the mean of their standardised "
                         "scores and also reports member 0 alone. Costs N times the training")
+    p.add_argument("--folds", type=_args.positive_int, default=1,
+                   help="fine-tunings per member (default 1), each on another split of the labelled architectures: "
+                        "fold 0 is the run's split, fold k>0 validates on a k-th part of the training set and "
+                        "trains on the rest plus the validation set, so the models together learn from every "
+                        "label. Costs K times the fine-tuning")
     p.add_argument("--pretrained-dir", default=None,
                    help="cache of pre-trained encoders, one file per seed and pre-training settings (a key of "
                         "them is in the name): reused when they match, written when missing; runs sharing it "

@@ -307,3 +307,22 @@ def test_run_ensemble_option(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["run", "--data", str(f), "--ensemble", "0"])
     assert "--ensemble" in capsys.readouterr().err
+
+
+def test_run_folds_option(tmp_path, capsys):
+    """``fgp run --folds 2``: the summary records the folds and each method's member-0 score beside
+    the two-model score; ``--folds 0`` is a usage error."""
+    f = _nb101_jsonl(tmp_path / "folds.jsonl")
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(f), "--ratio", "0.5", "--n-val", "10", "--no-progress", "--encoder", "gin",
+                 "--hidden", "8", "--epochs-pretrain", "1", "--epochs-finetune", "2", "--runs", "1",
+                 "--folds", "2", "--no-baseline", "--no-plots", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    s = json.loads((out / "summary.json").read_text())
+    assert s["folds"] == 2 and s["ensemble"] == 1
+    assert len(s["runs"][0]["fgp"]["member_taus"]) == 2
+    assert s["mean"]["fgp"]["single_kendall_tau"] == s["runs"][0]["fgp"]["member_taus"][0]
+    assert "fold 1" in text and text.count("member 0 alone") == 1
+    with pytest.raises(SystemExit):
+        main(["run", "--data", str(f), "--folds", "0"])
+    assert "--folds" in capsys.readouterr().err

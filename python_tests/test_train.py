@@ -929,6 +929,84 @@ def test_ensemble_members_and_member_zero_is_the_plain_run():
     assert ens["runs"][0]["fgp"]["kendall_tau"] == pytest.approx(kendall_tau(pred, ens["_artifacts"]["fgp"]["true"]))
 
 
+def test_cross_fit_folds_cover_every_label_and_keep_the_plain_split_first():
+    """Fold 0 is the run's own (train, val); the other folds validate on disjoint parts of the
+    training set that together make it up, and train on everything else labelled; no fold trains
+    on what it validates on; too small a set is a clear error."""
+    from fgp_ext.train import cross_fit_folds
+
+    train, val = np.arange(10, 40), np.arange(100, 112)
+    folds = cross_fit_folds(train, val, 4, perm_seed=5)
+    assert len(folds) == 4
+    assert np.array_equal(folds[0][0], train) and np.array_equal(folds[0][1], val)
+    parts = [v for _, v in folds[1:]]
+    assert sorted(p.size for p in parts) == [10, 10, 10]
+    assert np.array_equal(np.sort(np.concatenate(parts)), train)
+    labelled = np.union1d(train, val)
+    for tr, va in folds:
+        assert np.intersect1d(tr, va).size == 0
+        assert np.array_equal(np.union1d(tr, va), labelled)
+    # the parts are a shuffle, not consecutive blocks, and the shuffle follows perm_seed
+    assert not all(np.array_equal(p, np.arange(p[0], p[0] + p.size)) for p in parts)
+    again = cross_fit_folds(train, val, 4, perm_seed=5)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
+    other = cross_fit_folds(train, val, 4, perm_seed=6)
+    assert not all(np.array_equal(a[1], b[1]) for a, b in zip(folds[1:], other[1:]))
+    assert len(cross_fit_folds(train, val, 1, perm_seed=5)) == 1
+    with pytest.raises(ValueError, match="at least 6 training architectures"):
+        cross_fit_folds(train[:5], val, 4, perm_seed=5)
+    with pytest.raises(ValueError, match="validation set of at least 2"):
+        cross_fit_folds(train, val[:1], 3, perm_seed=5)
+    with pytest.raises(ValueError, match="overlap"):
+        cross_fit_folds(train, np.array([10, 200]), 3, perm_seed=5)
+    from fgp_ext.train import ProtocolConfig
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="folds must be an int >= 1"):
+            ProtocolConfig(folds=bad)
+
+
+def test_folds_fine_tune_on_every_fold_and_member_zero_is_the_plain_run(monkeypatch):
+    """``folds=3`` with ``ensemble=2``: 6 fine-tunings per method (2 pre-training seeds x 3 folds)
+    from only 2 pre-trainings; each fine-tunes on its fold's split; member 0 is bit for bit the
+    plain run; the run's score combines all six."""
+    import fgp_ext.train.protocol as protocol
+    from fgp_ext.data.spaces import sample_nb101
+    from fgp_ext.train import ProtocolConfig, cross_fit_folds, run_protocol, split_labelled
+
+    ds = sample_nb101(120, seed=3)
+    acc = np.array([float((g.ops == 3).sum()) + 0.5 * g.num_nodes for g in ds.graphs])
+    acc += np.random.RandomState(1).rand(len(acc)) * 0.5
+    labelled = type(ds)(ds.graphs, ds.space, {"acc": acc})
+    cfg = ProtocolConfig(encoder="gin", target="acc", runs=[(7, 7)], ratio=0.5, n_train=40, n_val=20,
+                         epochs_pretrain=2, epochs_finetune=3, hidden=16, progress=False)
+    plain = run_protocol(labelled, cfg, log=lambda *a: None)
+    seen = []
+    real = protocol.finetune
+
+    def recording(enc, batch, y, train_idx, val_idx, **kw):
+        seen.append((np.asarray(train_idx).copy(), np.asarray(val_idx).copy(), kw["seed"]))
+        return real(enc, batch, y, train_idx, val_idx, **kw)
+
+    monkeypatch.setattr(protocol, "finetune", recording)
+    logs = []
+    res = run_protocol(labelled, cfg.replace(ensemble=2, folds=3), log=logs.append)
+    assert res["folds"] == 3 and plain["folds"] == 1
+    assert sum("pre-training gin (seed" in line for line in logs) == 2
+    assert any("(seed 8, fold 2)" in line for line in logs)
+    split, _ = split_labelled(acc, 40, 0.5, 7, 20, target="acc")
+    folds = cross_fit_folds(split["train"], split["val"], 3, 7)
+    assert len(seen) == 12      # 2 methods x 2 seeds x 3 folds
+    for i, (tr, va, seed) in enumerate(seen):
+        want_tr, want_va = folds[i % 3]
+        assert np.array_equal(tr, want_tr) and np.array_equal(va, want_va)
+        assert seed == (7, 8)[(i // 3) % 2]
+    for method in ("fgp", "supervised"):
+        run, base = res["runs"][0][method], plain["runs"][0][method]
+        assert len(run["member_taus"]) == 6 and len(set(run["member_taus"])) == 6
+        assert run["single_kendall_tau"] == base["kendall_tau"] == run["member_taus"][0]
+        assert run["kendall_tau"] not in run["member_taus"]
+
+
 def test_merge_runs_script_joins_seed_processes(tmp_path, capsys):
     """scripts/merge_runs.py: the summaries of `fgp run --seeds` processes give the mean over all
     their runs and the ensemble's paired gain; other settings or a repeated run are refused."""

@@ -69,7 +69,7 @@ def main(argv=None) -> int:
         print(f"merge_runs: error: {e}", file=sys.stderr)
         return 2
     print(f"{len(merged['runs'])} runs of {merged.get('encoder')} on {merged.get('dataset')} "
-          f"(ensemble {merged.get('ensemble', 1)}), wall {merged['wall_s'] / 60:.1f} min in all")
+          f"(ensemble {merged.get('ensemble', 1)}, folds {merged.get('folds', 1)}), wall {merged['wall_s'] / 60:.1f} min in all")
     for m, vals in merged["mean"].items():
         sd = merged["std"][m]
         line = f"{m:<16} Kendall tau {vals['kendall_tau']:.4f} ± {sd['kendall_tau']:.4f}   P@1% {vals['p@1%']:.3f}"

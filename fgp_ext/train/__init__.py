@@ -17,7 +17,8 @@ Modules (every public name is also importable from ``fgp_ext.train``):
   :func:`resolve_surrogate` (the flow-surrogate parameters, :class:`SurrogateParams`).
 * :mod:`~fgp_ext.train.protocol` — :func:`split_indices` / :func:`permutation` and
   :func:`run_protocol`: FGP vs supervised-only over several (seed, permutation) runs, with its
-  pre-training cache and optional ensembles (:func:`ensemble_seeds`, :func:`combine_scores`).
+  pre-training cache and optional ensembles (:func:`ensemble_seeds`, :func:`cross_fit_folds`,
+  :func:`combine_scores`).
 * :mod:`~fgp_ext.train.checkpoints` — :func:`save_checkpoint` / :func:`load_checkpoint`: our
   checkpoint format.
 * :mod:`~fgp_ext.train.auto_aux` — :func:`choose_aux_target`: what ``--aux-target auto`` uses
@@ -29,7 +30,8 @@ from fgp_ext.train.auto_aux import AuxChoice, choose_aux_target
 from fgp_ext.train.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, Checkpoint, CheckpointError,
                                        load_checkpoint, save_checkpoint)
 from fgp_ext.train.common import TrainingDivergedError, as_batch, set_seed
-from fgp_ext.train.config import ProtocolConfig, SurrogateParams, ensemble_seeds, resolve_surrogate, seed_runs
+from fgp_ext.train.config import (ProtocolConfig, SurrogateParams, cross_fit_folds, ensemble_seeds, resolve_surrogate,
+                                  seed_runs)
 from fgp_ext.train.finetuning import LR_SCHEDULES, FinetuneResult, evaluate, finetune, lr_factor, predict
 from fgp_ext.train.heads import MLPHead, Predictor
 from fgp_ext.train.losses import ranking_loss, resolve_aux_target
@@ -45,5 +47,5 @@ __all__ = [
     "FinetuneResult", "PROTOCOL_SEEDS", "CHECKPOINT_FORMAT", "resolve_aux_target", "lr_factor",
     "LR_SCHEDULES", "ProtocolConfig", "SurrogateParams", "resolve_surrogate", "seed_runs",
     "labelled_indices", "split_labelled", "TrainingDivergedError", "AuxChoice", "choose_aux_target",
-    "ensemble_seeds", "combine_scores",
+    "ensemble_seeds", "combine_scores", "cross_fit_folds",
 ]

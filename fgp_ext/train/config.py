@@ -6,8 +6,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 __all__ = ["SurrogateParams", "resolve_surrogate", "ProtocolConfig", "PROTOCOL_SEEDS", "seed_runs",
-           "protocol_runs", "ensemble_seeds"]
+           "protocol_runs", "ensemble_seeds", "cross_fit_folds"]
 
 #: The paper's seeds (FGP.md §4); seed 21 means the identity permutation.
 PROTOCOL_SEEDS: tuple[int, ...] = (21, 2021, 202121)
@@ -82,6 +84,36 @@ def protocol_runs(runs: int = 9, seeds=PROTOCOL_SEEDS) -> list[tuple[int, int]]:
     return pairs[: int(runs)]
 
 
+def cross_fit_folds(train, val, folds: int, perm_seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The ``(train, val)`` index pairs of ``folds`` fine-tunings that together learn from every
+    labelled architecture of a run (``train`` and ``val``, disjoint). Fold 0 is ``(train, val)``
+    itself, so a fold ensemble's member 0 is the plain run. Fold ``k`` > 0 validates on the k-th of
+    ``folds - 1`` equal parts of ``train`` (after a shuffle seeded with ``perm_seed``) and trains
+    on the other parts plus ``val``. Every part must hold at least 2 architectures (a ranking
+    needs a pair)."""
+    train = np.asarray(train, dtype=np.int64).reshape(-1)
+    val = np.asarray(val, dtype=np.int64).reshape(-1)
+    folds = int(folds)
+    if folds < 1:
+        raise ValueError(f"folds must be >= 1, got {folds}")
+    if folds == 1:
+        return [(train, val)]
+    if val.size < 2:
+        raise ValueError(f"cross-fitting needs a validation set of at least 2 architectures, got {val.size}")
+    if np.intersect1d(train, val).size:
+        raise ValueError("the training and validation sets overlap")
+    if train.size < 2 * (folds - 1):
+        raise ValueError(f"{folds} folds need at least {2 * (folds - 1)} training architectures "
+                         f"(2 per validation part), got {train.size}")
+    shuffled = train[np.random.RandomState(int(perm_seed) % 2**32).permutation(train.size)]
+    parts = np.array_split(shuffled, folds - 1)
+    out = [(train, val)]
+    for k, part in enumerate(parts):
+        rest = np.concatenate([p for j, p in enumerate(parts) if j != k] + [val])
+        out.append((np.sort(rest), np.sort(part)))
+    return out
+
+
 def ensemble_seeds(seed: int, size: int) -> list[int]:
     """The pre-training seeds of the ``size`` members of a run with seed ``seed``: ``seed``,
     ``seed + 1``, ... Member 0 is the run's own model, so an ensemble of one is the plain run and a
@@ -118,6 +150,14 @@ class ProtocolConfig:
     ``seed + j`` (:func:`ensemble_seeds`) and fine-tuned on the run's split with that seed; the
     run's score is the mean of the members' standardised scores. Pre-training and fine-tuning cost
     ``ensemble`` times as much.
+
+    ``folds``: fine-tunings per ensemble member (default 1), each on another split of the run's
+    labelled architectures (train + validation, :func:`cross_fit_folds`): fold 0 validates on the
+    run's own validation set and trains on its training set (the plain run); fold ``k`` > 0
+    validates on the k-th of ``folds - 1`` equal parts of the training set and trains on the rest
+    plus the validation set. Together the models learn from every labelled architecture, where a
+    single model never sees its validation labels. Fine-tuning costs ``folds`` times as much;
+    pre-training costs nothing more.
     """
 
     encoder: str = "gatedgcn"
@@ -148,6 +188,7 @@ class ProtocolConfig:
     finetune_schedule_epochs: int | None = None
     pretrained_dir: Any = None
     ensemble: int = 1
+    folds: int = 1
     progress: bool | None = None
 
     def __post_init__(self):
@@ -163,6 +204,9 @@ class ProtocolConfig:
             raise ValueError(f"a (seed, perm_seed) run is given twice: {self.runs}")
         self.encoder_config = dict(self.encoder_config or {})
         ensemble_seeds(0, self.ensemble)      # a bad size fails here, not after pre-training
+        if isinstance(self.folds, bool) or not isinstance(self.folds, (int, np.integer)) or self.folds < 1:
+            raise ValueError(f"folds must be an int >= 1, got {self.folds!r}")
+        self.folds = int(self.folds)
 
     def replace(self, **changes) -> ProtocolConfig:
         """A copy with ``changes`` applied (:func:`dataclasses.replace`)."""

@@ -18,8 +18,8 @@ from fgp_ext.graph import collate
 from fgp_ext.metrics import evaluate_ranking, kendall_tau
 from fgp_ext.train.checkpoints import load_checkpoint, save_checkpoint
 from fgp_ext.train.common import set_seed
-from fgp_ext.train.config import (PROTOCOL_SEEDS, ProtocolConfig, ensemble_seeds, protocol_runs, resolve_surrogate,
-                                  seed_runs)
+from fgp_ext.train.config import (PROTOCOL_SEEDS, ProtocolConfig, cross_fit_folds, ensemble_seeds, protocol_runs,
+                                  resolve_surrogate, seed_runs)
 from fgp_ext.train.finetuning import finetune, lr_factor, predict
 from fgp_ext.train.heads import Predictor
 from fgp_ext.train.losses import resolve_aux_target
@@ -191,6 +191,10 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
     than from a random one. FlowerFormer's own NB201 fine-tuning recipe is lr 8e-4, weight decay
     6e-5, cosine with 30 warm-up epochs over 600, batch 128, 500 epochs.
 
+    ``config.folds``: fine-tune every member ``folds`` times, on the cross-fitting splits of
+    :func:`~fgp_ext.train.config.cross_fit_folds` (fold 0 is the run's own split), and score with
+    all ``ensemble * folds`` models; the summary keeps member 0's metrics as ``single_*``.
+
     ``config.pretrained_dir``: a folder caching one pre-trained encoder per seed and settings
     (``<encoder>_seed<seed>-<key>.pt``, our checkpoint format, with its heads and pre-training
     history). ``key`` is a hash of everything that shaped it (encoder and its config, pre-training
@@ -282,8 +286,11 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
                                               run_pretrain, log, f"[run {r}] ", space=space)
                 pretrained[mseed] = (copy.deepcopy(enc.state_dict()), pre)
         member_preds: dict[str, list[np.ndarray]] = {}
+        folds = cross_fit_folds(split["train"], split["val"], c.folds, perm_seed)
+        # member j * folds + k: pre-training seed members[j], fine-tuned on fold k; member 0 is the plain run
+        fits = [(mseed, k, tr, va) for mseed in members for k, (tr, va) in enumerate(folds)]
         for method in methods:
-            for j, mseed in enumerate(members):
+            for j, (mseed, fold, fit_train, fit_val) in enumerate(fits):
                 set_seed(mseed)
                 enc = build_encoder(c.encoder, space.num_ops, **enc_cfg)
                 if method.startswith("fgp"):
@@ -291,7 +298,7 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
                     if method == "fgp_aux_head":
                         enc = Predictor(enc, copy.deepcopy(pretrained[mseed][1].aux_head))
                 set_seed(mseed)
-                ft = finetune(enc, batch, y, split["train"], split["val"], epochs=c.epochs_finetune,
+                ft = finetune(enc, batch, y, fit_train, fit_val, epochs=c.epochs_finetune,
                               batch_size=c.batch_size_finetune, lr=ft_lr, weight_decay=c.finetune_weight_decay,
                               margin=c.margin, seed=mseed, progress=c.progress, lr_schedule=c.finetune_schedule,
                               warmup_epochs=c.finetune_warmup, schedule_epochs=ft_sched_epochs)
@@ -305,19 +312,20 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
                     if method.startswith("fgp"):
                         m["pretrain_s_per_epoch"] = pretrained[mseed][1].time_per_epoch
                     history = ft.history
-                if len(members) > 1:
+                if len(fits) > 1:
                     m.setdefault("member_taus", []).append(kendall_tau(pred, y[split["test"]]))
-                    log(f"[run {r}] seed {seed} perm {perm_seed} {method:>10} member {j} (seed {mseed}): "
+                    log(f"[run {r}] seed {seed} perm {perm_seed} {method:>10} member {j} (seed {mseed}"
+                        + (f", fold {fold}" if c.folds > 1 else "") + "): "
                         f"tau {m['member_taus'][-1]:.4f} (best epoch {ft.best_epoch}, val tau {ft.best_val_tau:.3f})")
-            if len(members) > 1:
+            if len(fits) > 1:
                 pred = combine_scores(member_preds[method])
                 single = {f"single_{k}": m[k] for k in _RANK_KEYS}
                 m.update(evaluate_ranking(pred, y[split["test"]]), **single)
             row[method] = m
             log(f"[run {r}] seed {seed} perm {perm_seed} {method:>10}: tau {m['kendall_tau']:.4f} "
                 f"P@1% {m['p@1%']:.3f} (best epoch {m['best_epoch']}, val tau {m['best_val_tau']:.3f})"
-                + (f", ensemble of {len(members)} (single model {m['single_kendall_tau']:.4f})"
-                   if len(members) > 1 else ""))
+                + (f", ensemble of {len(fits)} (single model {m['single_kendall_tau']:.4f})"
+                   if len(fits) > 1 else ""))
             if r == 0:
                 artifacts[method] = {"pred": pred, "true": y[split["test"]], "finetune_history": history}
                 if method == "fgp":
@@ -341,10 +349,11 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
         "finetune_schedule": c.finetune_schedule, "finetune_warmup": int(c.finetune_warmup),
         "finetune_schedule_epochs": ft_sched_epochs,
         "pretrained_dir": None if c.pretrained_dir is None else str(c.pretrained_dir), "ensemble": int(c.ensemble),
+        "folds": int(c.folds),
         "threads": torch.get_num_threads(), "collate_s": collate_s, "surrogate_s": sur_s,
     }
     for method in methods + (["fgp_both_heads"] if c.finetune_aux_head else []):
-        keys = list(_RANK_KEYS) + ([f"single_{k}" for k in _RANK_KEYS] if c.ensemble > 1 and method in methods else [])
+        keys = list(_RANK_KEYS) + ([f"single_{k}" for k in _RANK_KEYS] if c.ensemble * c.folds > 1 and method in methods else [])
         vals = {k: [row[method][k] for row in per_run] for k in keys}
         summary.setdefault("mean", {})[method] = {k: float(np.mean(v)) for k, v in vals.items()}
         summary.setdefault("std", {})[method] = {k: float(np.std(v)) for k, v in vals.items()}
