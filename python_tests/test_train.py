@@ -1032,6 +1032,7 @@ def test_merge_runs_script_joins_seed_processes(tmp_path, capsys):
     assert m["std"]["fgp"]["kendall_tau"] == pytest.approx(np.std([0.8, 0.9, 0.7, 0.6, 0.6, 0.6]))
     assert m["paired"]["fgp"] == {"mean_gain": pytest.approx(0.33 / 6), "better": 4, "runs": 6}
     assert m["wall_s"] == 120.0 and len(m["runs"]) == 6
+    assert m["member_means"]["fgp"] == pytest.approx([np.mean([0.8, 0.85, 0.72, 0.5, 0.5, 0.5]), 0.0])
     with pytest.raises(ValueError, match="other settings.*epochs_pretrain"):
         mod.merge([a, summary(2021, [0.6] * 3, [0.5] * 3, epochs=20)])
     with pytest.raises(ValueError, match="appears twice"):
@@ -1043,6 +1044,7 @@ def test_merge_runs_script_joins_seed_processes(tmp_path, capsys):
     assert mod.main([*map(str, paths), "--json", str(tmp_path / "m.json")]) == 0
     out = capsys.readouterr().out
     assert "6 runs of gin" in out and "better in 4 of 6" in out
+    assert "seed+0 fold 0 0.6450  seed+1 fold 0 0.0000" in out  # ensemble 2, folds 1
     assert json.loads((tmp_path / "m.json").read_text())["paired"]["fgp"]["better"] == 4
     assert mod.main([str(paths[0]), str(tmp_path / "missing.json")]) == 2
     assert "merge_runs: error" in capsys.readouterr().err

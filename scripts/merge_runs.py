@@ -4,7 +4,8 @@ The protocol's nine runs can run as three processes (`--seeds 21`, `--seeds 2021
 `--seeds 202121`, each with its three permutations); this prints the per-method mean ± std over all
 their runs (the numbers one `fgp run --runs 9` would print), and with `--ensemble` runs also each
 method's member-0 score beside the ensemble's and the paired difference (ensemble minus member 0:
-mean, and in how many runs the ensemble is better).
+mean, and in how many runs the ensemble is better), and each member's mean score over the runs
+(members are ordered pre-training seed first, then fold: member j = seed + j // K, fold j % K).
 
     python scripts/merge_runs.py runs/s21/summary.json runs/s2021/summary.json runs/s202121/summary.json \
         [--json merged.json]
@@ -51,6 +52,9 @@ def merge(summaries: list[dict]) -> dict:
         if "single_kendall_tau" in vals:
             d = vals["kendall_tau"] - vals["single_kendall_tau"]
             out["paired"][m] = {"mean_gain": float(d.mean()), "better": int((d > 0).sum()), "runs": int(d.size)}
+        member_taus = [r[m].get("member_taus") for r in runs]
+        if member_taus[0] and all(t is not None and len(t) == len(member_taus[0]) for t in member_taus):
+            out.setdefault("member_means", {})[m] = np.mean(np.array(member_taus, dtype=np.float64), axis=0).tolist()
     return out
 
 
@@ -78,6 +82,10 @@ def main(argv=None) -> int:
             line += (f"   member 0 alone {vals['single_kendall_tau']:.4f} ± {sd['single_kendall_tau']:.4f}"
                      f"   gain {p['mean_gain']:+.4f} (better in {p['better']} of {p['runs']})")
         print(line)
+    folds = int(merged.get("folds") or 1)
+    for m, means in merged.get("member_means", {}).items():
+        print(f"{m:<16} members' mean Kendall tau: "
+              + "  ".join(f"seed+{j // folds} fold {j % folds} {t:.4f}" for j, t in enumerate(means)))
     if args.json:
         from fgp_ext import _io
 
