@@ -1005,6 +1005,11 @@ def test_folds_fine_tune_on_every_fold_and_member_zero_is_the_plain_run(monkeypa
         assert len(run["member_taus"]) == 6 and len(set(run["member_taus"])) == 6
         assert run["single_kendall_tau"] == base["kendall_tau"] == run["member_taus"][0]
         assert run["kendall_tau"] not in run["member_taus"]
+    # a training set too small for the folds is refused before any pre-training
+    logs.clear()
+    with pytest.raises(ValueError, match="21 folds need at least 40 training architectures"):
+        run_protocol(labelled, cfg.replace(folds=21), log=logs.append)
+    assert not any("pre-training" in line for line in logs)
 
 
 def test_merge_runs_script_joins_seed_processes(tmp_path, capsys):

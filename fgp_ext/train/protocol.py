@@ -262,6 +262,8 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
         split, _ = split_labelled(y, n_train, c.ratio, perm_seed, c.n_val, target=target)
         row = {"run": r, "seed": seed, "perm_seed": perm_seed, "n_labelled": int(split["train"].size),
                "n_test": int(split["test"].size)}
+        # before pre-training, so a split too small for the folds fails in seconds, not after it
+        folds = cross_fit_folds(split["train"], split["val"], c.folds, perm_seed)
         members = ensemble_seeds(seed, c.ensemble)
         for mseed in members:
             if mseed not in pretrained and any(m.startswith("fgp") for m in methods):
@@ -286,7 +288,6 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
                                               run_pretrain, log, f"[run {r}] ", space=space)
                 pretrained[mseed] = (copy.deepcopy(enc.state_dict()), pre)
         member_preds: dict[str, list[np.ndarray]] = {}
-        folds = cross_fit_folds(split["train"], split["val"], c.folds, perm_seed)
         # member j * folds + k: pre-training seed members[j], fine-tuned on fold k; member 0 is the plain run
         fits = [(mseed, k, tr, va) for mseed in members for k, (tr, va) in enumerate(folds)]
         for method in methods:
