@@ -48,11 +48,18 @@ def test_run_finetune_schedule_and_pretrained_cache(tmp_path, capsys):
               "--epochs-pretrain", "1", "--epochs-finetune", "4", "--no-progress", "--no-plots",
               "--no-baseline", "--pretrained-dir", str(tmp_path / "pre")]
     sched = ["--finetune-lr", "5e-4", "--finetune-weight-decay", "6e-5", "--finetune-schedule", "cosine",
-             "--finetune-warmup", "1", "--finetune-schedule-epochs", "6"]
+             "--finetune-warmup", "1", "--finetune-schedule-epochs", "6", "--finetune-select-after", "1"]
+    # a selection window that leaves no epoch is refused before any pre-training
+    assert main([*common, *sched, "--finetune-select-after", "4", "--out", str(tmp_path / "bad")]) == 2
+    out, err = capsys.readouterr()
+    assert "finetune_select_after must be in [0, epochs_finetune) = [0, 4), got 4" in err
+    assert "pre-training" not in out and not (tmp_path / "pre").exists()
     assert main([*common, *sched, "--out", str(tmp_path / "a")]) == 0
     first = json.loads((tmp_path / "a" / "summary.json").read_text())
     assert (first["finetune_lr"], first["finetune_weight_decay"], first["finetune_schedule"],
-            first["finetune_warmup"], first["finetune_schedule_epochs"]) == (5e-4, 6e-5, "cosine", 1, 6)
+            first["finetune_warmup"], first["finetune_schedule_epochs"],
+            first["finetune_select_after"]) == (5e-4, 6e-5, "cosine", 1, 6, 1)
+    assert first["runs"][0]["fgp"]["best_epoch"] > 1
     cached = sorted((tmp_path / "pre").glob("gin_seed21-*.pt"))
     assert first["lr"] == 1e-3 and len(cached) == 1
     assert "pre-training gin" in capsys.readouterr().out
@@ -92,7 +99,12 @@ def test_stages_chain(tmp_path, capsys):
                  "--out", str(pre), *common]) == 0
     ft = tmp_path / "ft.pt"
     assert main(["finetune", "--checkpoint", str(pre), "--ratio", "0.2", "--epochs", "2", "--out", str(ft),
-                 "--schedule", "cosine", "--warmup", "1", "--weight-decay", "1e-5", *common]) == 0
+                 "--schedule", "cosine", "--warmup", "1", "--weight-decay", "1e-5", "--select-after", "1",
+                 *common]) == 0
+    assert "at epoch 2;" in capsys.readouterr().out        # epoch 1 may not be kept: 2 is the only choice
+    from fgp_ext.train import load_checkpoint
+
+    assert load_checkpoint(ft).settings["select_after"] == 1
     js = tmp_path / "m.json"
     assert main(["evaluate", "--checkpoint", str(ft), "--ratio", "0.2", "--json", str(js), *common]) == 0
     m = json.loads(js.read_text())

@@ -520,6 +520,39 @@ def test_finetune_follows_the_lr_schedule(nb201):
         finetune(enc, batch, y, idx[:24], idx[24:], epochs=6, progress=False, lr_schedule="cosine", warmup_epochs=6)
 
 
+
+def test_finetune_select_after_keeps_a_later_checkpoint(nb201):
+    """``select_after=k`` trains exactly as without it (same history) but keeps the best-validation
+    epoch among epochs > k. With k = the unrestricted best epoch the kept checkpoint must move
+    later, and the kept model scores the validation set with that later epoch's tau; ``k`` outside
+    [0, epochs) is refused before any training."""
+    from fgp_ext.metrics import kendall_tau
+
+    ds, batch = nb201
+    y = ds.targets("cifar10_test_200ep")
+    idx = np.arange(60)
+
+    def run(k):
+        set_seed(3)
+        enc = build_encoder("gin", 7, hidden=16)
+        return finetune(enc, batch, y, idx[:30], idx[30:], epochs=10, lr=1e-2, seed=3, progress=False,
+                        select_after=k)
+
+    free = run(0)
+    hist = [h["val_tau"] for h in free.history]
+    assert free.best_epoch == int(np.argmax(hist)) + 1 and free.best_val_tau == max(hist)
+    k = free.best_epoch
+    assert k < 10, "the unrestricted best must leave later epochs to choose from"
+    late = run(k)
+    assert [h["val_tau"] for h in late.history] == hist           # selection never changes training
+    assert late.best_epoch == int(np.argmax(hist[k:])) + k + 1 > k
+    assert late.best_val_tau == max(hist[k:]) <= free.best_val_tau
+    assert kendall_tau(predict(late.model, batch, idx[30:]), y[idx[30:]]) == pytest.approx(late.best_val_tau)
+    for bad in (-1, 10):
+        with pytest.raises(ValueError, match="select_after"):
+            finetune(build_encoder("gin", 7, hidden=16), batch, y, idx[:30], idx[30:], epochs=10,
+                     progress=False, select_after=bad)
+
 def _small_labelled(n=120, seed=3):
     from fgp_ext.data.spaces import sample_nb101
 

@@ -139,7 +139,8 @@ class ProtocolConfig:
     constructor arguments of the encoder besides ``hidden`` and ``dropout``.
 
     Fine-tuning: ``finetune_lr`` (default ``lr``), ``finetune_weight_decay``, ``finetune_schedule``,
-    ``finetune_warmup``, ``finetune_schedule_epochs`` (default ``epochs_finetune``); see
+    ``finetune_warmup``, ``finetune_schedule_epochs`` (default ``epochs_finetune``),
+    ``finetune_select_after`` (checkpoints of the first that many epochs are never kept); see
     :func:`~fgp_ext.train.finetune`. ``finetune_aux_head`` adds the method ``"fgp_aux_head"``
     (fine-tune with the pre-trained auxiliary head as the score head; needs a one-column
     ``aux_target``). ``baseline`` adds the supervised-only method.
@@ -186,6 +187,7 @@ class ProtocolConfig:
     finetune_schedule: str = "constant"
     finetune_warmup: int = 0
     finetune_schedule_epochs: int | None = None
+    finetune_select_after: int = 0
     pretrained_dir: Any = None
     ensemble: int = 1
     folds: int = 1

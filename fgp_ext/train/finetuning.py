@@ -93,7 +93,8 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
              batch_size: int = 16, lr: float = 1e-3, weight_decay: float = 0.0, margin: float = 0.5,
              max_pairs: int | None = None, clip: float = 1.0, seed: int = 0,
              progress: bool | None = None, head_hidden: int = 128, lr_schedule: str = "constant",
-             warmup_epochs: int = 0, schedule_epochs: int | None = None) -> FinetuneResult:
+             warmup_epochs: int = 0, schedule_epochs: int | None = None,
+             select_after: int = 0) -> FinetuneResult:
     """Fine-tune ``encoder`` (+ a fresh score head, or a :class:`Predictor` as given) with the
     pairwise hinge :func:`ranking_loss` on the labelled graphs ``train_idx``.
 
@@ -105,7 +106,16 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
     ``lr_schedule`` / ``warmup_epochs`` / ``schedule_epochs``: the learning rate of epoch ``e`` is
     ``lr * lr_factor(e, lr_schedule, warmup_epochs, schedule_epochs)`` (:func:`lr_factor`;
     ``schedule_epochs`` defaults to ``epochs``); each history row records it as ``"lr"``.
+
+    ``select_after``: epochs ``1..select_after`` are trained and validated but never kept, so the
+    kept checkpoint comes from a later epoch (0, the default: any epoch). With a validation set of
+    a few dozen cells the first epochs, while the score head is still near its initialisation and
+    a warm-up has barely moved the encoder, can win the validation Kendall tau by chance and then
+    rank the test set far worse than a later checkpoint; ``select_after = warmup_epochs`` rules
+    them out. Must be below ``epochs``.
     """
+    if int(select_after) < 0 or (int(epochs) > 0 and int(select_after) >= int(epochs)):
+        raise ValueError(f"select_after must be in [0, epochs) = [0, {int(epochs)}), got {select_after}")
     if schedule_epochs is None:
         schedule_epochs = int(epochs)
     lr_factor(0, lr_schedule, warmup_epochs, schedule_epochs)   # refuse a bad schedule before any work
@@ -164,7 +174,7 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
             vt = kendall_tau(val_pred, y_val)
             vt = -math.inf if math.isnan(vt) else vt
             rec["val_tau"] = vt
-            if vt > best:
+            if vt > best and epoch + 1 > int(select_after):
                 best, result.best_epoch = vt, epoch + 1
                 best_state = copy.deepcopy(model.state_dict())
             if show:

@@ -251,6 +251,10 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
     ft_lr = c.lr if c.finetune_lr is None else float(c.finetune_lr)
     ft_sched_epochs = c.epochs_finetune if c.finetune_schedule_epochs is None else int(c.finetune_schedule_epochs)
     lr_factor(0, c.finetune_schedule, c.finetune_warmup, ft_sched_epochs)   # a bad schedule fails now, not after pre-training
+    sel, ft_epochs = int(c.finetune_select_after), int(c.epochs_finetune)
+    if sel < 0 or (ft_epochs > 0 and sel >= ft_epochs):      # the rule finetune applies, checked before pre-training
+        raise ValueError(f"finetune_select_after must be in [0, epochs_finetune) = [0, {int(c.epochs_finetune)}), "
+                         f"got {c.finetune_select_after}")
     enc_cfg = {**c.encoder_config, "hidden": c.hidden, "dropout": c.dropout}
     if c.encoder == "mlp":
         enc_cfg["max_nodes"] = int(pre_batch.node_ptr.diff().max())  # the extras may be larger
@@ -302,7 +306,8 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
                 ft = finetune(enc, batch, y, fit_train, fit_val, epochs=c.epochs_finetune,
                               batch_size=c.batch_size_finetune, lr=ft_lr, weight_decay=c.finetune_weight_decay,
                               margin=c.margin, seed=mseed, progress=c.progress, lr_schedule=c.finetune_schedule,
-                              warmup_epochs=c.finetune_warmup, schedule_epochs=ft_sched_epochs)
+                              warmup_epochs=c.finetune_warmup, schedule_epochs=ft_sched_epochs,
+                              select_after=c.finetune_select_after)
                 t_eval = time.perf_counter()
                 pred = predict(ft.model, batch, split["test"])
                 member_preds.setdefault(method, []).append(pred)
@@ -348,7 +353,7 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
         "finetune_aux_head": bool(c.finetune_aux_head),
         "finetune_lr": ft_lr, "finetune_weight_decay": float(c.finetune_weight_decay),
         "finetune_schedule": c.finetune_schedule, "finetune_warmup": int(c.finetune_warmup),
-        "finetune_schedule_epochs": ft_sched_epochs,
+        "finetune_schedule_epochs": ft_sched_epochs, "finetune_select_after": int(c.finetune_select_after),
         "pretrained_dir": None if c.pretrained_dir is None else str(c.pretrained_dir), "ensemble": int(c.ensemble),
         "folds": int(c.folds),
         "threads": torch.get_num_threads(), "collate_s": collate_s, "surrogate_s": sur_s,
