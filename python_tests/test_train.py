@@ -520,7 +520,6 @@ def test_finetune_follows_the_lr_schedule(nb201):
         finetune(enc, batch, y, idx[:24], idx[24:], epochs=6, progress=False, lr_schedule="cosine", warmup_epochs=6)
 
 
-
 def test_finetune_select_after_keeps_a_later_checkpoint(nb201):
     """``select_after=k`` trains exactly as without it (same history) but keeps the best-validation
     epoch among epochs > k. With k = the unrestricted best epoch the kept checkpoint must move
@@ -552,6 +551,7 @@ def test_finetune_select_after_keeps_a_later_checkpoint(nb201):
         with pytest.raises(ValueError, match="select_after"):
             finetune(build_encoder("gin", 7, hidden=16), batch, y, idx[:30], idx[30:], epochs=10,
                      progress=False, select_after=bad)
+
 
 def _small_labelled(n=120, seed=3):
     from fgp_ext.data.spaces import sample_nb101

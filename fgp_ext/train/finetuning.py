@@ -75,6 +75,16 @@ def lr_factor(epoch: int, schedule: str = "constant", warmup_epochs: int = 0,
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def check_select_after(select_after, epochs, name: str = "select_after", epochs_name: str = "epochs") -> int:
+    """``select_after`` as an int, or ``ValueError`` unless it leaves an epoch to keep: it must lie in
+    ``[0, epochs)`` (any value >= 0 with 0 epochs, which keep nothing). One rule for
+    :func:`finetune` and for the protocol, which checks it before pre-training."""
+    sel, n = int(select_after), int(epochs)
+    if sel < 0 or (n > 0 and sel >= n):
+        raise ValueError(f"{name} must be in [0, {epochs_name}) = [0, {n}), got {select_after}")
+    return sel
+
+
 @dataclass
 class FinetuneResult:
     """What :func:`finetune` returns; ``model`` holds the best-validation weights."""
@@ -114,8 +124,7 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
     rank the test set far worse than a later checkpoint; ``select_after = warmup_epochs`` rules
     them out. Must be below ``epochs``.
     """
-    if int(select_after) < 0 or (int(epochs) > 0 and int(select_after) >= int(epochs)):
-        raise ValueError(f"select_after must be in [0, epochs) = [0, {int(epochs)}), got {select_after}")
+    select_after = check_select_after(select_after, epochs)
     if schedule_epochs is None:
         schedule_epochs = int(epochs)
     lr_factor(0, lr_schedule, warmup_epochs, schedule_epochs)   # refuse a bad schedule before any work
@@ -174,7 +183,7 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
             vt = kendall_tau(val_pred, y_val)
             vt = -math.inf if math.isnan(vt) else vt
             rec["val_tau"] = vt
-            if vt > best and epoch + 1 > int(select_after):
+            if vt > best and epoch + 1 > select_after:
                 best, result.best_epoch = vt, epoch + 1
                 best_state = copy.deepcopy(model.state_dict())
             if show:

@@ -20,7 +20,7 @@ from fgp_ext.train.checkpoints import load_checkpoint, save_checkpoint
 from fgp_ext.train.common import set_seed
 from fgp_ext.train.config import (PROTOCOL_SEEDS, ProtocolConfig, cross_fit_folds, ensemble_seeds, protocol_runs,
                                   resolve_surrogate, seed_runs)
-from fgp_ext.train.finetuning import finetune, lr_factor, predict
+from fgp_ext.train.finetuning import check_select_after, finetune, lr_factor, predict
 from fgp_ext.train.heads import Predictor
 from fgp_ext.train.losses import resolve_aux_target
 from fgp_ext.train.pretraining import PretrainResult, pretrain
@@ -251,10 +251,7 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
     ft_lr = c.lr if c.finetune_lr is None else float(c.finetune_lr)
     ft_sched_epochs = c.epochs_finetune if c.finetune_schedule_epochs is None else int(c.finetune_schedule_epochs)
     lr_factor(0, c.finetune_schedule, c.finetune_warmup, ft_sched_epochs)   # a bad schedule fails now, not after pre-training
-    sel, ft_epochs = int(c.finetune_select_after), int(c.epochs_finetune)
-    if sel < 0 or (ft_epochs > 0 and sel >= ft_epochs):      # the rule finetune applies, checked before pre-training
-        raise ValueError(f"finetune_select_after must be in [0, epochs_finetune) = [0, {int(c.epochs_finetune)}), "
-                         f"got {c.finetune_select_after}")
+    check_select_after(c.finetune_select_after, c.epochs_finetune, "finetune_select_after", "epochs_finetune")
     enc_cfg = {**c.encoder_config, "hidden": c.hidden, "dropout": c.dropout}
     if c.encoder == "mlp":
         enc_cfg["max_nodes"] = int(pre_batch.node_ptr.diff().max())  # the extras may be larger
