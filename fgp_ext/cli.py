@@ -628,7 +628,8 @@ def cmd_run(args) -> int:
         finetune_weight_decay=args.finetune_weight_decay, finetune_schedule=args.finetune_schedule,
         finetune_warmup=args.finetune_warmup, finetune_schedule_epochs=args.finetune_schedule_epochs,
         finetune_select_after=args.finetune_select_after,
-        pretrained_dir=args.pretrained_dir, ensemble=args.ensemble, folds=args.folds, progress=_progress(args))
+        pretrained_dir=args.pretrained_dir, ensemble=args.ensemble, folds=args.folds,
+        self_train=args.self_train, self_train_weight=args.self_train_weight, progress=_progress(args))
     summary = run_protocol(ds, config, aux_values=aux, unlabelled=_load_unlabelled(args, ds))
     summary["aux_target"] = _aux_name(args, ds)
     summary["aux_target_reason"] = aux_reason
@@ -636,16 +637,17 @@ def cmd_run(args) -> int:
     summary["command"] = "fgp " + " ".join(sys.argv[1:]) if sys.argv and sys.argv[0] else None
     print()
     n_test = summary["runs"][0]["n_test"] if summary["runs"] else 0
-    print(f"{'method':<16}{'Kendall tau':>16}{'P@1%':>18}{'P@5%':>18}{'Spearman':>12}   "
+    print(f"{'method':<22}{'Kendall tau':>16}{'P@1%':>18}{'P@5%':>18}{'Spearman':>12}   "
           f"({len(summary['runs'])} run(s), test set of {n_test})")
     for m, vals in summary["mean"].items():
         sd = summary["std"][m]
-        print(f"{m:<16}{vals['kendall_tau']:>8.4f} ± {sd['kendall_tau']:.4f}"
+        print(f"{m:<22}{vals['kendall_tau']:>8.4f} ± {sd['kendall_tau']:.4f}"
               f"{vals['p@1%']:>10.4f} ± {sd['p@1%']:.4f}{vals['p@5%']:>10.4f} ± {sd['p@5%']:.4f}"
               f"{vals['spearman']:>12.4f}")
         if "single_kendall_tau" in vals:
-            print(f"{'':<16}{vals['single_kendall_tau']:>8.4f} ± {sd['single_kendall_tau']:.4f}"
-                  f"   (member 0 alone: the same run without --ensemble / --folds)")
+            alone = ("student 0 alone" if m == "fgp_self_train"
+                     else "member 0 alone: the same run without --ensemble / --folds")
+            print(f"{'':<22}{vals['single_kendall_tau']:>8.4f} ± {sd['single_kendall_tau']:.4f}   ({alone})")
     if 0 < n_test < 500:
         print(f"note: P@1% of a {n_test}-architecture test set ranks only its top {max(int(n_test * 0.01), 0)}; "
               "read P@5%/P@10% instead")
@@ -832,6 +834,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "fold 0 is the run's split, fold k>0 validates on a k-th part of the training set and "
                         "trains on the rest plus the validation set, so the models together learn from every "
                         "label. Costs K times the fine-tuning")
+    p.add_argument("--self-train", type=_args.non_negative_int, default=0, metavar="N",
+                   help="self-training (default 0: off): the fine-tuned FGP models' combined score ranks N random "
+                        "architectures outside the labelled ones (no label read), then one student per member "
+                        "and head is fine-tuned on all labels plus that ranking (methods fgp_self_train and "
+                        "fgp_teacher_students). Costs about 2 x (members x heads) more fine-tunings")
+    p.add_argument("--self-train-weight", type=_args.positive_float, default=1.0,
+                   help="weight of the students' loss on the teacher's ranking (default 1)")
     p.add_argument("--pretrained-dir", default=None,
                    help="cache of pre-trained encoders, one file per seed and pre-training settings (a key of "
                         "them is in the name): reused when they match, written when missing; runs sharing it "

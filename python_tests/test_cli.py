@@ -73,6 +73,16 @@ def test_run_finetune_schedule_and_pretrained_cache(tmp_path, capsys):
     assert load_checkpoint(cached[0]).meta["aux_target"] == "meco"
     assert main([*common, *sched, "--aux-target", "meco", "--out", str(tmp_path / "b2")]) == 0
     assert "pre-training gin" not in capsys.readouterr().out
+    # self-training adds students and leaves the teacher's rows as they were
+    assert main([*common, *sched, "--self-train", "20", "--self-train-weight", "0.5", "--out", str(tmp_path / "st")]) == 0
+    out = capsys.readouterr().out
+    assert "pre-training gin" not in out and "student 0 alone" in out
+    st = json.loads((tmp_path / "st" / "summary.json").read_text())
+    assert (st["self_train"], st["self_train_weight"]) == (20, 0.5) and first["self_train"] == 0
+    assert st["runs"][0]["fgp"]["kendall_tau"] == first["runs"][0]["fgp"]["kendall_tau"]
+    assert {"fgp_self_train", "fgp_teacher_students"} <= set(st["mean"]) and "fgp_self_train" not in first["mean"]
+    assert main([*common, "--self-train", "1", "--out", str(tmp_path / "st1")]) == 2
+    assert "self_train must be 0 (off) or an int >= 2, got 1" in capsys.readouterr().err
     before = cached[0].read_bytes()
     assert main([*common, "--hidden", "12", "--out", str(tmp_path / "c")]) == 0
     assert "pre-training gin" in capsys.readouterr().out

@@ -1086,3 +1086,99 @@ def test_merge_runs_script_joins_seed_processes(tmp_path, capsys):
     assert json.loads((tmp_path / "m.json").read_text())["paired"]["fgp"]["better"] == 4
     assert mod.main([str(paths[0]), str(tmp_path / "missing.json")]) == 2
     assert "merge_runs: error" in capsys.readouterr().err
+
+
+def test_finetune_learns_the_pseudo_ranking(nb201):
+    """With 6 labels, pseudo-targets on 200 other cells decide what the model learns: the true
+    accuracies as pseudo-targets lift the test tau far above the 6 labels alone, the reversed
+    accuracies push it below zero (so the pseudo term is really trained on, and it outweighs the
+    labels at weight 1). Same call, same numbers. Bad pseudo inputs are refused."""
+    from fgp_ext.metrics import kendall_tau
+
+    ds, batch = nb201
+    y = ds.targets("cifar10_test_200ep")
+    idx = np.random.default_rng(0).permutation(len(y))[:500]
+    lab, pool, test = idx[:6], idx[6:206], idx[206:]
+
+    def run(**kw):
+        set_seed(3)
+        ft = finetune(build_encoder("gin", 7, hidden=16), batch, y, lab, None, epochs=15, lr=1e-2, seed=3,
+                      progress=False, **kw)
+        return kendall_tau(predict(ft.model, batch, test), y[test])
+
+    alone = run()
+    oracle = run(pseudo_targets=y, pseudo_idx=pool)
+    reversed_ = run(pseudo_targets=-y, pseudo_idx=pool)
+    assert oracle > alone + 0.15 and oracle > 0.45
+    assert reversed_ < -0.1 < alone
+    assert run(pseudo_targets=y, pseudo_idx=pool) == oracle
+    partial = np.full(len(y), np.nan)
+    partial[pool] = y[pool]
+    assert run(pseudo_targets=partial, pseudo_idx=pool) == oracle      # only the pool's values are read
+    for kw, msg in [(dict(pseudo_targets=y), "both"), (dict(pseudo_idx=pool), "both"),
+                    (dict(pseudo_targets=y, pseudo_idx=pool, pseudo_weight=0), "pseudo_weight"),
+                    (dict(pseudo_targets=y, pseudo_idx=pool, pseudo_weight=float("nan")), "pseudo_weight"),
+                    (dict(pseudo_targets=y[:10], pseudo_idx=pool), "values for"),
+                    (dict(pseudo_targets=y, pseudo_idx=pool[:1]), "at least 2"),
+                    (dict(pseudo_targets=y, pseudo_idx=[0, len(y)]), "outside"),
+                    (dict(pseudo_targets=np.where(np.arange(len(y)) == pool[3], np.nan, y), pseudo_idx=pool),
+                     "not all finite")]:
+        with pytest.raises(ValueError, match=msg):
+            finetune(build_encoder("gin", 7, hidden=16), batch, y, lab, None, epochs=1, progress=False, **kw)
+
+
+def test_self_training_students_learn_the_teachers_ranking_of_the_pool(monkeypatch):
+    """``self_train=N``: the teacher's rows are those of the run without it; then one student per
+    member and FGP head fine-tunes on every label of the run (training + validation, no validation
+    set) with pseudo-targets on exactly the run's pool, N cells outside the labelled split, whose
+    values are the combined score of all the teacher's models; the new methods are reported, and
+    a pool larger than the unlabelled cells or a bad setting is refused before pre-training."""
+    import fgp_ext.train.protocol as protocol
+    from fgp_ext.train import ProtocolConfig, run_protocol, split_labelled
+
+    labelled, acc = _small_labelled()
+    cfg = ProtocolConfig(encoder="gin", target="acc", runs=[(7, 7)], ratio=0.5, n_train=40, n_val=20,
+                         epochs_pretrain=2, epochs_finetune=3, hidden=16, progress=False, baseline=False,
+                         aux_target="acc", finetune_aux_head=True, ensemble=2)
+    teacher_only = run_protocol(labelled, cfg, log=lambda *a: None)
+    calls = []
+    real = protocol.finetune
+
+    def recording(enc, batch, y, train_idx, val_idx, **kw):
+        ft = real(enc, batch, y, train_idx, val_idx, **kw)
+        calls.append((np.asarray(train_idx).copy(), val_idx, kw.get("pseudo_targets"), kw.get("pseudo_idx"),
+                      kw.get("pseudo_weight"), ft.model))
+        return ft
+
+    monkeypatch.setattr(protocol, "finetune", recording)
+    res = run_protocol(labelled, cfg.replace(self_train=30, self_train_weight=0.5), log=lambda *a: None)
+    row, base = res["runs"][0], teacher_only["runs"][0]
+    for method in ("fgp", "fgp_aux_head", "fgp_both_heads"):
+        assert row[method]["kendall_tau"] == base[method]["kendall_tau"]
+    assert res["self_train"] == 30 and res["self_train_weight"] == 0.5
+    assert set(protocol.SELF_TRAIN_METHODS) <= set(res["mean"])
+    teachers, students = calls[:4], calls[4:]
+    assert all(c[2] is None for c in teachers) and len(students) == 4     # 2 heads x 2 members
+    split, _ = split_labelled(acc, 40, 0.5, 7, 20, target="acc")
+    pool = protocol.self_train_pool(len(acc), split, 30, 7)
+    assert pool.size == 30 and not np.isin(pool, np.concatenate([split["train"], split["val"]])).any()
+    assert np.array_equal(pool, protocol.self_train_pool(len(acc), split, 30, 7))
+    batch = fgp_ext.collate(labelled.graphs)
+    teacher_score = protocol.combine_scores([predict(c[5], batch, pool) for c in teachers])
+    for tr, va, pseudo, p_idx, w, _ in students:
+        assert va is None and w == 0.5 and np.array_equal(p_idx, pool)
+        assert np.array_equal(np.sort(tr), np.sort(np.concatenate([split["train"], split["val"]])))
+        assert np.allclose(pseudo[pool], teacher_score) and np.isnan(np.delete(pseudo, pool)).all()
+    assert len(row["fgp_self_train"]["member_taus"]) == 4
+    assert row["fgp_self_train"]["single_kendall_tau"] == row["fgp_self_train"]["member_taus"][0]
+    logs = []
+    outside = len(acc) - split["train"].size - split["val"].size
+    with pytest.raises(ValueError, match=f"only {outside} exist"):
+        run_protocol(labelled, cfg.replace(self_train=outside + 1), log=logs.append)
+    assert not any("pre-training" in line for line in logs)
+    for bad in (1, -2, True, 2.5):
+        with pytest.raises(ValueError, match="self_train must be"):
+            cfg.replace(self_train=bad)
+    for bad in (0, -1, float("inf")):
+        with pytest.raises(ValueError, match="self_train_weight"):
+            cfg.replace(self_train_weight=bad)

@@ -159,6 +159,18 @@ class ProtocolConfig:
     plus the validation set. Together the models learn from every labelled architecture, where a
     single model never sees its validation labels. Fine-tuning costs ``folds`` times as much;
     pre-training costs nothing more.
+
+    ``self_train``: self-training on that many architectures outside the run's labelled ones
+    (default 0: none). After every FGP model above is fine-tuned, their combined score (the teacher:
+    all heads, members and folds, :func:`~fgp_ext.train.protocol.combine_scores`) ranks a fixed
+    sample of ``self_train`` unlabelled architectures of the dataset; then one student per member
+    and FGP head is fine-tuned from the same pre-training on all the run's labels (training and
+    validation) plus that pseudo-ranking, weighted ``self_train_weight``
+    (:func:`~fgp_ext.train.finetune`'s ``pseudo_*``). No label is held out for a student, so it
+    keeps its last epoch. The sample is drawn from every architecture outside the labelled split,
+    the test set included (no test label is read: the teacher's scores stand in for them).
+    Methods ``"fgp_self_train"`` (the students) and ``"fgp_teacher_students"`` (teacher and students
+    in one score) are added.
     """
 
     encoder: str = "gatedgcn"
@@ -191,6 +203,8 @@ class ProtocolConfig:
     pretrained_dir: Any = None
     ensemble: int = 1
     folds: int = 1
+    self_train: int = 0
+    self_train_weight: float = 1.0
     progress: bool | None = None
 
     def __post_init__(self):
@@ -209,6 +223,14 @@ class ProtocolConfig:
         if isinstance(self.folds, bool) or not isinstance(self.folds, (int, np.integer)) or self.folds < 1:
             raise ValueError(f"folds must be an int >= 1, got {self.folds!r}")
         self.folds = int(self.folds)
+        if isinstance(self.self_train, bool) or not isinstance(self.self_train, (int, np.integer)) \
+                or self.self_train < 0 or self.self_train == 1:
+            raise ValueError(f"self_train must be 0 (off) or an int >= 2, got {self.self_train!r}")
+        self.self_train = int(self.self_train)
+        w = float(self.self_train_weight)
+        if not (np.isfinite(w) and w > 0):
+            raise ValueError(f"self_train_weight must be a finite number > 0, got {self.self_train_weight!r}")
+        self.self_train_weight = w
 
     def replace(self, **changes) -> ProtocolConfig:
         """A copy with ``changes`` applied (:func:`dataclasses.replace`)."""

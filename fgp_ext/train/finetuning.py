@@ -85,6 +85,29 @@ def check_select_after(select_after, epochs, name: str = "select_after", epochs_
     return sel
 
 
+def _pseudo_labels(pseudo_targets, pseudo_idx, weight, num_graphs: int):
+    """``(indices, [B] targets)`` tensors for :func:`finetune`'s self-training, or None without
+    ``pseudo_targets``; ``ValueError`` for anything that would train on garbage."""
+    if pseudo_targets is None and pseudo_idx is None:
+        return None
+    if pseudo_targets is None or pseudo_idx is None:
+        raise ValueError("self-training needs both pseudo_targets and pseudo_idx")
+    w = float(weight)
+    if not (math.isfinite(w) and w > 0):
+        raise ValueError(f"pseudo_weight must be a finite number > 0, got {weight}")
+    t = torch.as_tensor(np.asarray(pseudo_targets, dtype=np.float64)).reshape(-1)
+    if t.numel() != num_graphs:
+        raise ValueError(f"pseudo_targets has {t.numel()} values for {num_graphs} graphs")
+    idx = torch.as_tensor(np.asarray(pseudo_idx), dtype=torch.int64).reshape(-1)
+    if idx.numel() < 2:
+        raise ValueError(f"self-training needs at least 2 pseudo-labelled architectures, got {idx.numel()}")
+    if int(idx.min()) < 0 or int(idx.max()) >= num_graphs:
+        raise ValueError(f"pseudo_idx has an index outside [0, {num_graphs})")
+    if not torch.isfinite(t[idx]).all():
+        raise ValueError("pseudo_targets are not all finite on pseudo_idx")
+    return idx, t
+
+
 @dataclass
 class FinetuneResult:
     """What :func:`finetune` returns; ``model`` holds the best-validation weights."""
@@ -104,7 +127,8 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
              max_pairs: int | None = None, clip: float = 1.0, seed: int = 0,
              progress: bool | None = None, head_hidden: int = 128, lr_schedule: str = "constant",
              warmup_epochs: int = 0, schedule_epochs: int | None = None,
-             select_after: int = 0) -> FinetuneResult:
+             select_after: int = 0, pseudo_targets=None, pseudo_idx=None,
+             pseudo_weight: float = 1.0) -> FinetuneResult:
     """Fine-tune ``encoder`` (+ a fresh score head, or a :class:`Predictor` as given) with the
     pairwise hinge :func:`ranking_loss` on the labelled graphs ``train_idx``.
 
@@ -123,6 +147,14 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
     a warm-up has barely moved the encoder, can win the validation Kendall tau by chance and then
     rank the test set far worse than a later checkpoint; ``select_after = warmup_epochs`` rules
     them out. Must be below ``epochs``.
+
+    ``pseudo_targets`` / ``pseudo_idx`` / ``pseudo_weight``: self-training. ``pseudo_targets`` is a
+    ``[B]`` array of scores (e.g. a fine-tuned ensemble's) defined on the graphs ``pseudo_idx``;
+    every step then also draws ``batch_size`` of those graphs (without replacement, from a generator
+    of its own, so the labelled batches are the same as without them) and adds ``pseudo_weight``
+    times their :func:`ranking_loss` against the pseudo scores. The pairwise loss reads only the
+    order of two scores, so the pseudo scores need not share the labels' scale. Both batches go
+    through the model in one forward pass (batch-norm statistics then cover both).
     """
     select_after = check_select_after(select_after, epochs)
     if schedule_epochs is None:
@@ -137,10 +169,12 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
         raise ValueError(f"need at least 2 labelled architectures, got {tr.numel()}")
     if torch.isnan(y[tr]).any():
         raise ValueError("targets of the training architectures contain NaN")
+    pseudo = _pseudo_labels(pseudo_targets, pseudo_idx, pseudo_weight, batch.num_graphs)
     torch.manual_seed(seed)
     model = encoder if isinstance(encoder, Predictor) else Predictor(encoder, MLPHead(encoder.out_dim, head_hidden, 1))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(int(seed))
+    pseudo_gen = torch.Generator().manual_seed(int(seed) + 1_000_003)
     y_val = None
     if val_idx is not None and len(val_idx) >= 2:
         val_idx = np.asarray(val_idx, dtype=np.int64)
@@ -162,8 +196,20 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
             ids = order[s: s + int(batch_size)]
             if ids.numel() < 2:
                 continue
-            scores = model(batch.select(ids))
-            loss = ranking_loss(scores, y[ids].to(scores.dtype), margin=margin, max_pairs=max_pairs, generator=gen)
+            if pseudo is None:
+                scores = model(batch.select(ids))
+                loss = ranking_loss(scores, y[ids].to(scores.dtype), margin=margin, max_pairs=max_pairs,
+                                    generator=gen)
+            else:
+                p_idx, p_y = pseudo
+                pick = p_idx[torch.randperm(p_idx.numel(), generator=pseudo_gen)[: int(batch_size)]]
+                both = model(batch.select(torch.cat([ids, pick]))).reshape(-1)
+                scores, p_scores = both[: ids.numel()], both[ids.numel():]
+                loss = ranking_loss(scores, y[ids].to(scores.dtype), margin=margin, max_pairs=max_pairs,
+                                    generator=gen)
+                loss = loss + float(pseudo_weight) * ranking_loss(p_scores, p_y[pick].to(p_scores.dtype),
+                                                                  margin=margin, max_pairs=max_pairs,
+                                                                  generator=pseudo_gen)
             extra = model.encoder.extra_loss()   # an encoder's own training term (NAR-Former's consistency loss)
             if extra is not None:
                 loss = loss + extra

@@ -120,6 +120,51 @@ def combine_scores(scores) -> np.ndarray:
     return ((arr - arr.mean(axis=1, keepdims=True)) / np.where(std > 0, std, 1.0)).mean(axis=0)
 
 
+#: The methods that ``ProtocolConfig.self_train`` adds: the students alone, and teacher + students.
+SELF_TRAIN_METHODS = ("fgp_self_train", "fgp_teacher_students")
+
+
+def self_train_pool(n: int, split: dict, size: int, perm_seed: int | None) -> np.ndarray:
+    """The ``size`` architectures (sorted indices into the ``n`` of the dataset) whose teacher
+    scores a run's self-training students learn: a random sample (seeded by ``perm_seed``) of all
+    architectures outside the split's training and validation sets."""
+    outside = np.setdiff1d(np.arange(int(n)), np.concatenate([split["train"], split["val"]]))
+    if int(size) > outside.size:
+        raise ValueError(f"self_train asks for {size} architectures outside the labelled split, but only "
+                         f"{outside.size} exist")
+    rng = np.random.default_rng(None if perm_seed is None else [int(perm_seed), 1])
+    return np.sort(rng.choice(outside, size=int(size), replace=False))
+
+
+def _self_train(fit, batch, member_preds: dict, pool_preds: list, pool: np.ndarray, members: list[int],
+                split: dict, y: np.ndarray, weight: float, log) -> dict:
+    """A run's self-training (``ProtocolConfig.self_train``): the FGP models' combined score of
+    ``pool`` (the teacher) becomes the pseudo-target of one student per member and FGP head,
+    fine-tuned with ``fit`` on all of the run's labels; returns the run's rows for
+    :data:`SELF_TRAIN_METHODS`."""
+    heads = [m for m in member_preds if m.startswith("fgp")]
+    pseudo = np.full(batch.num_graphs, np.nan)
+    pseudo[pool] = combine_scores(pool_preds)
+    labelled = np.concatenate([split["train"], split["val"]])
+    y_test = y[split["test"]]
+    students = []
+    for head in heads:
+        for mseed in members:
+            ft = fit(head, mseed, labelled, None, pseudo_targets=pseudo, pseudo_idx=pool, pseudo_weight=weight)
+            students.append(predict(ft.model, batch, split["test"]))
+            log(f"self-training student {len(students) - 1} ({head}, seed {mseed}): tau "
+                f"{kendall_tau(students[-1], y_test):.4f}")
+    teacher = [p for h in heads for p in member_preds[h]]
+    rows = {"fgp_self_train": evaluate_ranking(combine_scores(students), y_test),
+            "fgp_teacher_students": evaluate_ranking(combine_scores(teacher + students), y_test)}
+    rows["fgp_self_train"].update({f"single_{k}": v for k, v in evaluate_ranking(students[0], y_test).items()
+                                   if k in _RANK_KEYS})
+    rows["fgp_self_train"]["member_taus"] = [kendall_tau(p, y_test) for p in students]
+    for name, m in rows.items():
+        log(f"{name}: tau {m['kendall_tau']:.4f} P@1% {m['p@1%']:.3f}")
+    return rows
+
+
 def _protocol_methods(baseline: bool, finetune_aux_head: bool) -> list[str]:
     return ["fgp"] + (["fgp_aux_head"] if finetune_aux_head else []) + (["supervised"] if baseline else [])
 
@@ -265,6 +310,7 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
                "n_test": int(split["test"].size)}
         # before pre-training, so a split too small for the folds fails in seconds, not after it
         folds = cross_fit_folds(split["train"], split["val"], c.folds, perm_seed)
+        pool = self_train_pool(n, split, c.self_train, perm_seed) if c.self_train else None
         members = ensemble_seeds(seed, c.ensemble)
         for mseed in members:
             if mseed not in pretrained and any(m.startswith("fgp") for m in methods):
@@ -291,23 +337,30 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
         member_preds: dict[str, list[np.ndarray]] = {}
         # member j * folds + k: pre-training seed members[j], fine-tuned on fold k; member 0 is the plain run
         fits = [(mseed, k, tr, va) for mseed in members for k, (tr, va) in enumerate(folds)]
+
+        def fit(method, mseed, fit_train, fit_val, **pseudo):
+            set_seed(mseed)
+            enc = build_encoder(c.encoder, space.num_ops, **enc_cfg)
+            if method.startswith("fgp"):
+                enc.load_state_dict(pretrained[mseed][0])
+                if method == "fgp_aux_head":
+                    enc = Predictor(enc, copy.deepcopy(pretrained[mseed][1].aux_head))
+            set_seed(mseed)
+            return finetune(enc, batch, y, fit_train, fit_val, epochs=c.epochs_finetune,
+                            batch_size=c.batch_size_finetune, lr=ft_lr, weight_decay=c.finetune_weight_decay,
+                            margin=c.margin, seed=mseed, progress=c.progress, lr_schedule=c.finetune_schedule,
+                            warmup_epochs=c.finetune_warmup, schedule_epochs=ft_sched_epochs,
+                            select_after=c.finetune_select_after, **pseudo)
+
+        pool_preds: list[np.ndarray] = []     # the FGP models' scores of the self-training pool
         for method in methods:
             for j, (mseed, fold, fit_train, fit_val) in enumerate(fits):
-                set_seed(mseed)
-                enc = build_encoder(c.encoder, space.num_ops, **enc_cfg)
-                if method.startswith("fgp"):
-                    enc.load_state_dict(pretrained[mseed][0])
-                    if method == "fgp_aux_head":
-                        enc = Predictor(enc, copy.deepcopy(pretrained[mseed][1].aux_head))
-                set_seed(mseed)
-                ft = finetune(enc, batch, y, fit_train, fit_val, epochs=c.epochs_finetune,
-                              batch_size=c.batch_size_finetune, lr=ft_lr, weight_decay=c.finetune_weight_decay,
-                              margin=c.margin, seed=mseed, progress=c.progress, lr_schedule=c.finetune_schedule,
-                              warmup_epochs=c.finetune_warmup, schedule_epochs=ft_sched_epochs,
-                              select_after=c.finetune_select_after)
+                ft = fit(method, mseed, fit_train, fit_val)
                 t_eval = time.perf_counter()
                 pred = predict(ft.model, batch, split["test"])
                 member_preds.setdefault(method, []).append(pred)
+                if pool is not None and method.startswith("fgp"):
+                    pool_preds.append(predict(ft.model, batch, pool))
                 if j == 0:      # member 0 is the plain run: its metrics and history are the run's
                     m = evaluate_ranking(pred, y[split["test"]])
                     m.update(best_epoch=ft.best_epoch, best_val_tau=ft.best_val_tau,
@@ -338,6 +391,9 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
             pred = combine_scores(member_preds["fgp"] + member_preds["fgp_aux_head"])
             row["fgp_both_heads"] = evaluate_ranking(pred, y[split["test"]])
             log(f"[run {r}] seed {seed} perm {perm_seed} fgp_both_heads: tau {row['fgp_both_heads']['kendall_tau']:.4f}")
+        if pool is not None:
+            row.update(_self_train(fit, batch, member_preds, pool_preds, pool, members, split, y, c.self_train_weight,
+                                   log=lambda text: log(f"[run {r}] seed {seed} perm {perm_seed} {text}")))
         per_run.append(row)
     summary: dict[str, Any] = {
         "dataset": getattr(space, "name", "?"), "num_archs": n, "target": target, "encoder": c.encoder,
@@ -352,11 +408,14 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
         "finetune_schedule": c.finetune_schedule, "finetune_warmup": int(c.finetune_warmup),
         "finetune_schedule_epochs": ft_sched_epochs, "finetune_select_after": int(c.finetune_select_after),
         "pretrained_dir": None if c.pretrained_dir is None else str(c.pretrained_dir), "ensemble": int(c.ensemble),
-        "folds": int(c.folds),
+        "folds": int(c.folds), "self_train": int(c.self_train), "self_train_weight": float(c.self_train_weight),
         "threads": torch.get_num_threads(), "collate_s": collate_s, "surrogate_s": sur_s,
     }
-    for method in methods + (["fgp_both_heads"] if c.finetune_aux_head else []):
-        keys = list(_RANK_KEYS) + ([f"single_{k}" for k in _RANK_KEYS] if c.ensemble * c.folds > 1 and method in methods else [])
+    reported = methods + (["fgp_both_heads"] if c.finetune_aux_head else []) + \
+        (list(SELF_TRAIN_METHODS) if c.self_train else [])
+    for method in reported:
+        keys = list(_RANK_KEYS) + ([f"single_{k}" for k in _RANK_KEYS]
+                                   if "single_kendall_tau" in per_run[0][method] else [])
         vals = {k: [row[method][k] for row in per_run] for k in keys}
         summary.setdefault("mean", {})[method] = {k: float(np.mean(v)) for k, v in vals.items()}
         summary.setdefault("std", {})[method] = {k: float(np.std(v)) for k, v in vals.items()}
