@@ -86,7 +86,7 @@ def check_select_after(select_after, epochs, name: str = "select_after", epochs_
 
 
 def _pseudo_labels(pseudo_targets, pseudo_idx, weight, num_graphs: int):
-    """``(indices, [B] targets)`` tensors for :func:`finetune`'s self-training, or None without
+    """``(indices, [B] targets, weight)`` for :func:`finetune`'s self-training, or None without
     ``pseudo_targets``; ``ValueError`` for anything that would train on garbage."""
     if pseudo_targets is None and pseudo_idx is None:
         return None
@@ -105,7 +105,7 @@ def _pseudo_labels(pseudo_targets, pseudo_idx, weight, num_graphs: int):
         raise ValueError(f"pseudo_idx has an index outside [0, {num_graphs})")
     if not torch.isfinite(t[idx]).all():
         raise ValueError("pseudo_targets are not all finite on pseudo_idx")
-    return idx, t
+    return idx, t, w
 
 
 @dataclass
@@ -196,20 +196,17 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
             ids = order[s: s + int(batch_size)]
             if ids.numel() < 2:
                 continue
-            if pseudo is None:
-                scores = model(batch.select(ids))
-                loss = ranking_loss(scores, y[ids].to(scores.dtype), margin=margin, max_pairs=max_pairs,
-                                    generator=gen)
-            else:
-                p_idx, p_y = pseudo
+            pick = None
+            if pseudo is not None:   # the pseudo-labelled cells ride in the same forward pass
+                p_idx, p_y, p_weight = pseudo
                 pick = p_idx[torch.randperm(p_idx.numel(), generator=pseudo_gen)[: int(batch_size)]]
-                both = model(batch.select(torch.cat([ids, pick]))).reshape(-1)
-                scores, p_scores = both[: ids.numel()], both[ids.numel():]
-                loss = ranking_loss(scores, y[ids].to(scores.dtype), margin=margin, max_pairs=max_pairs,
-                                    generator=gen)
-                loss = loss + float(pseudo_weight) * ranking_loss(p_scores, p_y[pick].to(p_scores.dtype),
-                                                                  margin=margin, max_pairs=max_pairs,
-                                                                  generator=pseudo_gen)
+            out = model(batch.select(ids if pick is None else torch.cat([ids, pick]))).reshape(-1)
+            scores = out[: ids.numel()]
+            loss = ranking_loss(scores, y[ids].to(scores.dtype), margin=margin, max_pairs=max_pairs, generator=gen)
+            if pick is not None:
+                p_scores = out[ids.numel():]
+                loss = loss + p_weight * ranking_loss(p_scores, p_y[pick].to(p_scores.dtype), margin=margin,
+                                                      max_pairs=max_pairs, generator=pseudo_gen)
             extra = model.encoder.extra_loss()   # an encoder's own training term (NAR-Former's consistency loss)
             if extra is not None:
                 loss = loss + extra
