@@ -1182,3 +1182,50 @@ def test_self_training_students_learn_the_teachers_ranking_of_the_pool(monkeypat
     for bad in (0, -1, float("inf")):
         with pytest.raises(ValueError, match="self_train_weight"):
             cfg.replace(self_train_weight=bad)
+
+
+def test_proxy_input_ablation_script_feeds_the_proxies_to_the_head(nb201):
+    """scripts/ablation_proxy_input.py (results/ensemble.md): features are the normal scores of the
+    proxies' ranks; the fresh head reads them for the graphs of each sub-batch (by dataset index),
+    the proxy-head variant starts as the plain proxy head, and the protocol's finetune gets them."""
+    import importlib.util
+    from pathlib import Path
+
+    from fgp_ext import proxies
+    from fgp_ext.metrics import kendall_tau as tau
+    from fgp_ext.train import protocol
+
+    spec = importlib.util.spec_from_file_location(
+        "ablation_proxy_input", Path(__file__).resolve().parents[1] / "scripts" / "ablation_proxy_input.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ds, batch = nb201
+    feats = mod.proxy_features(["meco", "params"])
+    assert feats.shape == (len(ds), 2) and torch.isfinite(feats).all()
+    assert abs(float(feats[:, 0].mean())) < 1e-3 and abs(float(feats[:, 0].std()) - 1) < 0.01
+    sub = np.arange(0, len(ds), 97)
+    assert tau(feats[sub, 0].numpy(), proxies.nb201_proxy("meco")[sub]) > 0.999
+
+    ids = torch.tensor([5, 0, 77, 3000])
+    undo = mod.install(feats)
+    try:
+        assert protocol.finetune is not finetune
+        sel = batch.select(ids)
+        assert torch.equal(sel.dataset_ids, ids)
+        torch.manual_seed(0)
+        model = mod.ConcatHeadPredictor(build_encoder("gin", ds.space.num_ops, hidden=16), feats).eval()
+        out = model(sel)
+        swapped = mod.ConcatHeadPredictor(model.encoder, feats.flip(0))
+        swapped.head.load_state_dict(model.head.state_dict())
+        assert out.shape == (4,) and not torch.allclose(out, swapped.eval()(sel))   # the features are read
+        plain = Predictor(model.encoder, MLPHead(model.encoder.out_dim, 8, 1)).eval()
+        lin = mod.LinearTermPredictor(plain, feats).eval()
+        assert torch.equal(lin(sel), plain(sel)) and float(lin.w.detach().abs().sum()) == 0   # starts as the plain head
+        with pytest.raises(RuntimeError, match="without dataset indices"):
+            model(fgp_ext.collate(ds.graphs[:2]))
+        ft = protocol.finetune(build_encoder("gin", ds.space.num_ops, hidden=16), batch, ds.targets(ds.target_names[0]),
+                               np.arange(8), epochs=1, batch_size=8)
+        assert isinstance(ft.model, mod.ConcatHeadPredictor)
+    finally:
+        undo()
+    assert protocol.finetune is finetune and not hasattr(batch.select(ids), "dataset_ids")
