@@ -14,7 +14,7 @@ from typing import Callable
 
 __all__ = ["int_range", "float_range", "positive_int", "non_negative_int", "seed", "threads", "runs",
            "ratio", "dropout", "unit_interval", "positive_float", "non_negative_float", "surrogate_dim",
-           "limit"]
+           "limit", "ema_decay"]
 
 #: Seeds go to numpy's legacy generator as well as torch's: both take 0 .. 2**32 - 1.
 MAX_SEED = 2 ** 32 - 1
@@ -96,6 +96,8 @@ surrogate_dim = int_range(1, MAX_SURROGATE_DIM, name="surrogate_dim")
 ratio = float_range(0.0, 1.0, lo_open=True, name="ratio")
 #: A dropout probability: in [0, 1).
 dropout = float_range(0.0, 1.0, hi_open=True, name="dropout")
+#: The decay of a moving average of weights: in [0, 1) (0: none).
+ema_decay = float_range(0.0, 1.0, hi_open=True, name="ema_decay")
 #: A weight in [0, 1] (the surrogate's alpha).
 unit_interval = float_range(0.0, 1.0, name="unit_interval")
 #: Learning rates, standard deviations: finite and > 0.

@@ -415,6 +415,9 @@ def _add_finetune_optimizer(p, prefix: str = "") -> None:
     p.add_argument(f"--{prefix}select-after", type=_args.non_negative_int, default=0,
                    help="never keep the checkpoint of the first N fine-tuning epochs (0: any epoch); "
                         "with few validation labels an early epoch can win validation by chance")
+    p.add_argument(f"--{prefix}ema", type=_args.ema_decay, default=0.0, metavar="DECAY",
+                   help="validate, keep and return a moving average of the fine-tuned weights with this "
+                        "decay per step, e.g. 0.99 (0: the weights themselves)")
 
 
 def cmd_finetune(args) -> int:
@@ -436,7 +439,8 @@ def cmd_finetune(args) -> int:
     res = finetune(enc, batch, y, split["train"], split["val"], epochs=args.epochs, batch_size=args.batch_size,
                    lr=args.lr, weight_decay=args.weight_decay, margin=args.margin, seed=args.seed,
                    progress=_progress(args), lr_schedule=args.schedule, warmup_epochs=args.warmup,
-                   schedule_epochs=args.schedule_epochs, select_after=args.select_after)
+                   schedule_epochs=args.schedule_epochs, select_after=args.select_after,
+                   ema_decay=args.ema)
     print(f"fine-tuned on {split['train'].size} labelled architectures ({target}); best validation tau "
           f"{res.best_val_tau:.4f} at epoch {res.best_epoch}; {res.time_per_epoch:.3f} s/epoch")
     m = evaluate(res.model, batch, y, split["test"])
@@ -449,7 +453,7 @@ def cmd_finetune(args) -> int:
                 "batch_size": args.batch_size, "lr": args.lr, "margin": args.margin,
                 "weight_decay": args.weight_decay, "schedule": args.schedule, "warmup": args.warmup,
                 "schedule_epochs": args.schedule_epochs, "select_after": args.select_after,
-                "pretrain": None if ck is None else ck.settings}
+                "ema": args.ema, "pretrain": None if ck is None else ck.settings}
     save_checkpoint(args.out, res.model.encoder, {"score": res.model.head}, meta, space=ds.space,
                     settings=settings, target=target)
     print(f"wrote {args.out}")
@@ -627,7 +631,7 @@ def cmd_run(args) -> int:
         baseline=not args.no_baseline, finetune_aux_head=args.finetune_aux_head, finetune_lr=args.finetune_lr,
         finetune_weight_decay=args.finetune_weight_decay, finetune_schedule=args.finetune_schedule,
         finetune_warmup=args.finetune_warmup, finetune_schedule_epochs=args.finetune_schedule_epochs,
-        finetune_select_after=args.finetune_select_after,
+        finetune_select_after=args.finetune_select_after, finetune_ema=args.finetune_ema,
         pretrained_dir=args.pretrained_dir, ensemble=args.ensemble, folds=args.folds,
         self_train=args.self_train, self_train_weight=args.self_train_weight, progress=_progress(args))
     summary = run_protocol(ds, config, aux_values=aux, unlabelled=_load_unlabelled(args, ds))

@@ -83,6 +83,15 @@ def test_run_finetune_schedule_and_pretrained_cache(tmp_path, capsys):
     assert {"fgp_self_train", "fgp_teacher_students"} <= set(st["mean"]) and "fgp_self_train" not in first["mean"]
     assert main([*common, "--self-train", "1", "--out", str(tmp_path / "st1")]) == 2
     assert "self_train must be 0 (off) or an int >= 2, got 1" in capsys.readouterr().err
+    # a weight average of the fine-tuned weights reaches the summary and changes the fine-tuned model
+    assert main([*common, *sched, "--finetune-ema", "0.9", "--out", str(tmp_path / "ema")]) == 0
+    assert "pre-training gin" not in capsys.readouterr().out
+    ema = json.loads((tmp_path / "ema" / "summary.json").read_text())
+    assert ema["finetune_ema"] == 0.9 and first["finetune_ema"] == 0.0
+    assert ema["runs"][0]["fgp"]["kendall_tau"] != first["runs"][0]["fgp"]["kendall_tau"]
+    with pytest.raises(SystemExit):
+        main([*common, "--finetune-ema", "1"])
+    assert "--finetune-ema" in capsys.readouterr().err
     before = cached[0].read_bytes()
     assert main([*common, "--hidden", "12", "--out", str(tmp_path / "c")]) == 0
     assert "pre-training gin" in capsys.readouterr().out

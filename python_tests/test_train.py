@@ -1182,6 +1182,9 @@ def test_self_training_students_learn_the_teachers_ranking_of_the_pool(monkeypat
     for bad in (0, -1, float("inf")):
         with pytest.raises(ValueError, match="self_train_weight"):
             cfg.replace(self_train_weight=bad)
+    for bad in (-0.5, 1, float("nan")):
+        with pytest.raises(ValueError, match="finetune_ema"):
+            cfg.replace(finetune_ema=bad)
 
 
 def test_proxy_input_ablation_script_feeds_the_proxies_to_the_head(nb201):
@@ -1229,3 +1232,45 @@ def test_proxy_input_ablation_script_feeds_the_proxies_to_the_head(nb201):
     finally:
         undo()
     assert protocol.finetune is finetune and not hasattr(batch.select(ids), "dataset_ids")
+
+
+def test_finetune_ema_keeps_the_moving_average_of_the_weights(nb201):
+    """``ema_decay``: training is unchanged and the returned weights are the moving average of the
+    weights after every step (recomputed here from runs of 0..4 epochs with one step each), with
+    the ramp ``min(decay, (1 + t) / (10 + t))``; buffers are the last step's. With a validation set
+    the kept model is the averaged one that was validated. 0 is the plain run; bad decays are refused."""
+    from fgp_ext.metrics import kendall_tau
+
+    ds, batch = nb201
+    y = ds.targets("cifar10_test_200ep")
+    lab, val = np.arange(12), np.arange(12, 40)
+
+    def run(epochs, val_idx=None, **kw):
+        set_seed(4)
+        return finetune(build_encoder("gin", 7, hidden=16), batch, y, lab, val_idx, epochs=epochs, batch_size=16,
+                        lr=5e-2, seed=4, progress=False, **kw)
+
+    states = [run(e).model.state_dict() for e in range(5)]   # one step per epoch: weights after step e
+    decay = 0.5
+    avg = {k: v.clone() for k, v in states[0].items()}
+    for t, state in enumerate(states[1:]):
+        d = min(decay, (1 + t) / (10 + t))
+        for k, v in state.items():
+            avg[k] = avg[k] + (1 - d) * (v - avg[k]) if v.is_floating_point() and "running" not in k else v
+    got = run(4, ema_decay=decay)
+    assert got.best_epoch == 4 and math.isnan(got.best_val_tau)
+    params = dict(got.model.named_parameters())
+    for k, v in got.model.state_dict().items():
+        torch.testing.assert_close(v, avg[k], rtol=1e-5, atol=1e-6)
+        if k in params:       # a real average, not the last weights
+            assert not torch.allclose(v, states[4][k])
+    assert [h["loss"] for h in got.history] == [h["loss"] for h in run(4).history]   # training unchanged
+
+    kept = run(6, val, ema_decay=0.8)
+    assert kendall_tau(predict(kept.model, batch, val), y[val]) == pytest.approx(kept.best_val_tau)
+    assert [h["val_tau"] for h in kept.history] != [h["val_tau"] for h in run(6, val).history]
+    np.testing.assert_array_equal(predict(run(3, val, ema_decay=0.0).model, batch, val),
+                                  predict(run(3, val).model, batch, val))
+    for bad in (-0.1, 1.0, float("nan")):
+        with pytest.raises(ValueError, match="ema_decay"):
+            run(1, ema_decay=bad)

@@ -140,8 +140,9 @@ class ProtocolConfig:
 
     Fine-tuning: ``finetune_lr`` (default ``lr``), ``finetune_weight_decay``, ``finetune_schedule``,
     ``finetune_warmup``, ``finetune_schedule_epochs`` (default ``epochs_finetune``),
-    ``finetune_select_after`` (checkpoints of the first that many epochs are never kept); see
-    :func:`~fgp_ext.train.finetune`. ``finetune_aux_head`` adds the method ``"fgp_aux_head"``
+    ``finetune_select_after`` (checkpoints of the first that many epochs are never kept),
+    ``finetune_ema`` (validate and keep a moving average of the weights with that decay; 0: off);
+    see :func:`~fgp_ext.train.finetune`. ``finetune_aux_head`` adds the method ``"fgp_aux_head"``
     (fine-tune with the pre-trained auxiliary head as the score head; needs a one-column
     ``aux_target``). ``baseline`` adds the supervised-only method.
 
@@ -200,6 +201,7 @@ class ProtocolConfig:
     finetune_warmup: int = 0
     finetune_schedule_epochs: int | None = None
     finetune_select_after: int = 0
+    finetune_ema: float = 0.0
     pretrained_dir: Any = None
     ensemble: int = 1
     folds: int = 1
@@ -231,6 +233,10 @@ class ProtocolConfig:
         if not (np.isfinite(w) and w > 0):
             raise ValueError(f"self_train_weight must be a finite number > 0, got {self.self_train_weight!r}")
         self.self_train_weight = w
+        d = float(self.finetune_ema)
+        if not 0.0 <= d < 1.0:     # NaN fails too
+            raise ValueError(f"finetune_ema must be in [0, 1) (0: off), got {self.finetune_ema!r}")
+        self.finetune_ema = d
 
     def replace(self, **changes) -> ProtocolConfig:
         """A copy with ``changes`` applied (:func:`dataclasses.replace`)."""

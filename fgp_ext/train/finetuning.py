@@ -108,6 +108,25 @@ def _pseudo_labels(pseudo_targets, pseudo_idx, weight, num_graphs: int):
     return idx, t, w
 
 
+class _WeightAverage:
+    """An exponential moving average of a model's weights, held in ``module`` (a deep copy of the
+    model in eval mode): parameters are averaged, buffers (batch-norm statistics) copied."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.module = copy.deepcopy(model).eval()
+        self.decay = float(decay)
+        self.steps = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        self.steps += 1
+        for avg, cur in zip(self.module.parameters(), model.parameters()):
+            avg.lerp_(cur, 1.0 - d)
+        for avg, cur in zip(self.module.buffers(), model.buffers()):
+            avg.copy_(cur)
+
+
 @dataclass
 class FinetuneResult:
     """What :func:`finetune` returns; ``model`` holds the best-validation weights."""
@@ -128,7 +147,7 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
              progress: bool | None = None, head_hidden: int = 128, lr_schedule: str = "constant",
              warmup_epochs: int = 0, schedule_epochs: int | None = None,
              select_after: int = 0, pseudo_targets=None, pseudo_idx=None,
-             pseudo_weight: float = 1.0) -> FinetuneResult:
+             pseudo_weight: float = 1.0, ema_decay: float = 0.0) -> FinetuneResult:
     """Fine-tune ``encoder`` (+ a fresh score head, or a :class:`Predictor` as given) with the
     pairwise hinge :func:`ranking_loss` on the labelled graphs ``train_idx``.
 
@@ -155,6 +174,15 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
     times their :func:`ranking_loss` against the pseudo scores. The pairwise loss reads only the
     order of two scores, so the pseudo scores need not share the labels' scale. Both batches go
     through the model in one forward pass (batch-norm statistics then cover both).
+
+    ``ema_decay``: 0 (the default) validates and keeps the trained weights. A value in (0, 1)
+    keeps an exponential moving average of the weights instead, updated after every optimiser
+    step with decay ``min(ema_decay, (1 + t) / (10 + t))`` at step ``t`` (the short ramp keeps the
+    first steps from being pinned to the starting weights); buffers (batch-norm statistics) are
+    copied, not averaged. Validation, checkpoint selection and the returned model then use the
+    averaged weights, as NAR-Former's training does: an average over the last ``1 / (1 -
+    ema_decay)`` steps is smoother than any single step, so the validation curve the checkpoint is
+    picked from is less noisy. Training itself is unchanged.
     """
     select_after = check_select_after(select_after, epochs)
     if schedule_epochs is None:
@@ -170,9 +198,14 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
     if torch.isnan(y[tr]).any():
         raise ValueError("targets of the training architectures contain NaN")
     pseudo = _pseudo_labels(pseudo_targets, pseudo_idx, pseudo_weight, batch.num_graphs)
+    ema_decay = float(ema_decay)
+    if not 0.0 <= ema_decay < 1.0:
+        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
     torch.manual_seed(seed)
     model = encoder if isinstance(encoder, Predictor) else Predictor(encoder, MLPHead(encoder.out_dim, head_hidden, 1))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    average = _WeightAverage(model, ema_decay) if ema_decay else None
+    scored = model if average is None else average.module   # what is validated, kept and returned
     gen = torch.Generator().manual_seed(int(seed))
     pseudo_gen = torch.Generator().manual_seed(int(seed) + 1_000_003)
     y_val = None
@@ -215,27 +248,31 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
             if clip:
                 nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
+            if average is not None:
+                average.update(model)
             tot += float(loss.detach())
             steps += 1
         train_s = time.perf_counter() - t0
         rec = {"epoch": epoch + 1, "loss": tot / max(steps, 1), "lr": epoch_lr, "seconds": train_s}
         check_finite_epoch("fine-tuning", epoch + 1, rec["loss"], (model,), epoch_lr)
         if y_val is not None:
-            val_pred = predict(model, batch, val_idx)
+            val_pred = predict(scored, batch, val_idx)
             check_finite_outputs("fine-tuning", epoch + 1, val_pred, epoch_lr, "validation predictions")
             vt = kendall_tau(val_pred, y_val)
             vt = -math.inf if math.isnan(vt) else vt
             rec["val_tau"] = vt
             if vt > best and epoch + 1 > select_after:
                 best, result.best_epoch = vt, epoch + 1
-                best_state = copy.deepcopy(model.state_dict())
+                best_state = copy.deepcopy(scored.state_dict())
             if show:
                 bar.set_postfix(val_tau=f"{vt:.3f}", best=f"{best:.3f}")
         result.history.append(rec)
     if best_state is not None:
         model.load_state_dict(best_state)
         result.best_val_tau = best
-    else:
+    else:    # no validation: the last epoch (with ema_decay, the weight average at the last epoch)
+        if scored is not model:
+            model.load_state_dict(scored.state_dict())
         result.best_epoch = int(epochs)
         if int(epochs) > 0:
             check_finite_outputs("fine-tuning", int(epochs), predict(model, batch, tr), lr, "training-set predictions")
