@@ -11,6 +11,25 @@ import numpy as np
 __all__ = ["SurrogateParams", "resolve_surrogate", "ProtocolConfig", "PROTOCOL_SEEDS", "seed_runs",
            "protocol_runs", "ensemble_seeds", "cross_fit_folds"]
 
+def check_positive_weight(value, name: str) -> float:
+    """``value`` as a float, or ``ValueError`` unless it is finite and > 0 (a loss weight). One rule
+    for :func:`~fgp_ext.train.finetune` and for :class:`ProtocolConfig`, which checks before any
+    pre-training (this module does not import torch)."""
+    w = float(value)
+    if not (np.isfinite(w) and w > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return w
+
+
+def check_ema_decay(value, name: str) -> float:
+    """``value`` as a float, or ``ValueError`` unless it lies in [0, 1) (0: no weight average;
+    NaN is refused). Shared by :func:`~fgp_ext.train.finetune` and :class:`ProtocolConfig`."""
+    d = float(value)
+    if not 0.0 <= d < 1.0:
+        raise ValueError(f"{name} must be in [0, 1) (0: off), got {value!r}")
+    return d
+
+
 #: The paper's seeds (FGP.md §4); seed 21 means the identity permutation.
 PROTOCOL_SEEDS: tuple[int, ...] = (21, 2021, 202121)
 #: Surrogate parameters of a dataset whose space names none (FGP.md §3's NB201 values, k 8).
@@ -229,14 +248,8 @@ class ProtocolConfig:
                 or self.self_train < 0 or self.self_train == 1:
             raise ValueError(f"self_train must be 0 (off) or an int >= 2, got {self.self_train!r}")
         self.self_train = int(self.self_train)
-        w = float(self.self_train_weight)
-        if not (np.isfinite(w) and w > 0):
-            raise ValueError(f"self_train_weight must be a finite number > 0, got {self.self_train_weight!r}")
-        self.self_train_weight = w
-        d = float(self.finetune_ema)
-        if not 0.0 <= d < 1.0:     # NaN fails too
-            raise ValueError(f"finetune_ema must be in [0, 1) (0: off), got {self.finetune_ema!r}")
-        self.finetune_ema = d
+        self.self_train_weight = check_positive_weight(self.self_train_weight, "self_train_weight")
+        self.finetune_ema = check_ema_decay(self.finetune_ema, "finetune_ema")
 
     def replace(self, **changes) -> ProtocolConfig:
         """A copy with ``changes`` applied (:func:`dataclasses.replace`)."""

@@ -13,6 +13,7 @@ from torch import nn
 from fgp_ext.encoders import Encoder
 from fgp_ext.metrics import evaluate_ranking, kendall_tau
 from fgp_ext.train.common import _progress, _tqdm, as_batch, check_finite_epoch, check_finite_outputs
+from fgp_ext.train.config import check_ema_decay, check_positive_weight
 from fgp_ext.train.heads import MLPHead, Predictor
 from fgp_ext.train.losses import ranking_loss
 
@@ -92,9 +93,7 @@ def _pseudo_labels(pseudo_targets, pseudo_idx, weight, num_graphs: int):
         return None
     if pseudo_targets is None or pseudo_idx is None:
         raise ValueError("self-training needs both pseudo_targets and pseudo_idx")
-    w = float(weight)
-    if not (math.isfinite(w) and w > 0):
-        raise ValueError(f"pseudo_weight must be a finite number > 0, got {weight}")
+    w = check_positive_weight(weight, "pseudo_weight")
     t = torch.as_tensor(np.asarray(pseudo_targets, dtype=np.float64)).reshape(-1)
     if t.numel() != num_graphs:
         raise ValueError(f"pseudo_targets has {t.numel()} values for {num_graphs} graphs")
@@ -198,9 +197,7 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
     if torch.isnan(y[tr]).any():
         raise ValueError("targets of the training architectures contain NaN")
     pseudo = _pseudo_labels(pseudo_targets, pseudo_idx, pseudo_weight, batch.num_graphs)
-    ema_decay = float(ema_decay)
-    if not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+    ema_decay = check_ema_decay(ema_decay, "ema_decay")
     torch.manual_seed(seed)
     model = encoder if isinstance(encoder, Predictor) else Predictor(encoder, MLPHead(encoder.out_dim, head_hidden, 1))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
