@@ -403,6 +403,11 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+#: fgp_ext.train.config.FINETUNE_LOSSES, spelled out so that parsing the command line imports no torch
+#: (a test keeps the two equal).
+FINETUNE_LOSS_CHOICES = ["hinge", "logistic", "listmle", "hinge+mse"]
+
+
 def _add_finetune_optimizer(p, prefix: str = "") -> None:
     """Fine-tuning weight decay and learning-rate schedule (``prefix`` "finetune-" for ``fgp run``)."""
     p.add_argument(f"--{prefix}weight-decay", type=_args.non_negative_float, default=0.0, help="fine-tuning AdamW weight decay (0)")
@@ -418,6 +423,9 @@ def _add_finetune_optimizer(p, prefix: str = "") -> None:
     p.add_argument(f"--{prefix}ema", type=_args.ema_decay, default=0.0, metavar="DECAY",
                    help="validate, keep and return a moving average of the fine-tuned weights with this "
                         "decay per step, e.g. 0.99 (0: the weights themselves)")
+    p.add_argument(f"--{prefix}loss", choices=FINETUNE_LOSS_CHOICES, default="hinge",
+                   help="fine-tuning loss: FGP's pairwise hinge (default), pairwise logistic, listwise "
+                        "ListMLE, or the hinge plus a squared error to the standardised labels")
 
 
 def cmd_finetune(args) -> int:
@@ -440,7 +448,7 @@ def cmd_finetune(args) -> int:
                    lr=args.lr, weight_decay=args.weight_decay, margin=args.margin, seed=args.seed,
                    progress=_progress(args), lr_schedule=args.schedule, warmup_epochs=args.warmup,
                    schedule_epochs=args.schedule_epochs, select_after=args.select_after,
-                   ema_decay=args.ema)
+                   ema_decay=args.ema, loss=args.loss)
     print(f"fine-tuned on {split['train'].size} labelled architectures ({target}); best validation tau "
           f"{res.best_val_tau:.4f} at epoch {res.best_epoch}; {res.time_per_epoch:.3f} s/epoch")
     m = evaluate(res.model, batch, y, split["test"])
@@ -453,7 +461,7 @@ def cmd_finetune(args) -> int:
                 "batch_size": args.batch_size, "lr": args.lr, "margin": args.margin,
                 "weight_decay": args.weight_decay, "schedule": args.schedule, "warmup": args.warmup,
                 "schedule_epochs": args.schedule_epochs, "select_after": args.select_after,
-                "ema": args.ema, "pretrain": None if ck is None else ck.settings}
+                "ema": args.ema, "loss": args.loss, "pretrain": None if ck is None else ck.settings}
     save_checkpoint(args.out, res.model.encoder, {"score": res.model.head}, meta, space=ds.space,
                     settings=settings, target=target)
     print(f"wrote {args.out}")
@@ -632,6 +640,7 @@ def cmd_run(args) -> int:
         finetune_weight_decay=args.finetune_weight_decay, finetune_schedule=args.finetune_schedule,
         finetune_warmup=args.finetune_warmup, finetune_schedule_epochs=args.finetune_schedule_epochs,
         finetune_select_after=args.finetune_select_after, finetune_ema=args.finetune_ema,
+        finetune_loss=args.finetune_loss,
         pretrained_dir=args.pretrained_dir, ensemble=args.ensemble, folds=args.folds,
         self_train=args.self_train, self_train_weight=args.self_train_weight, progress=_progress(args))
     summary = run_protocol(ds, config, aux_values=aux, unlabelled=_load_unlabelled(args, ds))

@@ -92,6 +92,15 @@ def test_run_finetune_schedule_and_pretrained_cache(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*common, "--finetune-ema", "1"])
     assert "--finetune-ema" in capsys.readouterr().err
+    # another fine-tuning loss reaches the summary and changes the fine-tuned model
+    assert main([*common, *sched, "--finetune-loss", "listmle", "--out", str(tmp_path / "listmle")]) == 0
+    assert "pre-training gin" not in capsys.readouterr().out
+    lm = json.loads((tmp_path / "listmle" / "summary.json").read_text())
+    assert lm["finetune_loss"] == "listmle" and first["finetune_loss"] == "hinge"
+    assert lm["runs"][0]["fgp"]["kendall_tau"] != first["runs"][0]["fgp"]["kendall_tau"]
+    with pytest.raises(SystemExit):
+        main([*common, "--finetune-loss", "mse"])
+    assert "invalid choice: 'mse'" in capsys.readouterr().err
     before = cached[0].read_bytes()
     assert main([*common, "--hidden", "12", "--out", str(tmp_path / "c")]) == 0
     assert "pre-training gin" in capsys.readouterr().out
@@ -106,6 +115,10 @@ def test_run_finetune_schedule_and_pretrained_cache(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*common, "--finetune-schedule", "step"])
     assert "invalid choice: 'step'" in capsys.readouterr().err
+    from fgp_ext.cli import FINETUNE_LOSS_CHOICES
+    from fgp_ext.train.config import FINETUNE_LOSSES
+
+    assert tuple(FINETUNE_LOSS_CHOICES) == FINETUNE_LOSSES   # the parser's spelled-out copy
 
 
 def test_stages_chain(tmp_path, capsys):
@@ -119,11 +132,11 @@ def test_stages_chain(tmp_path, capsys):
     ft = tmp_path / "ft.pt"
     assert main(["finetune", "--checkpoint", str(pre), "--ratio", "0.2", "--epochs", "2", "--out", str(ft),
                  "--schedule", "cosine", "--warmup", "1", "--weight-decay", "1e-5", "--select-after", "1",
-                 *common]) == 0
+                 "--loss", "logistic", *common]) == 0
     assert "at epoch 2;" in capsys.readouterr().out        # epoch 1 may not be kept: 2 is the only choice
     from fgp_ext.train import load_checkpoint
 
-    assert load_checkpoint(ft).settings["select_after"] == 1
+    assert (load_checkpoint(ft).settings["select_after"], load_checkpoint(ft).settings["loss"]) == (1, "logistic")
     js = tmp_path / "m.json"
     assert main(["evaluate", "--checkpoint", str(ft), "--ratio", "0.2", "--json", str(js), *common]) == 0
     m = json.loads(js.read_text())

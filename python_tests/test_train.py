@@ -73,6 +73,68 @@ def test_ranking_loss_max_pairs_and_errors():
         ranking_loss(torch.zeros(3), torch.zeros(2))
 
 
+def test_other_finetuning_losses_hand_examples():
+    """The pairwise logistic, ListMLE and hinge + squared-error losses against values worked by hand;
+    ``finetune_loss`` dispatches by name and refuses an unknown one."""
+    from fgp_ext.train.config import FINETUNE_LOSSES
+    from fgp_ext.train.losses import finetune_loss, listmle_loss, logistic_ranking_loss, regression_ranking_loss
+
+    t = lambda v: torch.tensor(v, dtype=torch.float64)
+    sp = lambda v: math.log1p(math.exp(v))
+    # logistic: the pairs (0,1), (0,2), (1,2) of y = 3, 2, 1 with differences 1, -1, -2
+    assert float(logistic_ranking_loss(t([0.0, -1.0, 1.0]), t([3.0, 2.0, 1.0]))) == pytest.approx(
+        (sp(-1.0) + sp(1.0) + sp(2.0)) / 3)
+    assert float(logistic_ranking_loss(t([0.0, 5.0]), t([1.0, 1.0]))) == 0.0          # a tie: no pair
+    # ListMLE of scores (a, b, c) with y ranking b > c > a:
+    # [lse(b, c, a) - b + lse(c, a) - c + lse(a) - a] / 3
+    a, b, c = 0.3, 1.0, -0.5
+    lse = lambda *v: math.log(sum(math.exp(x) for x in v))
+    want = (lse(b, c, a) - b + lse(c, a) - c + 0.0) / 3
+    assert float(listmle_loss(t([a, b, c]), t([1.0, 9.0, 4.0]))) == pytest.approx(want)
+    s, y = torch.randn(8, dtype=torch.float64), torch.randn(8, dtype=torch.float64)
+    # ListMLE reads the scores up to a shift only, the labels up to their order only
+    assert float(listmle_loss(s + 3.0, y)) == pytest.approx(float(listmle_loss(s, y)))
+    assert float(listmle_loss(s, torch.exp(y))) == pytest.approx(float(listmle_loss(s, y)))
+    ordered = torch.sort(y, descending=True).indices
+    far = torch.empty(8, dtype=torch.float64)
+    far[ordered] = torch.arange(8, 0, -1, dtype=torch.float64) * 10.0       # the true order, far apart
+    assert float(listmle_loss(far, y)) < 1e-3 and float(listmle_loss(-far, y)) > 10.0
+    assert float(listmle_loss(t([2.0]), t([1.0]))) == 0.0
+    # hinge + squared error to the batch's standardised labels; any positive affine map of y is the same
+    z = (y - y.mean()) / y.std()
+    torch.testing.assert_close(regression_ranking_loss(s, y), ranking_loss(s, y) + ((s - z) ** 2).mean())
+    torch.testing.assert_close(regression_ranking_loss(s, 7.0 * y - 2.0), regression_ranking_loss(s, y))
+    # dispatch by name
+    torch.testing.assert_close(finetune_loss("hinge", s, y, margin=0.3), ranking_loss(s, y, margin=0.3))
+    torch.testing.assert_close(finetune_loss("logistic", s, y), logistic_ranking_loss(s, y))
+    torch.testing.assert_close(finetune_loss("listmle", s, y), listmle_loss(s, y))
+    torch.testing.assert_close(finetune_loss("hinge+mse", s, y), regression_ranking_loss(s, y))
+    assert FINETUNE_LOSSES == ("hinge", "logistic", "listmle", "hinge+mse")
+    with pytest.raises(ValueError, match="unknown fine-tuning loss 'mse'"):
+        finetune_loss("mse", s, y)
+    for f in (logistic_ranking_loss, listmle_loss, regression_ranking_loss):
+        with pytest.raises(ValueError, match="length"):
+            f(torch.zeros(3), torch.zeros(2))
+
+
+@pytest.mark.parametrize("name", ["logistic", "listmle", "hinge+mse"])
+def test_other_finetuning_losses_have_gradients_that_order_the_scores(name):
+    """A few plain gradient steps on each loss alone take random scores to the labels' order."""
+    from fgp_ext.metrics import kendall_tau
+    from fgp_ext.train.losses import finetune_loss
+
+    g = torch.Generator().manual_seed(1)
+    y = torch.randn(12, generator=g, dtype=torch.float64)
+    s = torch.randn(12, generator=g, dtype=torch.float64, requires_grad=True)
+    before = kendall_tau(s.detach().numpy(), y.numpy())
+    for _ in range(300):
+        loss = finetune_loss(name, s, y)
+        (grad,) = torch.autograd.grad(loss, s)
+        with torch.no_grad():
+            s -= 2.0 * grad
+    assert before < 0.5 and kendall_tau(s.detach().numpy(), y.numpy()) > 0.95
+
+
 # --------------------------------------------------------------------------------------------
 # split protocol
 # --------------------------------------------------------------------------------------------
@@ -1232,6 +1294,37 @@ def test_proxy_input_ablation_script_feeds_the_proxies_to_the_head(nb201):
     finally:
         undo()
     assert protocol.finetune is finetune and not hasattr(batch.select(ids), "dataset_ids")
+
+
+def test_finetune_loss_option_trains_with_the_named_loss(nb201, monkeypatch):
+    """``finetune(loss=...)``: the named loss is the one trained on (each loss a different model,
+    the default exactly ``"hinge"``); the pseudo-labelled batch uses it too; an unknown name is
+    refused before any training, by ``finetune`` and by ``ProtocolConfig``."""
+    from fgp_ext.train import ProtocolConfig, finetuning
+
+    ds, batch = nb201
+    y = ds.targets("cifar10_test_200ep")
+    lab, val = np.arange(16), np.arange(16, 40)
+
+    def run(**kw):
+        set_seed(5)
+        return finetune(build_encoder("gin", 7, hidden=16), batch, y, lab, val, epochs=3, batch_size=8,
+                        lr=1e-2, seed=5, progress=False, **kw)
+
+    plain = run()
+    assert [h["loss"] for h in run(loss="hinge").history] == [h["loss"] for h in plain.history]
+    losses = {name: [h["loss"] for h in run(loss=name).history] for name in ("logistic", "listmle", "hinge+mse")}
+    assert len({tuple(v) for v in losses.values()} | {tuple(h["loss"] for h in plain.history)}) == 4
+    calls = []
+    real = finetuning.finetune_loss
+    monkeypatch.setattr(finetuning, "finetune_loss", lambda name, *a, **k: calls.append(name) or real(name, *a, **k))
+    run(loss="listmle", pseudo_targets=y, pseudo_idx=np.arange(100, 140))
+    assert calls and set(calls) == {"listmle"} and len(calls) == 2 * 3 * 2   # 2 batches x 3 epochs, labels + pseudo
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match=r"loss must be one of \['hinge', 'logistic', 'listmle', 'hinge\+mse'\]"):
+        run(loss="mse")
+    with pytest.raises(ValueError, match="finetune_loss must be one of"):
+        ProtocolConfig(finetune_loss="ranknet")
 
 
 def test_finetune_ema_keeps_the_moving_average_of_the_weights(nb201):

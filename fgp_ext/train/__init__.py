@@ -6,11 +6,12 @@ every step takes a sub-batch with :meth:`ArchBatch.select` (vectorised, no per-g
 Modules (every public name is also importable from ``fgp_ext.train``):
 
 * :mod:`~fgp_ext.train.heads` — :class:`MLPHead`, :class:`Predictor`.
-* :mod:`~fgp_ext.train.losses` — :func:`ranking_loss`, :func:`resolve_aux_target` (columns, proxies,
-  rank votes).
+* :mod:`~fgp_ext.train.losses` — the fine-tuning losses (:func:`ranking_loss`, FGP's pairwise hinge;
+  :func:`logistic_ranking_loss`, :func:`listmle_loss`, :func:`regression_ranking_loss`, chosen by name
+  with :func:`finetune_loss`), :func:`resolve_aux_target` (columns, proxies, rank votes).
 * :mod:`~fgp_ext.train.pretraining` — :func:`pretrain`: surrogate reconstruction (flow head) +
   optional auxiliary ranking loss, resumable.
-* :mod:`~fgp_ext.train.finetuning` — :func:`finetune` (pairwise hinge ranking loss, gradient
+* :mod:`~fgp_ext.train.finetuning` — :func:`finetune` (a ranking loss, gradient
   clipping, best-validation-tau checkpoint, lr schedules), :func:`evaluate` / :func:`predict`.
 * :mod:`~fgp_ext.train.config` — :class:`ProtocolConfig` (every setting of a protocol run, with
   its explicit (seed, permutation) runs: :func:`protocol_runs`, :func:`seed_runs`) and
@@ -30,11 +31,12 @@ from fgp_ext.train.auto_aux import AuxChoice, choose_aux_target
 from fgp_ext.train.checkpoints import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, Checkpoint, CheckpointError,
                                        load_checkpoint, save_checkpoint)
 from fgp_ext.train.common import TrainingDivergedError, as_batch, set_seed
-from fgp_ext.train.config import (ProtocolConfig, SurrogateParams, cross_fit_folds, ensemble_seeds, resolve_surrogate,
-                                  seed_runs)
+from fgp_ext.train.config import (FINETUNE_LOSSES, ProtocolConfig, SurrogateParams, cross_fit_folds, ensemble_seeds,
+                                  resolve_surrogate, seed_runs)
 from fgp_ext.train.finetuning import LR_SCHEDULES, FinetuneResult, evaluate, finetune, lr_factor, predict
 from fgp_ext.train.heads import MLPHead, Predictor
-from fgp_ext.train.losses import ranking_loss, resolve_aux_target
+from fgp_ext.train.losses import (finetune_loss, listmle_loss, logistic_ranking_loss, ranking_loss,
+                                  regression_ranking_loss, resolve_aux_target)
 from fgp_ext.train.pretraining import PretrainResult, pretrain
 from fgp_ext.train.protocol import (PAPER_N_TRAIN, PROTOCOL_SEEDS, _load_pretrained, _save_pretrained,
                                     combine_scores, default_n_train, labelled_indices, permutation, protocol_runs,
@@ -47,5 +49,6 @@ __all__ = [
     "FinetuneResult", "PROTOCOL_SEEDS", "CHECKPOINT_FORMAT", "resolve_aux_target", "lr_factor",
     "LR_SCHEDULES", "ProtocolConfig", "SurrogateParams", "resolve_surrogate", "seed_runs",
     "labelled_indices", "split_labelled", "TrainingDivergedError", "AuxChoice", "choose_aux_target",
-    "ensemble_seeds", "combine_scores", "cross_fit_folds",
+    "ensemble_seeds", "combine_scores", "cross_fit_folds", "FINETUNE_LOSSES", "finetune_loss", "listmle_loss",
+    "logistic_ranking_loss", "regression_ranking_loss",
 ]

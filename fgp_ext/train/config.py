@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["SurrogateParams", "resolve_surrogate", "ProtocolConfig", "PROTOCOL_SEEDS", "seed_runs",
-           "protocol_runs", "ensemble_seeds", "cross_fit_folds"]
+           "protocol_runs", "ensemble_seeds", "cross_fit_folds", "FINETUNE_LOSSES"]
 
 def check_positive_weight(value, name: str) -> float:
     """``value`` as a float, or ``ValueError`` unless it is finite and > 0 (a loss weight). One rule
@@ -28,6 +28,18 @@ def check_ema_decay(value, name: str) -> float:
     if not 0.0 <= d < 1.0:
         raise ValueError(f"{name} must be in [0, 1) (0: off), got {value!r}")
     return d
+
+
+#: The fine-tuning losses by name (:func:`fgp_ext.train.losses.finetune_loss`); ``"hinge"``, FGP's
+#: pairwise hinge, is the default.
+FINETUNE_LOSSES: tuple[str, ...] = ("hinge", "logistic", "listmle", "hinge+mse")
+
+
+def check_finetune_loss(value, name: str) -> str:
+    """``value`` if it names a fine-tuning loss (:data:`FINETUNE_LOSSES`), else ``ValueError``."""
+    if value not in FINETUNE_LOSSES:
+        raise ValueError(f"{name} must be one of {list(FINETUNE_LOSSES)}, got {value!r}")
+    return value
 
 
 #: The paper's seeds (FGP.md §4); seed 21 means the identity permutation.
@@ -160,7 +172,8 @@ class ProtocolConfig:
     Fine-tuning: ``finetune_lr`` (default ``lr``), ``finetune_weight_decay``, ``finetune_schedule``,
     ``finetune_warmup``, ``finetune_schedule_epochs`` (default ``epochs_finetune``),
     ``finetune_select_after`` (checkpoints of the first that many epochs are never kept),
-    ``finetune_ema`` (validate and keep a moving average of the weights with that decay; 0: off);
+    ``finetune_ema`` (validate and keep a moving average of the weights with that decay; 0: off),
+    ``finetune_loss`` (a name of :data:`FINETUNE_LOSSES`; ``"hinge"``, FGP's, by default);
     see :func:`~fgp_ext.train.finetune`. ``finetune_aux_head`` adds the method ``"fgp_aux_head"``
     (fine-tune with the pre-trained auxiliary head as the score head; needs a one-column
     ``aux_target``). ``baseline`` adds the supervised-only method.
@@ -221,6 +234,7 @@ class ProtocolConfig:
     finetune_schedule_epochs: int | None = None
     finetune_select_after: int = 0
     finetune_ema: float = 0.0
+    finetune_loss: str = "hinge"
     pretrained_dir: Any = None
     ensemble: int = 1
     folds: int = 1
@@ -250,6 +264,7 @@ class ProtocolConfig:
         self.self_train = int(self.self_train)
         self.self_train_weight = check_positive_weight(self.self_train_weight, "self_train_weight")
         self.finetune_ema = check_ema_decay(self.finetune_ema, "finetune_ema")
+        self.finetune_loss = check_finetune_loss(self.finetune_loss, "finetune_loss")
 
     def replace(self, **changes) -> ProtocolConfig:
         """A copy with ``changes`` applied (:func:`dataclasses.replace`)."""

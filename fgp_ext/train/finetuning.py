@@ -13,9 +13,9 @@ from torch import nn
 from fgp_ext.encoders import Encoder
 from fgp_ext.metrics import evaluate_ranking, kendall_tau
 from fgp_ext.train.common import _progress, _tqdm, as_batch, check_finite_epoch, check_finite_outputs
-from fgp_ext.train.config import check_ema_decay, check_positive_weight
+from fgp_ext.train.config import check_ema_decay, check_finetune_loss, check_positive_weight
 from fgp_ext.train.heads import MLPHead, Predictor
-from fgp_ext.train.losses import ranking_loss
+from fgp_ext.train.losses import finetune_loss
 
 __all__ = ["predict", "evaluate", "LR_SCHEDULES", "lr_factor", "FinetuneResult", "finetune"]
 
@@ -146,9 +146,11 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
              progress: bool | None = None, head_hidden: int = 128, lr_schedule: str = "constant",
              warmup_epochs: int = 0, schedule_epochs: int | None = None,
              select_after: int = 0, pseudo_targets=None, pseudo_idx=None,
-             pseudo_weight: float = 1.0, ema_decay: float = 0.0) -> FinetuneResult:
+             pseudo_weight: float = 1.0, ema_decay: float = 0.0, loss: str = "hinge") -> FinetuneResult:
     """Fine-tune ``encoder`` (+ a fresh score head, or a :class:`Predictor` as given) with the
-    pairwise hinge :func:`ranking_loss` on the labelled graphs ``train_idx``.
+    ranking loss ``loss`` on the labelled graphs ``train_idx``: by default FGP's pairwise hinge
+    :func:`~fgp_ext.train.losses.ranking_loss` with ``margin``; ``"logistic"``, ``"listmle"`` or
+    ``"hinge+mse"`` (:func:`~fgp_ext.train.losses.finetune_loss`) instead.
 
     Each epoch shuffles ``train_idx`` (generator seeded with ``seed``) into batches of
     ``batch_size``; gradients are clipped to norm ``clip``; AdamW. After every epoch the Kendall tau
@@ -170,8 +172,9 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
     ``[B]`` array of scores (e.g. a fine-tuned ensemble's) defined on the graphs ``pseudo_idx``;
     every step then also draws ``batch_size`` of those graphs (without replacement, from a generator
     of its own, so the labelled batches are the same as without them) and adds ``pseudo_weight``
-    times their :func:`ranking_loss` against the pseudo scores. The pairwise loss reads only the
-    order of two scores, so the pseudo scores need not share the labels' scale. Both batches go
+    times their loss against the pseudo scores. The pairwise and listwise losses read only the
+    order of the scores, so the pseudo scores need not share the labels' scale (``"hinge+mse"``
+    standardises them per batch). Both batches go
     through the model in one forward pass (batch-norm statistics then cover both).
 
     ``ema_decay``: 0 (the default) validates and keeps the trained weights. A value in (0, 1)
@@ -198,6 +201,7 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
         raise ValueError("targets of the training architectures contain NaN")
     pseudo = _pseudo_labels(pseudo_targets, pseudo_idx, pseudo_weight, batch.num_graphs)
     ema_decay = check_ema_decay(ema_decay, "ema_decay")
+    loss_name = check_finetune_loss(loss, "loss")
     torch.manual_seed(seed)
     model = encoder if isinstance(encoder, Predictor) else Predictor(encoder, MLPHead(encoder.out_dim, head_hidden, 1))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -232,11 +236,12 @@ def finetune(encoder: Encoder | Predictor, data, targets, train_idx, val_idx=Non
                 pick = p_idx[torch.randperm(p_idx.numel(), generator=pseudo_gen)[: int(batch_size)]]
             out = model(batch.select(ids if pick is None else torch.cat([ids, pick]))).reshape(-1)
             scores = out[: ids.numel()]
-            loss = ranking_loss(scores, y[ids].to(scores.dtype), margin=margin, max_pairs=max_pairs, generator=gen)
+            loss = finetune_loss(loss_name, scores, y[ids].to(scores.dtype), margin=margin, max_pairs=max_pairs,
+                                 generator=gen)
             if pick is not None:
                 p_scores = out[ids.numel():]
-                loss = loss + p_weight * ranking_loss(p_scores, p_y[pick].to(p_scores.dtype), margin=margin,
-                                                      max_pairs=max_pairs, generator=pseudo_gen)
+                loss = loss + p_weight * finetune_loss(loss_name, p_scores, p_y[pick].to(p_scores.dtype),
+                                                       margin=margin, max_pairs=max_pairs, generator=pseudo_gen)
             extra = model.encoder.extra_loss()   # an encoder's own training term (NAR-Former's consistency loss)
             if extra is not None:
                 loss = loss + extra

@@ -1,12 +1,37 @@
-"""The pairwise ranking loss and the auxiliary pre-training targets (columns, proxies, rank votes)."""
+"""The fine-tuning ranking losses (pairwise hinge, logistic, ListMLE, hinge + squared error) and the auxiliary pre-training targets (columns, proxies, rank votes)."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from fgp_ext.metrics import rankdata
+from fgp_ext.train.config import FINETUNE_LOSSES
 
-__all__ = ["ranking_loss", "resolve_aux_target"]
+__all__ = ["ranking_loss", "logistic_ranking_loss", "listmle_loss", "regression_ranking_loss", "finetune_loss",
+           "resolve_aux_target"]
+
+
+def _ranked_pairs(scores: torch.Tensor, y: torch.Tensor, max_pairs: int | None, generator: torch.Generator | None):
+    """``(d, sign)`` for the unordered pairs ``i < j`` with ``y_i != y_j`` (a random ``max_pairs`` of
+    them when there are more): the score differences ``s_i - s_j`` and ``sign(y_i - y_j)``; ``None``
+    when no pair qualifies. The pairs every pairwise loss below is a mean over."""
+    n = scores.numel()
+    if y.numel() != n:
+        raise ValueError(f"scores and y differ in length: {n} vs {y.numel()}")
+    i, j = torch.triu_indices(n, n, 1, device=scores.device)
+    keep = y[i] != y[j]
+    i, j = i[keep], j[keep]
+    if i.numel() == 0:
+        return None
+    if max_pairs is not None and i.numel() > int(max_pairs):
+        sel = torch.randperm(i.numel(), generator=generator)[: int(max_pairs)].to(scores.device)
+        i, j = i[sel], j[sel]
+    return scores[i] - scores[j], torch.sign(y[i] - y[j])
+
+
+def _flat(scores: torch.Tensor, y) -> tuple[torch.Tensor, torch.Tensor]:
+    scores = scores.reshape(-1)
+    return scores, torch.as_tensor(y, dtype=scores.dtype, device=scores.device).reshape(-1)
 
 
 def ranking_loss(scores: torch.Tensor, y: torch.Tensor, margin: float = 0.5, max_pairs: int | None = None,
@@ -15,21 +40,74 @@ def ranking_loss(scores: torch.Tensor, y: torch.Tensor, margin: float = 0.5, max
     unordered pairs ``i < j`` of the batch with ``y_i != y_j`` (the ordered-pair mean is the same).
     ``max_pairs`` keeps a random subset of that many pairs (FGP.md §3: 8 x batch for NB101/NB301).
     Zero (with a graph) when no pair qualifies."""
-    scores = scores.reshape(-1)
-    y = torch.as_tensor(y, dtype=scores.dtype, device=scores.device).reshape(-1)
+    scores, y = _flat(scores, y)
+    pairs = _ranked_pairs(scores, y, max_pairs, generator)
+    if pairs is None:
+        return scores.sum() * 0.0
+    d, sign = pairs
+    return torch.relu(margin - sign * d).mean()
+
+
+def logistic_ranking_loss(scores: torch.Tensor, y: torch.Tensor, max_pairs: int | None = None,
+                          generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pairwise logistic ranking loss (RankNet, Burges et al., 2005): ``mean(log(1 + exp(-sign(y_i -
+    y_j) (s_i - s_j))))`` over the same pairs as :func:`ranking_loss`. Unlike the hinge it never
+    stops pushing a correctly ordered pair apart, only ever more gently. Zero when no pair qualifies."""
+    scores, y = _flat(scores, y)
+    pairs = _ranked_pairs(scores, y, max_pairs, generator)
+    if pairs is None:
+        return scores.sum() * 0.0
+    d, sign = pairs
+    return torch.nn.functional.softplus(-sign * d).mean()
+
+
+def listmle_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Listwise ranking loss ListMLE (Xia et al., 2008): the negative log-likelihood, per item, of the
+    batch's true order (descending ``y``) under the Plackett-Luce model of the scores, ``mean_k
+    [logsumexp(s_{pi_k}, ..., s_{pi_n}) - s_{pi_k}]``. One term per item instead of one per pair,
+    and the top of the list weighs most. Tied targets keep their batch order (a stable sort), so
+    the loss is deterministic. Zero for fewer than two items."""
+    scores, y = _flat(scores, y)
     if scores.numel() != y.numel():
         raise ValueError(f"scores and y differ in length: {scores.numel()} vs {y.numel()}")
-    n = scores.numel()
-    i, j = torch.triu_indices(n, n, 1, device=scores.device)
-    keep = y[i] != y[j]
-    i, j = i[keep], j[keep]
-    if i.numel() == 0:
+    if scores.numel() < 2:
         return scores.sum() * 0.0
-    if max_pairs is not None and i.numel() > int(max_pairs):
-        sel = torch.randperm(i.numel(), generator=generator)[: int(max_pairs)].to(scores.device)
-        i, j = i[sel], j[sel]
-    sign = torch.sign(y[i] - y[j])
-    return torch.relu(margin - sign * (scores[i] - scores[j])).mean()
+    order = torch.sort(y, descending=True, stable=True).indices
+    s = scores[order]
+    tail = torch.logcumsumexp(s.flip(0), 0).flip(0)    # logsumexp of s[k:] for every k
+    return (tail - s).mean()
+
+
+def regression_ranking_loss(scores: torch.Tensor, y: torch.Tensor, margin: float = 0.5,
+                            max_pairs: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """:func:`ranking_loss` plus the mean squared error between the scores and the batch's
+    standardised targets ``(y - mean) / std`` (a regression term, as NAR-Former trains with): the
+    hinge fixes only the order, the squared error also asks pairs far apart in ``y`` to lie far
+    apart in score. Standardising within the batch keeps the term free of the targets' unit."""
+    scores, y = _flat(scores, y)
+    hinge = ranking_loss(scores, y, margin=margin, max_pairs=max_pairs, generator=generator)
+    if scores.numel() < 2:
+        return hinge
+    sd = y.std()
+    z = (y - y.mean()) / sd if sd > 0 else y - y.mean()
+    return hinge + torch.mean((scores - z) ** 2)
+
+
+def finetune_loss(name: str, scores: torch.Tensor, y: torch.Tensor, margin: float = 0.5,
+                  max_pairs: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """The fine-tuning loss ``name`` (:data:`~fgp_ext.train.config.FINETUNE_LOSSES`) of a batch:
+    ``"hinge"`` :func:`ranking_loss` (FGP's), ``"logistic"`` :func:`logistic_ranking_loss`,
+    ``"listmle"`` :func:`listmle_loss` (no margin, all items), ``"hinge+mse"``
+    :func:`regression_ranking_loss`. ``ValueError`` for another name."""
+    if name == "hinge":
+        return ranking_loss(scores, y, margin=margin, max_pairs=max_pairs, generator=generator)
+    if name == "logistic":
+        return logistic_ranking_loss(scores, y, max_pairs=max_pairs, generator=generator)
+    if name == "listmle":
+        return listmle_loss(scores, y)
+    if name == "hinge+mse":
+        return regression_ranking_loss(scores, y, margin=margin, max_pairs=max_pairs, generator=generator)
+    raise ValueError(f"unknown fine-tuning loss {name!r}; expected one of {list(FINETUNE_LOSSES)}")
 
 
 def _average_rank(values: np.ndarray) -> np.ndarray:

@@ -350,7 +350,8 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
                             batch_size=c.batch_size_finetune, lr=ft_lr, weight_decay=c.finetune_weight_decay,
                             margin=c.margin, seed=mseed, progress=c.progress, lr_schedule=c.finetune_schedule,
                             warmup_epochs=c.finetune_warmup, schedule_epochs=ft_sched_epochs,
-                            select_after=c.finetune_select_after, ema_decay=c.finetune_ema, **pseudo)
+                            select_after=c.finetune_select_after, ema_decay=c.finetune_ema, loss=c.finetune_loss,
+                            **pseudo)
 
         pool_preds: list[np.ndarray] = []     # the FGP models' scores of the self-training pool
         for method in methods:
@@ -407,7 +408,7 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
         "finetune_lr": ft_lr, "finetune_weight_decay": float(c.finetune_weight_decay),
         "finetune_schedule": c.finetune_schedule, "finetune_warmup": int(c.finetune_warmup),
         "finetune_schedule_epochs": ft_sched_epochs, "finetune_select_after": int(c.finetune_select_after),
-        "finetune_ema": float(c.finetune_ema),
+        "finetune_ema": float(c.finetune_ema), "finetune_loss": c.finetune_loss,
         "pretrained_dir": None if c.pretrained_dir is None else str(c.pretrained_dir), "ensemble": int(c.ensemble),
         "folds": int(c.folds), "self_train": int(c.self_train), "self_train_weight": float(c.self_train_weight),
         "threads": torch.get_num_threads(), "collate_s": collate_s, "surrogate_s": sur_s,
