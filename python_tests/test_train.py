@@ -1296,6 +1296,48 @@ def test_proxy_input_ablation_script_feeds_the_proxies_to_the_head(nb201):
     assert protocol.finetune is finetune and not hasattr(batch.select(ids), "dataset_ids")
 
 
+def test_proxy_anchor_ablation_script_ranks_the_unlabelled_cells_by_the_proxy(nb201, monkeypatch):
+    """scripts/ablation_proxy_anchor.py (results/ensemble.md): the protocol's finetune gets the proxy
+    as pseudo targets on every cell outside the labelled and validation sets, with the weight given;
+    a real fine-tuning then trains on both; self-training on top is refused; undo restores."""
+    import importlib.util
+    from pathlib import Path
+
+    from fgp_ext.train import protocol
+
+    spec = importlib.util.spec_from_file_location(
+        "ablation_proxy_anchor", Path(__file__).resolve().parents[1] / "scripts" / "ablation_proxy_anchor.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ds, batch = nb201
+    y = ds.targets(ds.target_names[0])
+    proxy = np.arange(len(ds), dtype=np.float64)[::-1].copy()
+    seen = []
+    monkeypatch.setattr(protocol, "finetune", lambda *a, **k: seen.append((a, k)) or finetune(*a, **k))
+    before = protocol.finetune
+    undo = mod.install(proxy, 0.25)
+    try:
+        assert protocol.finetune is not before
+        train, val = np.arange(0, 16), np.arange(100, 110)
+        set_seed(0)
+        ft = protocol.finetune(build_encoder("gin", ds.space.num_ops, hidden=16), batch, y, train, val, epochs=2,
+                               batch_size=8, seed=3, progress=False)
+        (args, kw), = seen
+        assert kw["pseudo_targets"] is not None and np.array_equal(kw["pseudo_targets"], proxy)
+        assert kw["pseudo_weight"] == 0.25
+        pool = kw["pseudo_idx"]
+        assert pool.size == len(ds) - 26 and not np.isin(pool, np.r_[train, val]).any()
+        set_seed(0)
+        plain = finetune(build_encoder("gin", ds.space.num_ops, hidden=16), batch, y, train, val, epochs=2,
+                         batch_size=8, seed=3, progress=False)
+        assert [h["loss"] for h in ft.history] != [h["loss"] for h in plain.history]   # the proxy term is trained
+        with pytest.raises(RuntimeError, match="self-training"):
+            protocol.finetune(None, batch, y, train, val, pseudo_targets=y, pseudo_idx=np.arange(5))
+    finally:
+        undo()
+    assert protocol.finetune is before and len(seen) == 1
+
+
 def test_finetune_loss_option_trains_with_the_named_loss(nb201, monkeypatch):
     """``finetune(loss=...)``: the named loss is the one trained on (each loss a different model,
     the default exactly ``"hinge"``); the pseudo-labelled batch uses it too; an unknown name is
