@@ -24,7 +24,7 @@ import sys
 import numpy as np
 
 import fgp_ext.train.protocol as protocol
-from fgp_ext import proxies
+from fgp_ext import _args, proxies
 from fgp_ext.cli import main as fgp_main
 
 
@@ -59,10 +59,8 @@ def main(argv=None) -> int:
     cut = argv.index("--")
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--proxy", default="meco", choices=list(proxies.PROXIES), help="a shipped NB201 proxy")
-    ap.add_argument("--weight", type=float, default=0.1, help="weight of the proxy ranking loss (> 0)")
+    ap.add_argument("--weight", type=_args.positive_float, default=0.1, help="weight of the proxy ranking loss (> 0)")
     args = ap.parse_args(argv[:cut])
-    if not (np.isfinite(args.weight) and args.weight > 0):
-        raise SystemExit(f"--weight must be a finite number > 0, got {args.weight}")
     values = np.asarray(proxies.nb201_proxy(args.proxy), dtype=np.float64)
     if not np.isfinite(values).all():
         raise SystemExit(f"proxy {args.proxy!r} has non-finite values")

@@ -1,4 +1,5 @@
-"""The fine-tuning ranking losses (pairwise hinge, logistic, ListMLE, hinge + squared error) and the auxiliary pre-training targets (columns, proxies, rank votes)."""
+"""The fine-tuning ranking losses (pairwise hinge, logistic, ListMLE, hinge + squared error) and the
+auxiliary pre-training targets (columns, proxies, rank votes)."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,12 +13,11 @@ __all__ = ["ranking_loss", "logistic_ranking_loss", "listmle_loss", "regression_
 
 
 def _ranked_pairs(scores: torch.Tensor, y: torch.Tensor, max_pairs: int | None, generator: torch.Generator | None):
-    """``(d, sign)`` for the unordered pairs ``i < j`` with ``y_i != y_j`` (a random ``max_pairs`` of
-    them when there are more): the score differences ``s_i - s_j`` and ``sign(y_i - y_j)``; ``None``
-    when no pair qualifies. The pairs every pairwise loss below is a mean over."""
+    """For flat ``scores`` and ``y`` of one length (:func:`_flat`): ``(d, sign)`` for the unordered
+    pairs ``i < j`` with ``y_i != y_j`` (a random ``max_pairs`` of them when there are more): the
+    score differences ``s_i - s_j`` and ``sign(y_i - y_j)``; ``None`` when no pair qualifies. The
+    pairs every pairwise loss below is a mean over."""
     n = scores.numel()
-    if y.numel() != n:
-        raise ValueError(f"scores and y differ in length: {n} vs {y.numel()}")
     i, j = torch.triu_indices(n, n, 1, device=scores.device)
     keep = y[i] != y[j]
     i, j = i[keep], j[keep]
@@ -30,8 +30,13 @@ def _ranked_pairs(scores: torch.Tensor, y: torch.Tensor, max_pairs: int | None, 
 
 
 def _flat(scores: torch.Tensor, y) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scores`` and ``y`` as flat vectors of the scores' dtype and device; ``ValueError`` when
+    their lengths differ. Every loss below starts here, so each refuses a mismatch the same way."""
     scores = scores.reshape(-1)
-    return scores, torch.as_tensor(y, dtype=scores.dtype, device=scores.device).reshape(-1)
+    y = torch.as_tensor(y, dtype=scores.dtype, device=scores.device).reshape(-1)
+    if scores.numel() != y.numel():
+        raise ValueError(f"scores and y differ in length: {scores.numel()} vs {y.numel()}")
+    return scores, y
 
 
 def ranking_loss(scores: torch.Tensor, y: torch.Tensor, margin: float = 0.5, max_pairs: int | None = None,
@@ -68,8 +73,6 @@ def listmle_loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     and the top of the list weighs most. Tied targets keep their batch order (a stable sort), so
     the loss is deterministic. Zero for fewer than two items."""
     scores, y = _flat(scores, y)
-    if scores.numel() != y.numel():
-        raise ValueError(f"scores and y differ in length: {scores.numel()} vs {y.numel()}")
     if scores.numel() < 2:
         return scores.sum() * 0.0
     order = torch.sort(y, descending=True, stable=True).indices
