@@ -603,7 +603,7 @@ def _protocol_runs(args) -> list[tuple[int, int]]:
 
 def cmd_run(args) -> int:
     from fgp_ext import _io
-    from fgp_ext.train import ProtocolConfig, run_protocol
+    from fgp_ext.train import ProtocolConfig, run_protocol, save_predictions
 
     runs = _protocol_runs(args)
     ds = _load_data(args)
@@ -669,7 +669,9 @@ def cmd_run(args) -> int:
     if not args.no_plots:
         for p in make_plots(summary, out):
             print(f"wrote {p}")
-    summary.pop("_artifacts", None)
+    runs = summary.pop("_artifacts", {}).get("predictions")
+    if runs:
+        print(f"wrote {save_predictions(out / 'predictions.npz', runs)}")
     write_json(out / "summary.json", summary)
     print(f"wrote {out / 'summary.json'}")
     return 0

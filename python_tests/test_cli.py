@@ -367,6 +367,16 @@ def test_run_folds_option(tmp_path, capsys):
     assert len(s["runs"][0]["fgp"]["member_taus"]) == 2
     assert s["mean"]["fgp"]["single_kendall_tau"] == s["runs"][0]["fgp"]["member_taus"][0]
     assert "fold 1" in text and text.count("member 0 alone") == 1
+    # predictions.npz: both models' test scores, from which the summary's numbers follow
+    from fgp_ext.metrics import kendall_tau
+    from fgp_ext.train import combine_scores, load_predictions
+
+    assert f"wrote {out / 'predictions.npz'}" in text
+    (run,) = load_predictions(out / "predictions.npz")
+    assert (run["seed"], run["perm_seed"]) == (s["runs"][0]["seed"], s["runs"][0]["perm_seed"])
+    assert list(run["scores"]) == ["fgp"] and run["scores"]["fgp"].shape == (2, s["runs"][0]["n_test"])
+    assert [kendall_tau(p, run["true"]) for p in run["scores"]["fgp"]] == s["runs"][0]["fgp"]["member_taus"]
+    assert kendall_tau(combine_scores(run["scores"]["fgp"]), run["true"]) == s["runs"][0]["fgp"]["kendall_tau"]
     with pytest.raises(SystemExit):
         main(["run", "--data", str(f), "--folds", "0"])
     assert "--folds" in capsys.readouterr().err

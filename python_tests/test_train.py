@@ -1150,6 +1150,135 @@ def test_merge_runs_script_joins_seed_processes(tmp_path, capsys):
     assert "merge_runs: error" in capsys.readouterr().err
 
 
+def _predictions_runs(rng, methods=("fgp", "supervised"), models=(3, 1), n=40, seeds=((21, 21), (21, None))):
+    true = rng.normal(size=n)
+    return [{"seed": s, "perm_seed": p, "test_index": rng.permutation(100)[:n], "true": true,
+             "scores": {m: true + rng.normal(scale=1.0, size=(k, n)) for m, k in zip(methods, models)}}
+            for s, p in seeds]
+
+
+def test_predictions_file_round_trip_and_damaged_files(tmp_path):
+    """save_predictions / load_predictions: every array and seed comes back exactly (a missing
+    permutation as None); a file that is truncated, of another format or version, incomplete,
+    with score rows of the wrong length or non-finite scores is refused with a ValueError naming
+    the file, and so are runs with different methods on saving."""
+    import zipfile
+
+    from fgp_ext.train import load_predictions, save_predictions
+    from fgp_ext.train.predictions import PREDICTIONS_VERSION
+
+    runs = _predictions_runs(np.random.default_rng(0))
+    path = save_predictions(tmp_path / "p.npz", runs)
+    back = load_predictions(path)
+    assert [(r["seed"], r["perm_seed"]) for r in back] == [(21, 21), (21, None)]
+    for a, b in zip(runs, back):
+        assert np.array_equal(a["test_index"], b["test_index"]) and np.array_equal(a["true"], b["true"])
+        assert list(b["scores"]) == ["fgp", "supervised"]
+        assert all(np.array_equal(a["scores"][m], b["scores"][m]) for m in a["scores"])
+    assert back[0]["scores"]["supervised"].shape == (1, 40)
+
+    def rewrite(name, **changes):
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        for k, v in changes.items():
+            if v is None:
+                del arrays[k]
+            else:
+                arrays[k] = v
+        np.savez(tmp_path / name, **arrays)
+        return tmp_path / name
+
+    data = path.read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    (tmp_path / "text.npz").write_text("not a zip")
+    cases = {
+        tmp_path / "cut.npz": "not a readable predictions file",
+        tmp_path / "text.npz": "not a readable predictions file",
+        rewrite("fmt.npz", format=np.array("fgp_ext.checkpoint")): "format 'fgp_ext.checkpoint'",
+        rewrite("ver.npz", version=np.array(PREDICTIONS_VERSION + 1)): "layout version",
+        rewrite("gone.npz", **{"run1.supervised": None}): "no 'run1.supervised' entry",
+        rewrite("short.npz", **{"run0.fgp": np.zeros((3, 39))}): r"fgp scores have shape \[3, 39\]",
+        rewrite("nan.npz", **{"run1.fgp": np.full((3, 40), np.nan)}): "not all finite",
+        rewrite("dup.npz", **{"run0.test_index": np.zeros(40, dtype=np.int64)}): "repeated",
+        rewrite("seeds.npz", perm_seeds=np.zeros(3, dtype=np.int64)): "one seed and permutation per run",
+    }
+    for bad, message in cases.items():
+        with pytest.raises(ValueError, match=message) as err:
+            load_predictions(bad)
+        assert bad.name in str(err.value)
+    with zipfile.ZipFile(tmp_path / "fmt.npz") as z:     # the rewritten files are valid archives
+        assert "format.npy" in z.namelist()
+    other = _predictions_runs(np.random.default_rng(1), methods=("fgp",), models=(2,))
+    with pytest.raises(ValueError, match="run 1 has methods"):
+        save_predictions(tmp_path / "mixed.npz", [runs[0], other[1]])
+    with pytest.raises(FileNotFoundError):
+        load_predictions(tmp_path / "missing.npz")
+
+
+def test_combine_predictions_script_combines_recorded_models_run_by_run(tmp_path, capsys):
+    """scripts/combine_predictions.py: a source's rows (methods, then a slice) are combined per run
+    with combine_scores, across files; --against pairs two combinations by run; runs missing from
+    a file are left out; another test set, an unknown method or an empty slice is an error."""
+    import importlib.util
+    from pathlib import Path
+
+    from fgp_ext.metrics import kendall_tau
+    from fgp_ext.train import combine_scores, save_predictions
+
+    spec = importlib.util.spec_from_file_location(
+        "combine_predictions", Path(__file__).resolve().parents[1] / "scripts" / "combine_predictions.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.parse_source("a/p.npz:fgp,supervised[1:3]") == ("a/p.npz", ["fgp", "supervised"], slice(1, 3))
+    assert mod.parse_source("p.npz") == ("p.npz", None, slice(None))
+    assert mod.parse_source("p.npz:[2:]") == ("p.npz", None, slice(2, None))
+
+    rng = np.random.default_rng(3)
+    a = _predictions_runs(rng, seeds=((21, 21), (21, 2021), (2021, 21)))
+    b = [dict(r, scores={"fgp": r["true"] + rng.normal(scale=0.5, size=(2, 40))}) for r in a[:2]]
+    pa, pb = save_predictions(tmp_path / "a.npz", a), save_predictions(tmp_path / "b.npz", b)
+    notes = []
+    got = mod.combined_runs([f"{pa}:fgp[0:2]", f"{pb}:fgp"], log=notes.append)
+    assert list(got) == [(21, 21), (21, 2021)]          # run (2021, 21) is not in b
+    assert len(notes) == 1 and "1 run(s) are not in every source" in notes[0]
+    for run_a, run_b, key in zip(a, b, got):
+        score = combine_scores([*run_a["scores"]["fgp"][:2], *run_b["scores"]["fgp"]])
+        assert got[key]["tau"] == pytest.approx(kendall_tau(score, run_a["true"])) and got[key]["models"] == 4
+    everything = mod.combined_runs([str(pa)])
+    assert all(r["models"] == 4 for r in everything.values()) and len(everything) == 3
+    assert mod.main([f"{pa}:fgp", f"{pb}:fgp", "--against", f"{pa}:fgp[0:1]"]) == 0
+    out = capsys.readouterr().out
+    first = mod.combined_runs([f"{pa}:fgp", f"{pb}:fgp"])
+    alone = mod.combined_runs([f"{pa}:fgp[0:1]"])
+    diff = [first[k]["tau"] - alone[k]["tau"] for k in first]
+    better = sum(d > 0 for d in diff)
+    assert f"paired over 2 runs (1 unpaired left out): {np.mean(diff):+.4f} tau, better in {better} of 2" in out
+    assert "2 runs, 5 models per run" in out and "3 runs, 1 models per run" in out
+
+    # a glob pattern takes the files of one job's seed processes together; a run twice is refused
+    (tmp_path / "job").mkdir()
+    save_predictions(tmp_path / "job" / "s21.npz", a[:2])
+    save_predictions(tmp_path / "job" / "s2021.npz", a[2:])
+    joined = mod.combined_runs([f"{tmp_path}/job/s*.npz:fgp"])
+    assert joined == mod.combined_runs([f"{pa}:fgp"])
+    save_predictions(tmp_path / "job" / "s9.npz", a[2:])
+    with pytest.raises(ValueError, match="appears twice"):
+        mod.combined_runs([f"{tmp_path}/job/s*.npz"])
+    save_predictions(tmp_path / "job" / "s9.npz", _predictions_runs(rng, ("fgp",), (1,), seeds=((9, 9),)))
+    with pytest.raises(ValueError, match=r"s9.npz has methods \['fgp'\]"):
+        mod.combined_runs([f"{tmp_path}/job/s*.npz"])
+    with pytest.raises(ValueError, match="no file matches"):
+        mod.combined_runs([f"{tmp_path}/nothing*.npz"])
+    shifted = [dict(r, test_index=np.roll(r["test_index"], 1)) for r in b]
+    ps = save_predictions(tmp_path / "s.npz", shifted)
+    for sources, message in (([str(pa), str(ps)], "another test set"), ([f"{pa}:gin"], "no method"),
+                             ([f"{pa}:fgp[5:]"], "keeps no model")):
+        with pytest.raises(ValueError, match=message):
+            mod.combined_runs(sources)
+    assert mod.main([f"{pa}:gin"]) == 2
+    assert "combine_predictions: error" in capsys.readouterr().err
+
+
 def test_finetune_learns_the_pseudo_ranking(nb201):
     """With 6 labels, pseudo-targets on 200 other cells decide what the model learns: the true
     accuracies as pseudo-targets lift the test tau far above the 6 labels alone, the reversed
@@ -1196,6 +1325,7 @@ def test_self_training_students_learn_the_teachers_ranking_of_the_pool(monkeypat
     values are the combined score of all the teacher's models; the new methods are reported, and
     a pool larger than the unlabelled cells or a bad setting is refused before pre-training."""
     import fgp_ext.train.protocol as protocol
+    from fgp_ext.metrics import kendall_tau
     from fgp_ext.train import ProtocolConfig, run_protocol, split_labelled
 
     labelled, acc = _small_labelled()
@@ -1233,6 +1363,17 @@ def test_self_training_students_learn_the_teachers_ranking_of_the_pool(monkeypat
         assert np.allclose(pseudo[pool], teacher_score) and np.isnan(np.delete(pseudo, pool)).all()
     assert len(row["fgp_self_train"]["member_taus"]) == 4
     assert row["fgp_self_train"]["single_kendall_tau"] == row["fgp_self_train"]["member_taus"][0]
+    # the predictions record: every model's test scores, from which each reported tau follows
+    (rec,) = res["_artifacts"]["predictions"]
+    assert np.array_equal(rec["test_index"], split["test"]) and np.array_equal(rec["true"], acc[split["test"]])
+    assert {m: s.shape[0] for m, s in rec["scores"].items()} == {"fgp": 2, "fgp_aux_head": 2, "fgp_self_train": 4}
+    scores = rec["scores"]
+    for method, rows in (("fgp", scores["fgp"]), ("fgp_self_train", scores["fgp_self_train"]),
+                         ("fgp_both_heads", [*scores["fgp"], *scores["fgp_aux_head"]]),
+                         ("fgp_teacher_students", [*scores["fgp"], *scores["fgp_aux_head"], *scores["fgp_self_train"]])):
+        assert kendall_tau(protocol.combine_scores(rows), rec["true"]) == pytest.approx(row[method]["kendall_tau"])
+    assert [kendall_tau(s, rec["true"]) for s in scores["fgp_self_train"]] == pytest.approx(
+        row["fgp_self_train"]["member_taus"])
     logs = []
     outside = len(acc) - split["train"].size - split["val"].size
     with pytest.raises(ValueError, match=f"only {outside} exist"):

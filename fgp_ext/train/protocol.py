@@ -137,11 +137,11 @@ def self_train_pool(n: int, split: dict, size: int, perm_seed: int | None) -> np
 
 
 def _self_train(fit, batch, member_preds: dict, pool_preds: list, pool: np.ndarray, members: list[int],
-                split: dict, y: np.ndarray, weight: float, log) -> dict:
+                split: dict, y: np.ndarray, weight: float, log) -> tuple[dict, list[np.ndarray]]:
     """A run's self-training (``ProtocolConfig.self_train``): the FGP models' combined score of
     ``pool`` (the teacher) becomes the pseudo-target of one student per member and FGP head,
     fine-tuned with ``fit`` on all of the run's labels; returns the run's rows for
-    :data:`SELF_TRAIN_METHODS`."""
+    :data:`SELF_TRAIN_METHODS` and the students' test scores."""
     heads = [m for m in member_preds if m.startswith("fgp")]
     pseudo = np.full(batch.num_graphs, np.nan)
     pseudo[pool] = combine_scores(pool_preds)
@@ -162,7 +162,7 @@ def _self_train(fit, batch, member_preds: dict, pool_preds: list, pool: np.ndarr
     rows["fgp_self_train"]["member_taus"] = [kendall_tau(p, y_test) for p in students]
     for name, m in rows.items():
         log(f"{name}: tau {m['kendall_tau']:.4f} P@1% {m['p@1%']:.3f}")
-    return rows
+    return rows, students
 
 
 def _protocol_methods(baseline: bool, finetune_aux_head: bool) -> list[str]:
@@ -254,7 +254,9 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
     (:mod:`fgp_ext._io`).
 
     Returns a JSON-serialisable summary (``runs``: per-run metrics; ``mean``/``std`` per method;
-    timings) plus, under ``"_artifacts"``, the first run's predictions and training curves.
+    timings) plus, under ``"_artifacts"``, the first run's predictions and training curves, and
+    (``summary["_artifacts"]["predictions"]``) every run's test scores of every model, as
+    :func:`fgp_ext.train.predictions.save_predictions` takes them.
     """
     if isinstance(config, ProtocolConfig):
         if target is not None or settings:
@@ -393,9 +395,16 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
             row["fgp_both_heads"] = evaluate_ranking(pred, y[split["test"]])
             log(f"[run {r}] seed {seed} perm {perm_seed} fgp_both_heads: tau {row['fgp_both_heads']['kendall_tau']:.4f}")
         if pool is not None:
-            row.update(_self_train(fit, batch, member_preds, pool_preds, pool, members, split, y, c.self_train_weight,
-                                   log=lambda text: log(f"[run {r}] seed {seed} perm {perm_seed} {text}")))
+            rows, students = _self_train(
+                fit, batch, member_preds, pool_preds, pool, members, split, y, c.self_train_weight,
+                log=lambda text: log(f"[run {r}] seed {seed} perm {perm_seed} {text}"))
+            row.update(rows)
+            member_preds["fgp_self_train"] = students
         per_run.append(row)
+        # every model's test scores, for fgp_ext.train.predictions (the summary keeps metrics only)
+        artifacts.setdefault("predictions", []).append(
+            {"seed": seed, "perm_seed": perm_seed, "test_index": split["test"], "true": y[split["test"]],
+             "scores": {m: np.stack(p) for m, p in member_preds.items()}})
     summary: dict[str, Any] = {
         "dataset": getattr(space, "name", "?"), "num_archs": n, "target": target, "encoder": c.encoder,
         "encoder_config": enc_cfg, "ratio": c.ratio, "n_train": n_train, "n_val": c.n_val, "runs": per_run,

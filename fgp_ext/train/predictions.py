@@ -1,0 +1,112 @@
+"""Every run's test predictions, one score per model, in one file (``predictions.npz``).
+
+``fgp run`` writes this file beside ``summary.json``. The summary keeps metrics only; this file keeps
+what they were computed from, so that other metrics, other combinations of models (a subset of an
+ensemble's members, or the models of two runs with different encoders) and paired comparisons can
+be computed later without training again (``scripts/combine_predictions.py``).
+
+Layout (NumPy ``.npz``, no pickled objects, so it loads with ``allow_pickle=False``):
+
+* ``format``: ``"fgp_ext.predictions"``; ``version``: :data:`PREDICTIONS_VERSION`.
+* ``seeds``, ``perm_seeds``: ``[R]`` int64, run ``r``'s seed and split permutation (``-1``: none).
+* ``methods``: the methods with scores (``"fgp"``, ``"fgp_aux_head"``, ``"supervised"``,
+  ``"fgp_self_train"``), as strings.
+* ``run<r>.test_index``: ``[T]`` int64, the test architectures, as indices into the dataset the
+  run used (after ``--limit``); ``run<r>.true``: ``[T]`` float64, their labels.
+* ``run<r>.<method>``: ``[M, T]`` float64, one row per model of the method, in the protocol's member
+  order (member ``j`` is pre-training seed ``seed + j // folds`` fine-tuned on fold ``j % folds``;
+  row 0 is the plain run). A method's reported score is :func:`combine_scores` of its rows; the
+  ``fgp_both_heads`` score is that of the ``fgp`` and ``fgp_aux_head`` rows together, and
+  ``fgp_teacher_students`` that of every FGP head's rows and the ``fgp_self_train`` rows.
+"""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+#: the value of the file's ``format`` entry
+PREDICTIONS_FORMAT = "fgp_ext.predictions"
+#: the layout version this code writes and reads
+PREDICTIONS_VERSION = 1
+
+
+def save_predictions(path, runs: list[dict]) -> Path:
+    """Write ``runs`` (one dict per run: ``seed``, ``perm_seed`` (``None`` for no permutation),
+    ``test_index`` ``[T]``, ``true`` ``[T]``, ``scores``: method -> ``[M, T]`` model scores) to
+    ``path`` in the layout above, atomically. Every run must have the same methods."""
+    from fgp_ext import _io
+
+    if not runs:
+        raise ValueError("no runs to save")
+    methods = list(runs[0]["scores"])
+    arrays: dict[str, np.ndarray] = {
+        "format": np.array(PREDICTIONS_FORMAT), "version": np.array(PREDICTIONS_VERSION, dtype=np.int64),
+        "methods": np.array(methods, dtype=str),
+        "seeds": np.array([int(r["seed"]) for r in runs], dtype=np.int64),
+        "perm_seeds": np.array([-1 if r["perm_seed"] is None else int(r["perm_seed"]) for r in runs], dtype=np.int64),
+    }
+    for i, run in enumerate(runs):
+        if list(run["scores"]) != methods:
+            raise ValueError(f"run {i} has methods {list(run['scores'])}, run 0 has {methods}")
+        arrays[f"run{i}.test_index"] = np.asarray(run["test_index"], dtype=np.int64)
+        arrays[f"run{i}.true"] = np.asarray(run["true"], dtype=np.float64)
+        for method, scores in run["scores"].items():
+            arrays[f"run{i}.{method}"] = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    _check(arrays, "the runs to save")
+    return _io.np_savez(path, **arrays)
+
+
+def load_predictions(path) -> list[dict]:
+    """The runs of a ``predictions.npz`` file, as :func:`save_predictions` takes them (``perm_seed``
+    ``None`` where the file says ``-1``). A file that is not one, is damaged or is inconsistent
+    (a missing entry, a score row of the wrong length, a non-finite score) raises ``ValueError``
+    naming the file and the problem."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise ValueError(f"{path}: not a readable predictions file ({type(e).__name__}: {e})") from None
+    _check(arrays, str(path))
+    runs = []
+    for i, (seed, perm) in enumerate(zip(arrays["seeds"].tolist(), arrays["perm_seeds"].tolist())):
+        runs.append({"seed": seed, "perm_seed": None if perm == -1 else perm,
+                     "test_index": arrays[f"run{i}.test_index"], "true": arrays[f"run{i}.true"],
+                     "scores": {m: arrays[f"run{i}.{m}"] for m in arrays["methods"].tolist()}})
+    return runs
+
+
+def _check(arrays: dict, where: str) -> None:
+    """Raise ``ValueError`` unless ``arrays`` hold a consistent file of this layout."""
+    def need(key):
+        if key not in arrays:
+            raise ValueError(f"{where}: no '{key}' entry (not a complete predictions file)")
+        return arrays[key]
+
+    if str(need("format")) != PREDICTIONS_FORMAT:
+        raise ValueError(f"{where}: format {str(arrays['format'])!r}, expected {PREDICTIONS_FORMAT!r}")
+    if int(need("version")) != PREDICTIONS_VERSION:
+        raise ValueError(f"{where}: layout version {int(arrays['version'])}; this fgp_ext reads version "
+                         f"{PREDICTIONS_VERSION}")
+    seeds, perms, methods = need("seeds"), need("perm_seeds"), need("methods")
+    if seeds.ndim != 1 or perms.shape != seeds.shape or methods.ndim != 1 or methods.dtype.kind != "U":
+        raise ValueError(f"{where}: seeds {list(seeds.shape)}, perm_seeds {list(perms.shape)} and methods "
+                         f"{list(methods.shape)} must be vectors, one seed and permutation per run")
+    for i in range(seeds.size):
+        index, true = need(f"run{i}.test_index"), need(f"run{i}.true")
+        if index.ndim != 1 or true.shape != index.shape or index.dtype.kind not in "iu":
+            raise ValueError(f"{where}: run {i}: test_index {list(index.shape)} and true {list(true.shape)} "
+                             "must be vectors of the same length, test_index of integers")
+        if index.size and (index.min() < 0 or np.unique(index).size != index.size):
+            raise ValueError(f"{where}: run {i}: test_index has negative or repeated indices")
+        for m in methods.tolist():
+            scores = need(f"run{i}.{m}")
+            if scores.ndim != 2 or scores.shape[0] < 1 or scores.shape[1] != index.size:
+                raise ValueError(f"{where}: run {i}: {m} scores have shape {list(scores.shape)}, expected "
+                                 f"[models, {index.size}]")
+            if not np.isfinite(scores).all():
+                raise ValueError(f"{where}: run {i}: {m} scores are not all finite")
