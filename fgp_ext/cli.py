@@ -669,9 +669,9 @@ def cmd_run(args) -> int:
     if not args.no_plots:
         for p in make_plots(summary, out):
             print(f"wrote {p}")
-    runs = summary.pop("_artifacts", {}).get("predictions")
-    if runs:
-        print(f"wrote {save_predictions(out / 'predictions.npz', runs)}")
+    records = summary.pop("_artifacts", {}).get("model_scores")
+    if records:
+        print(f"wrote {save_predictions(out / 'predictions.npz', records)}")
     write_json(out / "summary.json", summary)
     print(f"wrote {out / 'summary.json'}")
     return 0

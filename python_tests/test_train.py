@@ -1162,8 +1162,6 @@ def test_predictions_file_round_trip_and_damaged_files(tmp_path):
     permutation as None); a file that is truncated, of another format or version, incomplete,
     with score rows of the wrong length or non-finite scores is refused with a ValueError naming
     the file, and so are runs with different methods on saving."""
-    import zipfile
-
     from fgp_ext.train import load_predictions, save_predictions
     from fgp_ext.train.predictions import PREDICTIONS_VERSION
 
@@ -1206,8 +1204,20 @@ def test_predictions_file_round_trip_and_damaged_files(tmp_path):
         with pytest.raises(ValueError, match=message) as err:
             load_predictions(bad)
         assert bad.name in str(err.value)
-    with zipfile.ZipFile(tmp_path / "fmt.npz") as z:     # the rewritten files are valid archives
-        assert "format.npy" in z.namelist()
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    more = {
+        tmp_path / "one.npy": "one array, not an .npz archive",
+        rewrite("ver2.npz", version=np.array("x")): "layout version 'x'",
+        rewrite("fseeds.npz", seeds=np.array([21.0, 21.0])): "perm_seeds",
+        rewrite("empty.npz", seeds=np.zeros(0, dtype=np.int64), perm_seeds=np.zeros(0, dtype=np.int64)): "no runs",
+        rewrite("nantrue.npz", **{"run0.true": np.full(40, np.nan)}): "labels .true. are not all finite",
+        rewrite("strtrue.npz", **{"run0.true": np.array(["a"] * 40)}): r"true \[40\] \(floats\)",
+    }
+    for bad, message in more.items():
+        with pytest.raises(ValueError, match=message):
+            load_predictions(bad)
+    with pytest.raises(ValueError, match="perm_seed -3 is negative"):
+        save_predictions(tmp_path / "neg.npz", [dict(runs[0], perm_seed=-3)])
     other = _predictions_runs(np.random.default_rng(1), methods=("fgp",), models=(2,))
     with pytest.raises(ValueError, match="run 1 has methods"):
         save_predictions(tmp_path / "mixed.npz", [runs[0], other[1]])
@@ -1232,6 +1242,10 @@ def test_combine_predictions_script_combines_recorded_models_run_by_run(tmp_path
     assert mod.parse_source("a/p.npz:fgp,supervised[1:3]") == ("a/p.npz", ["fgp", "supervised"], slice(1, 3))
     assert mod.parse_source("p.npz") == ("p.npz", None, slice(None))
     assert mod.parse_source("p.npz:[2:]") == ("p.npz", None, slice(2, None))
+    assert mod.parse_source("x.npz/p*.npz:fgp[-5:]") == ("x.npz/p*.npz", ["fgp"], slice(-5, None))
+    for bad in ("p.npz:", "p.npz:fgp[1]", "p.npz:fgp_aux-head", "p.npz:fgp[-:]", "p.npy:fgp"):
+        with pytest.raises(ValueError, match="cannot read"):
+            mod.parse_source(bad)
 
     rng = np.random.default_rng(3)
     a = _predictions_runs(rng, seeds=((21, 21), (21, 2021), (2021, 21)))
@@ -1246,6 +1260,10 @@ def test_combine_predictions_script_combines_recorded_models_run_by_run(tmp_path
         assert got[key]["tau"] == pytest.approx(kendall_tau(score, run_a["true"])) and got[key]["models"] == 4
     everything = mod.combined_runs([str(pa)])
     assert all(r["models"] == 4 for r in everything.values()) and len(everything) == 3
+    across = mod.combined_runs([f"{pa}:fgp,supervised[2:4]"])    # the slice runs over both methods' rows
+    for run, key in zip(a, across):
+        score = combine_scores([run["scores"]["fgp"][2], run["scores"]["supervised"][0]])
+        assert across[key]["tau"] == pytest.approx(kendall_tau(score, run["true"])) and across[key]["models"] == 2
     assert mod.main([f"{pa}:fgp", f"{pb}:fgp", "--against", f"{pa}:fgp[0:1]"]) == 0
     out = capsys.readouterr().out
     first = mod.combined_runs([f"{pa}:fgp", f"{pb}:fgp"])
@@ -1271,8 +1289,9 @@ def test_combine_predictions_script_combines_recorded_models_run_by_run(tmp_path
         mod.combined_runs([f"{tmp_path}/nothing*.npz"])
     shifted = [dict(r, test_index=np.roll(r["test_index"], 1)) for r in b]
     ps = save_predictions(tmp_path / "s.npz", shifted)
-    for sources, message in (([str(pa), str(ps)], "another test set"), ([f"{pa}:gin"], "no method"),
-                             ([f"{pa}:fgp[5:]"], "keeps no model")):
+    relabelled = save_predictions(tmp_path / "r.npz", [dict(r, true=-r["true"]) for r in b])
+    for sources, message in (([str(pa), str(ps)], "another test set"), ([str(pa), str(relabelled)], "other labels"),
+                             ([f"{pa}:gin"], "no method"), ([f"{pa}:fgp[5:]"], "keeps no model")):
         with pytest.raises(ValueError, match=message):
             mod.combined_runs(sources)
     assert mod.main([f"{pa}:gin"]) == 2
@@ -1364,7 +1383,7 @@ def test_self_training_students_learn_the_teachers_ranking_of_the_pool(monkeypat
     assert len(row["fgp_self_train"]["member_taus"]) == 4
     assert row["fgp_self_train"]["single_kendall_tau"] == row["fgp_self_train"]["member_taus"][0]
     # the predictions record: every model's test scores, from which each reported tau follows
-    (rec,) = res["_artifacts"]["predictions"]
+    (rec,) = res["_artifacts"]["model_scores"]
     assert np.array_equal(rec["test_index"], split["test"]) and np.array_equal(rec["true"], acc[split["test"]])
     assert {m: s.shape[0] for m, s in rec["scores"].items()} == {"fgp": 2, "fgp_aux_head": 2, "fgp_self_train": 4}
     scores = rec["scores"]

@@ -1,8 +1,8 @@
 """Combine the models recorded in `fgp run`'s predictions.npz files, run by run, without training.
 
-Each SOURCE names models of one job: `PATH:METHOD[,METHOD...][START:STOP]`. PATH is a file or a
-glob pattern (quoted) matching the files of one job's `fgp run --seeds` processes, whose runs are
-then taken together. The methods' score rows (see `fgp_ext.train.predictions` for the order) are
+Each SOURCE names models of one job: `PATH.npz[:METHOD[,METHOD...]][[START:STOP]]`. PATH is a
+file or a glob pattern (quoted) matching the files of one job's `fgp run --seeds` processes, whose
+runs are then taken together. The methods' score rows (see `fgp_ext.train.predictions` for the order) are
 concatenated and the optional slice keeps rows START to STOP-1. Without methods: every method.
 
     # the first pre-training seed's five folds of an `--ensemble 3 --folds 5` job, against all 15
@@ -15,8 +15,9 @@ For every run (a seed and permutation found in every file), the sources' rows ar
 score with `combine_scores` (the mean of the standardised rows, as `fgp run --ensemble` does), and
 the script prints each run's Kendall tau and P@1%, their mean ± std over the runs, and with
 `--against` the same for the other combination and the paired difference (mean, and in how many
-runs the first is better). Runs present in only some files are left out, and said so. The files'
-test sets must agree run by run.
+runs the first is better). Runs present in only some sources are left out, and said so; a run is
+its (seed, permutation) pair, so a run without a permutation never pairs with one that has one.
+The sources' test sets and labels must agree run by run.
 """
 from __future__ import annotations
 
@@ -30,26 +31,34 @@ import numpy as np
 from fgp_ext.metrics import kendall_tau, precision_at
 from fgp_ext.train import combine_scores, load_predictions
 
-_SOURCE = re.compile(r"^(?P<path>.+?)(?::(?P<methods>[A-Za-z0-9_,]+)?(?:\[(?P<start>\d*):(?P<stop>\d*)\])?)?$")
+_SOURCE = re.compile(r"(?P<path>.+\.npz)(?::(?P<spec>.*))?")
+_SPEC = re.compile(r"(?P<methods>\w+(?:,\w+)*)?(?:\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?")
+_FORM = "PATH.npz[:METHOD[,METHOD...]][[START:STOP]]"
 
 
 def parse_source(text: str) -> tuple[str, list[str] | None, slice]:
-    """``PATH[:METHOD,...][START:STOP]`` as (path, methods or None for all, row slice)."""
-    m = _SOURCE.match(text)
-    if m is None or not m["path"]:
-        raise ValueError(f"cannot read the source {text!r}; expected PATH[:METHOD[,METHOD...]][[START:STOP]]")
-    methods = m["methods"].split(",") if m["methods"] else None
-    if methods is not None and not all(methods):
-        raise ValueError(f"{text!r}: an empty method name")
-    start = int(m["start"]) if m["start"] else None
-    stop = int(m["stop"]) if m["stop"] else None
+    """``PATH.npz[:METHOD,...][START:STOP]`` as (path, methods or None for all, row slice). The
+    slice bounds are Python's (negative counts from the end)."""
+    m = _SOURCE.fullmatch(text)
+    if m is None:
+        raise ValueError(f"cannot read the source {text!r}: expected {_FORM} (the path ends in .npz)")
+    if m["spec"] is None:
+        return m["path"], None, slice(None)
+    spec = _SPEC.fullmatch(m["spec"])
+    if not m["spec"] or spec is None:
+        raise ValueError(f"cannot read {m['spec']!r} after the path in {text!r}: expected {_FORM}")
+    methods = spec["methods"].split(",") if spec["methods"] else None
+    start = int(spec["start"]) if spec["start"] not in (None, "", "-") else None
+    stop = int(spec["stop"]) if spec["stop"] not in (None, "", "-") else None
+    if "-" in (spec["start"], spec["stop"]):
+        raise ValueError(f"cannot read the slice in {text!r}: a bound is '-' alone")
     return m["path"], methods, slice(start, stop)
 
 
 def _load_runs(pattern: str) -> dict[tuple, dict]:
     """(seed, perm_seed) -> run of every file ``pattern`` names (a path or a glob pattern: the
     files of one job's `fgp run --seeds` processes together)."""
-    paths = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+    paths = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
     if not paths:
         raise ValueError(f"no file matches {pattern!r}")
     runs: dict[tuple, dict] = {}
@@ -97,6 +106,8 @@ def combined_runs(sources: list[str], cache: dict | None = None, log=print) -> d
                 index, true = run["test_index"], run["true"]
             elif not np.array_equal(index, run["test_index"]):
                 raise ValueError(f"{text}: run seed {key[0]} perm {key[1]} has another test set than {sources[0]}")
+            elif not np.array_equal(true, run["true"]):     # same split of another target or file
+                raise ValueError(f"{text}: run seed {key[0]} perm {key[1]} has other labels than {sources[0]}")
             picked = np.concatenate([run["scores"][m] for m in chosen])[rows]
             if picked.shape[0] == 0:
                 total = sum(run["scores"][m].shape[0] for m in chosen)

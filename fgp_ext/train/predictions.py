@@ -13,11 +13,15 @@ Layout (NumPy ``.npz``, no pickled objects, so it loads with ``allow_pickle=Fals
   ``"fgp_self_train"``), as strings.
 * ``run<r>.test_index``: ``[T]`` int64, the test architectures, as indices into the dataset the
   run used (after ``--limit``); ``run<r>.true``: ``[T]`` float64, their labels.
-* ``run<r>.<method>``: ``[M, T]`` float64, one row per model of the method, in the protocol's member
-  order (member ``j`` is pre-training seed ``seed + j // folds`` fine-tuned on fold ``j % folds``;
-  row 0 is the plain run). A method's reported score is :func:`combine_scores` of its rows; the
-  ``fgp_both_heads`` score is that of the ``fgp`` and ``fgp_aux_head`` rows together, and
-  ``fgp_teacher_students`` that of every FGP head's rows and the ``fgp_self_train`` rows.
+* ``run<r>.<method>``: ``[M, T]`` float64, one row per model of the method. For ``fgp``,
+  ``fgp_aux_head`` and ``supervised`` the rows are in the protocol's member order: member ``j`` is
+  seed ``seed + j // folds`` (the pre-training seed; for ``supervised`` the initialisation seed),
+  fine-tuned on fold ``j % folds``; row 0 is the plain run. ``fgp_self_train`` has one student per
+  FGP head and pre-training seed, head first: row ``j`` is head ``j // ensemble`` (``fgp``, then
+  ``fgp_aux_head``) with seed ``seed + j % ensemble``, trained on all the run's labels (no folds).
+  A method's reported score is :func:`combine_scores` of its rows; the ``fgp_both_heads`` score is
+  that of the ``fgp`` and ``fgp_aux_head`` rows together, and ``fgp_teacher_students`` that of every
+  FGP head's rows and the ``fgp_self_train`` rows.
 """
 from __future__ import annotations
 
@@ -41,6 +45,9 @@ def save_predictions(path, runs: list[dict]) -> Path:
     if not runs:
         raise ValueError("no runs to save")
     methods = list(runs[0]["scores"])
+    for i, run in enumerate(runs):
+        if run["perm_seed"] is not None and int(run["perm_seed"]) < 0:
+            raise ValueError(f"run {i}: perm_seed {run['perm_seed']} is negative (-1 stands for no permutation)")
     arrays: dict[str, np.ndarray] = {
         "format": np.array(PREDICTIONS_FORMAT), "version": np.array(PREDICTIONS_VERSION, dtype=np.int64),
         "methods": np.array(methods, dtype=str),
@@ -65,10 +72,16 @@ def load_predictions(path) -> list[dict]:
     naming the file and the problem."""
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        loaded = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: not a readable predictions file ({type(e).__name__}: {e})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):     # a .npy file: one array, not an archive
+        raise ValueError(f"{path}: not a predictions file (one array, not an .npz archive)")
+    try:
+        with loaded as z:
+            arrays = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
         raise ValueError(f"{path}: not a readable predictions file ({type(e).__name__}: {e})") from None
     _check(arrays, str(path))
@@ -87,22 +100,29 @@ def _check(arrays: dict, where: str) -> None:
             raise ValueError(f"{where}: no '{key}' entry (not a complete predictions file)")
         return arrays[key]
 
-    if str(need("format")) != PREDICTIONS_FORMAT:
-        raise ValueError(f"{where}: format {str(arrays['format'])!r}, expected {PREDICTIONS_FORMAT!r}")
-    if int(need("version")) != PREDICTIONS_VERSION:
-        raise ValueError(f"{where}: layout version {int(arrays['version'])}; this fgp_ext reads version "
+    fmt, version = need("format"), need("version")
+    if fmt.shape != () or str(fmt) != PREDICTIONS_FORMAT:
+        raise ValueError(f"{where}: format {str(fmt)!r}, expected {PREDICTIONS_FORMAT!r}")
+    if version.shape != () or version.dtype.kind not in "iu" or int(version) != PREDICTIONS_VERSION:
+        raise ValueError(f"{where}: layout version {str(version)!r}; this fgp_ext reads version "
                          f"{PREDICTIONS_VERSION}")
     seeds, perms, methods = need("seeds"), need("perm_seeds"), need("methods")
-    if seeds.ndim != 1 or perms.shape != seeds.shape or methods.ndim != 1 or methods.dtype.kind != "U":
-        raise ValueError(f"{where}: seeds {list(seeds.shape)}, perm_seeds {list(perms.shape)} and methods "
-                         f"{list(methods.shape)} must be vectors, one seed and permutation per run")
+    if seeds.ndim != 1 or perms.shape != seeds.shape or methods.ndim != 1 or methods.dtype.kind != "U" \
+            or seeds.dtype.kind not in "iu" or perms.dtype.kind not in "iu":
+        raise ValueError(f"{where}: seeds {list(seeds.shape)}, perm_seeds {list(perms.shape)} (integers) and "
+                         f"methods {list(methods.shape)} (strings) must be vectors, one seed and permutation "
+                         "per run")
+    if seeds.size == 0 or methods.size == 0:
+        raise ValueError(f"{where}: no runs or no methods")
     for i in range(seeds.size):
         index, true = need(f"run{i}.test_index"), need(f"run{i}.true")
-        if index.ndim != 1 or true.shape != index.shape or index.dtype.kind not in "iu":
-            raise ValueError(f"{where}: run {i}: test_index {list(index.shape)} and true {list(true.shape)} "
-                             "must be vectors of the same length, test_index of integers")
+        if index.ndim != 1 or true.shape != index.shape or index.dtype.kind not in "iu" or true.dtype.kind != "f":
+            raise ValueError(f"{where}: run {i}: test_index {list(index.shape)} (integers) and true "
+                             f"{list(true.shape)} (floats) must be vectors of the same length")
         if index.size and (index.min() < 0 or np.unique(index).size != index.size):
             raise ValueError(f"{where}: run {i}: test_index has negative or repeated indices")
+        if not np.isfinite(true).all():
+            raise ValueError(f"{where}: run {i}: the labels (true) are not all finite")
         for m in methods.tolist():
             scores = need(f"run{i}.{m}")
             if scores.ndim != 2 or scores.shape[0] < 1 or scores.shape[1] != index.size:

@@ -255,7 +255,7 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
 
     Returns a JSON-serialisable summary (``runs``: per-run metrics; ``mean``/``std`` per method;
     timings) plus, under ``"_artifacts"``, the first run's predictions and training curves, and
-    (``summary["_artifacts"]["predictions"]``) every run's test scores of every model, as
+    (``summary["_artifacts"]["model_scores"]``) every run's test scores of every model, as
     :func:`fgp_ext.train.predictions.save_predictions` takes them.
     """
     if isinstance(config, ProtocolConfig):
@@ -402,7 +402,7 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
             member_preds["fgp_self_train"] = students
         per_run.append(row)
         # every model's test scores, for fgp_ext.train.predictions (the summary keeps metrics only)
-        artifacts.setdefault("predictions", []).append(
+        artifacts.setdefault("model_scores", []).append(
             {"seed": seed, "perm_seed": perm_seed, "test_index": split["test"], "true": y[split["test"]],
              "scores": {m: np.stack(p) for m, p in member_preds.items()}})
     summary: dict[str, Any] = {
