@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fgp_ext.train import load_checkpoint
+from fgp_ext.train import load_checkpoint, load_predictions
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 BASE = ["run", "--encoder", "gin", "--limit", "200", "--ratio", "0.2", "--hidden", "8", "--runs", "1",
@@ -87,6 +87,8 @@ def _check_outputs(old: dict[Path, bytes], *folders: Path, planted: bool = False
                 _load_state(p)
             elif p.suffix == ".pt":
                 load_checkpoint(p)
+            elif p.suffix == ".npz":
+                assert load_predictions(p), p
             else:
                 raise AssertionError(f"unexpected file {p}")
 
@@ -220,9 +222,12 @@ def test_write_limit_leaves_old_outputs_and_says_one_line(tmp_path):
     assert r.returncode == 0, r.stderr
     cache = _snapshot(pre)
     (out / "summary.json").write_text('{"old": true}\n')
+    predictions = (out / "predictions.npz").read_bytes()      # the unlimited run's
     r = _run(*BASE, "--pretrained-dir", pre, "--out", out, "--no-plots", limit=500)
-    assert r.returncode == 1 and one_line.match(r.stderr).group(1) == str(out / "summary.json"), r.stderr
+    # predictions.npz is written before summary.json, so the summary stays the old one
+    assert r.returncode == 1 and one_line.match(r.stderr).group(1) == str(out / "predictions.npz"), r.stderr
     assert (out / "summary.json").read_text() == '{"old": true}\n' and _snapshot(pre) == cache
+    assert (out / "predictions.npz").read_bytes() == predictions
 
     ft = out / "ft.pt"
     tune = ["finetune", "--checkpoint", _caches(pre)[0], "--encoder", "gin", "--limit", "200", "--ratio", "0.2",
@@ -238,7 +243,7 @@ def test_write_limit_leaves_old_outputs_and_says_one_line(tmp_path):
     assert js.read_text() == "old"
     r = _run("surrogate", "--limit", "200", "--out", out / "s.npy", limit=1000)
     assert r.returncode == 1 and one_line.match(r.stderr).group(1) == str(out / "s.npy"), r.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["ft.pt", "m.json", "summary.json"]   # no temp files
+    assert sorted(p.name for p in out.iterdir()) == ["ft.pt", "m.json", "predictions.npz", "summary.json"]  # no temp
 
 
 def test_two_runs_sharing_a_cache_both_end_well(tmp_path):
