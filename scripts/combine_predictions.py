@@ -48,10 +48,9 @@ def parse_source(text: str) -> tuple[str, list[str] | None, slice]:
     if not m["spec"] or spec is None:
         raise ValueError(f"cannot read {m['spec']!r} after the path in {text!r}: expected {_FORM}")
     methods = spec["methods"].split(",") if spec["methods"] else None
-    start = int(spec["start"]) if spec["start"] not in (None, "", "-") else None
-    stop = int(spec["stop"]) if spec["stop"] not in (None, "", "-") else None
     if "-" in (spec["start"], spec["stop"]):
         raise ValueError(f"cannot read the slice in {text!r}: a bound is '-' alone")
+    start, stop = (int(b) if b else None for b in (spec["start"], spec["stop"]))
     return m["path"], methods, slice(start, stop)
 
 
@@ -62,14 +61,16 @@ def _load_runs(pattern: str) -> dict[tuple, dict]:
     if not paths:
         raise ValueError(f"no file matches {pattern!r}")
     runs: dict[tuple, dict] = {}
+    methods = None      # the first file's; every file of the pattern must have the same
     for path in paths:
         for run in load_predictions(path):
             key = (run["seed"], run["perm_seed"])
             if key in runs:
                 raise ValueError(f"{pattern}: run seed {key[0]} perm {key[1]} appears twice")
-            if runs and list(run["scores"]) != list(next(iter(runs.values()))["scores"]):
+            methods = methods or list(run["scores"])
+            if list(run["scores"]) != methods:
                 raise ValueError(f"{path} has methods {list(run['scores'])}, the other files of {pattern!r} "
-                                 f"have {list(next(iter(runs.values()))['scores'])}")
+                                 f"have {methods}")
             runs[key] = run
     return runs
 

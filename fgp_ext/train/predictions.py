@@ -45,9 +45,6 @@ def save_predictions(path, runs: list[dict]) -> Path:
     if not runs:
         raise ValueError("no runs to save")
     methods = list(runs[0]["scores"])
-    for i, run in enumerate(runs):
-        if run["perm_seed"] is not None and int(run["perm_seed"]) < 0:
-            raise ValueError(f"run {i}: perm_seed {run['perm_seed']} is negative (-1 stands for no permutation)")
     arrays: dict[str, np.ndarray] = {
         "format": np.array(PREDICTIONS_FORMAT), "version": np.array(PREDICTIONS_VERSION, dtype=np.int64),
         "methods": np.array(methods, dtype=str),
@@ -55,6 +52,8 @@ def save_predictions(path, runs: list[dict]) -> Path:
         "perm_seeds": np.array([-1 if r["perm_seed"] is None else int(r["perm_seed"]) for r in runs], dtype=np.int64),
     }
     for i, run in enumerate(runs):
+        if run["perm_seed"] is not None and int(run["perm_seed"]) < 0:
+            raise ValueError(f"run {i}: perm_seed {run['perm_seed']} is negative (-1 stands for no permutation)")
         if list(run["scores"]) != methods:
             raise ValueError(f"run {i} has methods {list(run['scores'])}, run 0 has {methods}")
         arrays[f"run{i}.test_index"] = np.asarray(run["test_index"], dtype=np.int64)
