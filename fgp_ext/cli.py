@@ -608,6 +608,11 @@ def cmd_run(args) -> int:
     runs = _protocol_runs(args)
     ds = _load_data(args)
     target = _target(args, ds)
+    recorded = None
+    if args.combine_with:
+        from fgp_ext.train.predictions import recorded_models
+
+        recorded = recorded_models(args.combine_with)   # run_protocol checks its runs, splits and labels
     out = Path(args.out or f"fgp_results/{args.encoder}")
     _io.make_folder(out)     # before the work: a bad --out is said now, not after training
     import torch
@@ -643,7 +648,9 @@ def cmd_run(args) -> int:
         finetune_loss=args.finetune_loss,
         pretrained_dir=args.pretrained_dir, ensemble=args.ensemble, folds=args.folds,
         self_train=args.self_train, self_train_weight=args.self_train_weight, progress=_progress(args))
-    summary = run_protocol(ds, config, aux_values=aux, unlabelled=_load_unlabelled(args, ds))
+    summary = run_protocol(ds, config, aux_values=aux, unlabelled=_load_unlabelled(args, ds), combine_with=recorded)
+    if recorded is not None:
+        summary["combine_with"] = list(args.combine_with)
     summary["aux_target"] = _aux_name(args, ds)
     summary["aux_target_reason"] = aux_reason
     summary["wall_s"] = time.perf_counter() - t0
@@ -856,6 +863,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "fgp_teacher_students). Costs about 2 x (members x heads) more fine-tunings")
     p.add_argument("--self-train-weight", type=_args.positive_float, default=1.0,
                    help="weight of the students' loss on the teacher's ranking (default 1)")
+    p.add_argument("--combine-with", action="append", default=None, metavar="PATH.npz[:METHOD,...][[START:STOP]]",
+                   help="models recorded by another fgp run job on the same seeds and splits (its predictions.npz; "
+                        "a quoted glob takes the files of its --seeds processes together; default: every method): "
+                        "method fgp_combined scores each run with this job's FGP models and those together. "
+                        "Repeatable. Checked before any training")
     p.add_argument("--pretrained-dir", default=None,
                    help="cache of pre-trained encoders, one file per seed and pre-training settings (a key of "
                         "them is in the name): reused when they match, written when missing; runs sharing it "

@@ -1239,13 +1239,14 @@ def test_combine_predictions_script_combines_recorded_models_run_by_run(tmp_path
         "combine_predictions", Path(__file__).resolve().parents[1] / "scripts" / "combine_predictions.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    assert mod.parse_source("a/p.npz:fgp,supervised[1:3]") == ("a/p.npz", ["fgp", "supervised"], slice(1, 3))
-    assert mod.parse_source("p.npz") == ("p.npz", None, slice(None))
-    assert mod.parse_source("p.npz:[2:]") == ("p.npz", None, slice(2, None))
-    assert mod.parse_source("x.npz/p*.npz:fgp[-5:]") == ("x.npz/p*.npz", ["fgp"], slice(-5, None))
+    from fgp_ext.train.predictions import parse_models_spec
+    assert parse_models_spec("a/p.npz:fgp,supervised[1:3]") == ("a/p.npz", ["fgp", "supervised"], slice(1, 3))
+    assert parse_models_spec("p.npz") == ("p.npz", None, slice(None))
+    assert parse_models_spec("p.npz:[2:]") == ("p.npz", None, slice(2, None))
+    assert parse_models_spec("x.npz/p*.npz:fgp[-5:]") == ("x.npz/p*.npz", ["fgp"], slice(-5, None))
     for bad in ("p.npz:", "p.npz:fgp[1]", "p.npz:fgp_aux-head", "p.npz:fgp[-:]", "p.npy:fgp"):
         with pytest.raises(ValueError, match="cannot read"):
-            mod.parse_source(bad)
+            parse_models_spec(bad)
 
     rng = np.random.default_rng(3)
     a = _predictions_runs(rng, seeds=((21, 21), (21, 2021), (2021, 21)))

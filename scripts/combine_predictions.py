@@ -22,57 +22,13 @@ The sources' test sets and labels must agree run by run.
 from __future__ import annotations
 
 import argparse
-import glob
-import re
 import sys
 
 import numpy as np
 
 from fgp_ext.metrics import kendall_tau, precision_at
-from fgp_ext.train import combine_scores, load_predictions
-
-_SOURCE = re.compile(r"(?P<path>.+\.npz)(?::(?P<spec>.*))?")
-_SPEC = re.compile(r"(?P<methods>\w+(?:,\w+)*)?(?:\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?")
-_FORM = "PATH.npz[:METHOD[,METHOD...]][[START:STOP]]"
-
-
-def parse_source(text: str) -> tuple[str, list[str] | None, slice]:
-    """``PATH.npz[:METHOD,...][START:STOP]`` as (path, methods or None for all, row slice). The
-    slice bounds are Python's (negative counts from the end)."""
-    m = _SOURCE.fullmatch(text)
-    if m is None:
-        raise ValueError(f"cannot read the source {text!r}: expected {_FORM} (the path ends in .npz)")
-    if m["spec"] is None:
-        return m["path"], None, slice(None)
-    spec = _SPEC.fullmatch(m["spec"])
-    if not m["spec"] or spec is None:
-        raise ValueError(f"cannot read {m['spec']!r} after the path in {text!r}: expected {_FORM}")
-    methods = spec["methods"].split(",") if spec["methods"] else None
-    if "-" in (spec["start"], spec["stop"]):
-        raise ValueError(f"cannot read the slice in {text!r}: a bound is '-' alone")
-    start, stop = (int(b) if b else None for b in (spec["start"], spec["stop"]))
-    return m["path"], methods, slice(start, stop)
-
-
-def _load_runs(pattern: str) -> dict[tuple, dict]:
-    """(seed, perm_seed) -> run of every file ``pattern`` names (a path or a glob pattern: the
-    files of one job's `fgp run --seeds` processes together)."""
-    paths = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
-    if not paths:
-        raise ValueError(f"no file matches {pattern!r}")
-    runs: dict[tuple, dict] = {}
-    methods = None      # the first file's; every file of the pattern must have the same
-    for path in paths:
-        for run in load_predictions(path):
-            key = (run["seed"], run["perm_seed"])
-            if key in runs:
-                raise ValueError(f"{pattern}: run seed {key[0]} perm {key[1]} appears twice")
-            methods = methods or list(run["scores"])
-            if list(run["scores"]) != methods:
-                raise ValueError(f"{path} has methods {list(run['scores'])}, the other files of {pattern!r} "
-                                 f"have {methods}")
-            runs[key] = run
-    return runs
+from fgp_ext.train import combine_scores
+from fgp_ext.train.predictions import MODELS_SPEC_FORM, missing_runs, recorded_models
 
 
 def combined_runs(sources: list[str], cache: dict | None = None, log=print) -> dict[tuple, dict]:
@@ -80,42 +36,15 @@ def combined_runs(sources: list[str], cache: dict | None = None, log=print) -> d
     every source holds (``log`` says how many others were left out). ``cache`` maps paths to
     loaded runs across calls."""
     cache = {} if cache is None else cache
-    per_source = []
-    for text in sources:
-        path, methods, rows = parse_source(text)
-        if path not in cache:
-            cache[path] = _load_runs(path)
-        runs = cache[path]
-        any_run = next(iter(runs.values()))
-        known = list(any_run["scores"])
-        chosen = known if methods is None else methods
-        unknown = [m for m in chosen if m not in known]
-        if unknown:
-            raise ValueError(f"{path} has no method {unknown}; it has {known}")
-        per_source.append((text, runs, chosen, rows))
-    keys = set.intersection(*(set(runs) for _, runs, _, _ in per_source))
-    left = set.union(*(set(runs) for _, runs, _, _ in per_source)) - keys
+    runs = recorded_models(sources, cache)
+    left = missing_runs(sources, cache)
     if left:
         log(f"note: {len(left)} run(s) are not in every source of {' + '.join(sources)}: left out")
     out = {}
-    for key in sorted(keys, key=lambda k: (k[0], -1 if k[1] is None else k[1])):
-        index = true = None
-        models = []
-        for text, runs, chosen, rows in per_source:
-            run = runs[key]
-            if index is None:
-                index, true = run["test_index"], run["true"]
-            elif not np.array_equal(index, run["test_index"]):
-                raise ValueError(f"{text}: run seed {key[0]} perm {key[1]} has another test set than {sources[0]}")
-            elif not np.array_equal(true, run["true"]):     # same split of another target or file
-                raise ValueError(f"{text}: run seed {key[0]} perm {key[1]} has other labels than {sources[0]}")
-            picked = np.concatenate([run["scores"][m] for m in chosen])[rows]
-            if picked.shape[0] == 0:
-                total = sum(run["scores"][m].shape[0] for m in chosen)
-                raise ValueError(f"{text}: the slice keeps no model (the methods have {total})")
-            models.extend(picked)
-        score = combine_scores(models)
-        out[key] = {"tau": kendall_tau(score, true), "p@1%": precision_at(score, true, 0.01), "models": len(models)}
+    for key, run in runs.items():
+        score = combine_scores(run["scores"])
+        out[key] = {"tau": kendall_tau(score, run["true"]), "p@1%": precision_at(score, run["true"], 0.01),
+                    "models": run["scores"].shape[0]}
     return out
 
 
@@ -131,7 +60,7 @@ def _print(name: str, runs: dict) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("sources", nargs="+", help="PATH[:METHOD[,METHOD...]][[START:STOP]]")
+    ap.add_argument("sources", nargs="+", help=MODELS_SPEC_FORM)
     ap.add_argument("--against", nargs="+", default=None, help="another combination to compare with, paired by run")
     args = ap.parse_args(argv)
     cache: dict = {}

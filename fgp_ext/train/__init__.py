@@ -23,7 +23,8 @@ Modules (every public name is also importable from ``fgp_ext.train``):
 * :mod:`~fgp_ext.train.checkpoints` — :func:`save_checkpoint` / :func:`load_checkpoint`: our
   checkpoint format.
 * :mod:`~fgp_ext.train.predictions` — :func:`save_predictions` / :func:`load_predictions`: every
-  run's test scores of every model (``predictions.npz`` of ``fgp run``).
+  run's test scores of every model (``predictions.npz`` of ``fgp run``); :func:`recorded_models`:
+  the models a spec such as ``"job/predictions.npz:fgp[0:5]"`` names, run by run.
 * :mod:`~fgp_ext.train.auto_aux` — :func:`choose_aux_target`: what ``--aux-target auto`` uses
   (NB201: MeCo; a file: its first usable cost or proxy column, never a label).
 """
@@ -39,7 +40,7 @@ from fgp_ext.train.finetuning import LR_SCHEDULES, FinetuneResult, evaluate, fin
 from fgp_ext.train.heads import MLPHead, Predictor
 from fgp_ext.train.losses import (finetune_loss, listmle_loss, logistic_ranking_loss, ranking_loss,
                                   regression_ranking_loss, resolve_aux_target)
-from fgp_ext.train.predictions import PREDICTIONS_FORMAT, load_predictions, save_predictions
+from fgp_ext.train.predictions import PREDICTIONS_FORMAT, load_predictions, recorded_models, save_predictions
 from fgp_ext.train.pretraining import PretrainResult, pretrain
 from fgp_ext.train.protocol import (PAPER_N_TRAIN, PROTOCOL_SEEDS, _load_pretrained, _save_pretrained,
                                     combine_scores, default_n_train, labelled_indices, permutation, protocol_runs,
@@ -54,4 +55,5 @@ __all__ = [
     "labelled_indices", "split_labelled", "TrainingDivergedError", "AuxChoice", "choose_aux_target",
     "ensemble_seeds", "combine_scores", "cross_fit_folds", "FINETUNE_LOSSES", "finetune_loss", "listmle_loss",
     "logistic_ranking_loss", "regression_ranking_loss", "PREDICTIONS_FORMAT", "load_predictions", "save_predictions",
+    "recorded_models",
 ]

@@ -3,7 +3,8 @@
 ``fgp run`` writes this file beside ``summary.json``. The summary keeps metrics only; this file keeps
 what they were computed from, so that other metrics, other combinations of models (a subset of an
 ensemble's members, or the models of two runs with different encoders) and paired comparisons can
-be computed later without training again (``scripts/combine_predictions.py``).
+be computed later without training again (``scripts/combine_predictions.py``, and
+``fgp run --combine-with``, which adds another job's recorded models to the job's own).
 
 Layout (NumPy ``.npz``, no pickled objects, so it loads with ``allow_pickle=False``):
 
@@ -25,6 +26,8 @@ Layout (NumPy ``.npz``, no pickled objects, so it loads with ``allow_pickle=Fals
 """
 from __future__ import annotations
 
+import glob
+import re
 import zipfile
 from pathlib import Path
 
@@ -129,3 +132,98 @@ def _check(arrays: dict, where: str) -> None:
                                  f"[models, {index.size}]")
             if not np.isfinite(scores).all():
                 raise ValueError(f"{where}: run {i}: {m} scores are not all finite")
+
+
+_SPEC_PATH = re.compile(r"(?P<path>.+\.npz)(?::(?P<spec>.*))?")
+_SPEC_MODELS = re.compile(r"(?P<methods>\w+(?:,\w+)*)?(?:\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?")
+#: the form of a models spec, for messages
+MODELS_SPEC_FORM = "PATH.npz[:METHOD[,METHOD...]][[START:STOP]]"
+
+
+def parse_models_spec(text: str) -> tuple[str, list[str] | None, slice]:
+    """A models spec ``PATH.npz[:METHOD,...][START:STOP]`` as (path, methods or None for all, row
+    slice). PATH may be a glob pattern; the slice bounds are Python's (negative counts from the
+    end) and apply to the methods' rows concatenated in the order given."""
+    m = _SPEC_PATH.fullmatch(text)
+    if m is None:
+        raise ValueError(f"cannot read the models {text!r}: expected {MODELS_SPEC_FORM} (the path ends in .npz)")
+    if m["spec"] is None:
+        return m["path"], None, slice(None)
+    spec = _SPEC_MODELS.fullmatch(m["spec"])
+    if not m["spec"] or spec is None:
+        raise ValueError(f"cannot read {m['spec']!r} after the path in {text!r}: expected {MODELS_SPEC_FORM}")
+    methods = spec["methods"].split(",") if spec["methods"] else None
+    if "-" in (spec["start"], spec["stop"]):
+        raise ValueError(f"cannot read the slice in {text!r}: a bound is '-' alone")
+    start, stop = (int(b) if b else None for b in (spec["start"], spec["stop"]))
+    return m["path"], methods, slice(start, stop)
+
+
+def load_job_runs(pattern: str) -> dict[tuple, dict]:
+    """(seed, perm_seed) -> run of every file ``pattern`` names: a path, or a glob pattern taking
+    the files of one job's ``fgp run --seeds`` processes together. Every file must have the same
+    methods and no run may appear twice."""
+    paths = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+    if not paths:
+        raise ValueError(f"no file matches {pattern!r}")
+    runs: dict[tuple, dict] = {}
+    methods = None      # the first file's; every file of the pattern must have the same
+    for path in paths:
+        for run in load_predictions(path):
+            key = (run["seed"], run["perm_seed"])
+            if key in runs:
+                raise ValueError(f"{pattern}: run seed {key[0]} perm {key[1]} appears twice")
+            methods = methods or list(run["scores"])
+            if list(run["scores"]) != methods:
+                raise ValueError(f"{path} has methods {list(run['scores'])}, the other files of {pattern!r} "
+                                 f"have {methods}")
+            runs[key] = run
+    return runs
+
+
+def recorded_models(specs: list[str], cache: dict | None = None) -> dict[tuple, dict]:
+    """(seed, perm_seed) -> ``{"test_index", "true", "scores": [M, T]}``: the rows every models
+    spec of ``specs`` (:func:`parse_models_spec`) names, stacked in order, for the runs that every
+    spec holds. The specs' test sets and labels must agree run by run (``ValueError`` otherwise:
+    the files come from different splits, datasets or targets). ``cache`` maps paths to loaded
+    runs across calls."""
+    if not specs:
+        raise ValueError("no models to load")
+    cache = {} if cache is None else cache
+    chosen_runs = []
+    for text in specs:
+        path, methods, rows = parse_models_spec(text)
+        if path not in cache:
+            cache[path] = load_job_runs(path)
+        runs = cache[path]
+        known = list(next(iter(runs.values()))["scores"])
+        chosen = known if methods is None else methods
+        unknown = [m for m in chosen if m not in known]
+        if unknown:
+            raise ValueError(f"{path} has no method {unknown}; it has {known}")
+        chosen_runs.append((text, runs, chosen, rows))
+    keys = set.intersection(*(set(runs) for _, runs, _, _ in chosen_runs))
+    out = {}
+    for key in sorted(keys, key=lambda k: (k[0], -1 if k[1] is None else k[1])):
+        first = chosen_runs[0][1][key]
+        models = []
+        for text, runs, chosen, rows in chosen_runs:
+            run = runs[key]
+            if not np.array_equal(first["test_index"], run["test_index"]):
+                raise ValueError(f"{text}: run seed {key[0]} perm {key[1]} has another test set than {specs[0]}")
+            if not np.array_equal(first["true"], run["true"]):     # same split of another target or file
+                raise ValueError(f"{text}: run seed {key[0]} perm {key[1]} has other labels than {specs[0]}")
+            picked = np.concatenate([run["scores"][m] for m in chosen])[rows]
+            if picked.shape[0] == 0:
+                total = sum(run["scores"][m].shape[0] for m in chosen)
+                raise ValueError(f"{text}: the slice keeps no model (the methods have {total})")
+            models.append(picked)
+        out[key] = {"test_index": first["test_index"], "true": first["true"], "scores": np.concatenate(models)}
+    return out
+
+
+def missing_runs(specs: list[str], cache: dict) -> set[tuple]:
+    """The (seed, perm_seed) runs some but not all of ``specs`` hold (after :func:`recorded_models`
+    has filled ``cache``)."""
+    sets = [set(cache[parse_models_spec(t)[0]]) for t in specs]
+    return set.union(*sets) - set.intersection(*sets)

@@ -203,7 +203,8 @@ def _extra_graphs(unlabelled, space) -> list:
 
 
 def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: str | None = None, *,
-                 aux_values=None, surrogate_targets=None, unlabelled=None, log=print, **settings) -> dict:
+                 aux_values=None, surrogate_targets=None, unlabelled=None, combine_with=None, log=print,
+                 **settings) -> dict:
     """The whole protocol on one dataset, as :class:`ProtocolConfig` ``config`` says: FGP
     (pre-train on all architectures, then fine-tune) vs a supervised-only baseline (same encoder,
     same fine-tuning budget), over the (seed, permutation) pairs ``config.runs``. Pre-training
@@ -227,6 +228,13 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
 
     Architectures whose target is NaN are unlabelled: pre-training uses them, the splits and the
     metrics leave them out (the protocol runs on the labelled ones as if they were the dataset).
+
+    ``combine_with``: models recorded by another job on the same splits, ``(seed, perm_seed) ->
+    {"test_index", "true", "scores": [M, T]}`` for every run of ``config.runs`` (as
+    :func:`~fgp_ext.train.predictions.recorded_models` returns them, e.g. another encoder's models).
+    Method ``"fgp_combined"`` scores each run with this job's FGP models (both heads' with
+    ``finetune_aux_head``) and the recorded ones together, by :func:`combine_scores`. A missing
+    run, another test set or other labels raise ``ValueError`` before any training.
 
     ``log``: where progress lines go (default ``print``).
 
@@ -303,6 +311,8 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
     if c.encoder == "mlp":
         enc_cfg["max_nodes"] = int(pre_batch.node_ptr.diff().max())  # the extras may be larger
     methods = _protocol_methods(c.baseline, c.finetune_aux_head)
+    if combine_with is not None:
+        _check_recorded_runs(combine_with, c, y, n_train, target)
     pretrained: dict[int, tuple[dict, PretrainResult]] = {}
     per_run: list[dict] = []
     artifacts: dict[str, Any] = {}
@@ -394,6 +404,13 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
             pred = combine_scores(member_preds["fgp"] + member_preds["fgp_aux_head"])
             row["fgp_both_heads"] = evaluate_ranking(pred, y[split["test"]])
             log(f"[run {r}] seed {seed} perm {perm_seed} fgp_both_heads: tau {row['fgp_both_heads']['kendall_tau']:.4f}")
+        if combine_with is not None:
+            own = member_preds["fgp"] + member_preds.get("fgp_aux_head", [])
+            recorded = combine_with[(seed, perm_seed)]["scores"]
+            pred = combine_scores(own + list(recorded))
+            row["fgp_combined"] = dict(evaluate_ranking(pred, y[split["test"]]), models=len(own) + len(recorded))
+            log(f"[run {r}] seed {seed} perm {perm_seed} fgp_combined: tau {row['fgp_combined']['kendall_tau']:.4f} "
+                f"({len(own)} models of this job + {len(recorded)} recorded)")
         if pool is not None:
             rows, students = _self_train(
                 fit, batch, member_preds, pool_preds, pool, members, split, y, c.self_train_weight,
@@ -423,7 +440,7 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
         "threads": torch.get_num_threads(), "collate_s": collate_s, "surrogate_s": sur_s,
     }
     reported = methods + (["fgp_both_heads"] if c.finetune_aux_head else []) + \
-        (list(SELF_TRAIN_METHODS) if c.self_train else [])
+        (list(SELF_TRAIN_METHODS) if c.self_train else []) + (["fgp_combined"] if combine_with is not None else [])
     for method in reported:
         keys = list(_RANK_KEYS) + ([f"single_{k}" for k in _RANK_KEYS]
                                    if "single_kendall_tau" in per_run[0][method] else [])
@@ -434,6 +451,27 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
     summary["finetune_s_per_epoch"] = float(np.mean([row["fgp"]["finetune_s_per_epoch"] for row in per_run]))
     summary["_artifacts"] = artifacts
     return summary
+
+
+def _check_recorded_runs(recorded: dict, c: ProtocolConfig, y: np.ndarray, n_train: int, target: str) -> None:
+    """Raise ``ValueError`` unless ``recorded`` (``run_protocol``'s ``combine_with``) holds every run
+    of ``c.runs`` with this dataset's test set and labels: before training, not after it."""
+    for seed, perm_seed in c.runs:
+        run = recorded.get((seed, perm_seed))
+        if run is None:
+            raise ValueError(f"the recorded models have no run seed {seed} perm {perm_seed} "
+                             f"(they have {sorted(recorded, key=lambda k: (k[0], -1 if k[1] is None else k[1]))}); run the other job with the same seeds")
+        split, _ = split_labelled(y, n_train, c.ratio, perm_seed, c.n_val, target=target)
+        if not np.array_equal(np.asarray(run["test_index"]), split["test"]):
+            raise ValueError(f"the recorded models of run seed {seed} perm {perm_seed} have another test set "
+                             "(another dataset, --limit, ratio or split)")
+        if not np.array_equal(np.asarray(run["true"], dtype=np.float64), y[split["test"]].astype(np.float64)):
+            raise ValueError(f"the recorded models of run seed {seed} perm {perm_seed} have other labels "
+                             "(another target or file)")
+        scores = np.asarray(run["scores"])
+        if scores.ndim != 2 or scores.shape[0] < 1 or scores.shape[1] != split["test"].size:
+            raise ValueError(f"the recorded models of run seed {seed} perm {perm_seed} have scores of shape "
+                             f"{list(scores.shape)}, expected [models, {split['test'].size}]")
 
 
 def _fingerprint(*arrays) -> str:
