@@ -601,18 +601,33 @@ def _protocol_runs(args) -> list[tuple[int, int]]:
     return pairs
 
 
+def _recorded_models(specs: list[str], runs: list[tuple]) -> dict:
+    """The models ``--combine-with`` names, for every run of the job; a spec without methods takes
+    the FGP heads (fgp, fgp_aux_head), not the baseline or self-training students. A run missing
+    from a spec is named with it. run_protocol checks the splits and labels."""
+    from fgp_ext.train.predictions import parse_models_spec, recorded_models
+
+    cache: dict = {}
+    try:
+        recorded = recorded_models(specs, cache, default_methods=("fgp", "fgp_aux_head"))
+    except ValueError as e:
+        raise ValueError(f"--combine-with: {e}") from None
+    for seed, perm in runs:
+        if (seed, perm) not in recorded:
+            lacking = [t for t in specs if (seed, perm) not in cache[parse_models_spec(t)[0]]]
+            raise ValueError(f"--combine-with {' '.join(lacking)} has no run seed {seed} perm {perm}: "
+                             "run the other job with the same seeds (--seeds / --runs)")
+    return recorded
+
+
 def cmd_run(args) -> int:
     from fgp_ext import _io
     from fgp_ext.train import ProtocolConfig, run_protocol, save_predictions
 
     runs = _protocol_runs(args)
+    recorded = _recorded_models(args.combine_with, runs) if args.combine_with else None
     ds = _load_data(args)
     target = _target(args, ds)
-    recorded = None
-    if args.combine_with:
-        from fgp_ext.train.predictions import recorded_models
-
-        recorded = recorded_models(args.combine_with)   # run_protocol checks its runs, splits and labels
     out = Path(args.out or f"fgp_results/{args.encoder}")
     _io.make_folder(out)     # before the work: a bad --out is said now, not after training
     import torch
@@ -651,6 +666,7 @@ def cmd_run(args) -> int:
     summary = run_protocol(ds, config, aux_values=aux, unlabelled=_load_unlabelled(args, ds), combine_with=recorded)
     if recorded is not None:
         summary["combine_with"] = list(args.combine_with)
+        summary["combine_with_files"] = sorted({p for run in recorded.values() for p in run["paths"]})
     summary["aux_target"] = _aux_name(args, ds)
     summary["aux_target_reason"] = aux_reason
     summary["wall_s"] = time.perf_counter() - t0
@@ -865,9 +881,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of the students' loss on the teacher's ranking (default 1)")
     p.add_argument("--combine-with", action="append", default=None, metavar="PATH.npz[:METHOD,...][[START:STOP]]",
                    help="models recorded by another fgp run job on the same seeds and splits (its predictions.npz; "
-                        "a quoted glob takes the files of its --seeds processes together; default: every method): "
-                        "method fgp_combined scores each run with this job's FGP models and those together. "
-                        "Repeatable. Checked before any training")
+                        "a quoted glob takes the files of its --seeds processes together; default methods: fgp "
+                        "and fgp_aux_head): method fgp_combined scores each run with this job's FGP models and "
+                        "those together, every model weighing the same. Repeatable. Checked before any training")
     p.add_argument("--pretrained-dir", default=None,
                    help="cache of pre-trained encoders, one file per seed and pre-training settings (a key of "
                         "them is in the name): reused when they match, written when missing; runs sharing it "

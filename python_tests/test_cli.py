@@ -385,40 +385,53 @@ def test_run_folds_option(tmp_path, capsys):
 
 def test_run_combine_with_option(tmp_path, capsys):
     """``fgp run --combine-with A/predictions.npz[:METHOD][START:STOP]``: method fgp_combined scores
-    every run with the job's FGP models and A's chosen rows together (combine_scores); a file
-    without one of the job's runs, or with another split, is refused before any training."""
+    every run with the job's FGP models and A's chosen rows together (combine_scores); without
+    methods A's FGP models, not its baseline; a file without one of the job's runs, with another
+    test, training or validation set or other labels is refused before any training."""
     from fgp_ext.metrics import kendall_tau
-    from fgp_ext.train import combine_scores, load_predictions
+    from fgp_ext.train import combine_scores, load_predictions, save_predictions
 
     f = _nb101_jsonl(tmp_path / "c.jsonl")
     common = ["run", "--data", str(f), "--ratio", "0.5", "--n-val", "10", "--no-progress", "--hidden", "8",
-              "--epochs-pretrain", "1", "--epochs-finetune", "2", "--no-baseline", "--no-plots"]
+              "--epochs-pretrain", "1", "--epochs-finetune", "2", "--no-plots"]
     a, b = tmp_path / "a", tmp_path / "b"
     assert main(common + ["--encoder", "gin", "--runs", "2", "--folds", "2", "--out", str(a)]) == 0
-    assert main(common + ["--encoder", "mlp", "--runs", "2", "--out", str(b),
+    assert main(common + ["--encoder", "mlp", "--runs", "2", "--no-baseline", "--out", str(b),
                           "--combine-with", f"{a}/predictions.npz:fgp[1:2]"]) == 0
     text = capsys.readouterr().out
     s = json.loads((b / "summary.json").read_text())
     assert s["combine_with"] == [f"{a}/predictions.npz:fgp[1:2]"]
+    assert s["combine_with_files"] == [str(a / "predictions.npz")]
     recorded, own = load_predictions(a / "predictions.npz"), load_predictions(b / "predictions.npz")
     assert list(own[0]["scores"]) == ["fgp"]        # the job's file keeps its own models only
     taus = []
     for row, rec, mine in zip(s["runs"], recorded, own):
         assert np.array_equal(rec["test_index"], mine["test_index"])
+        assert np.array_equal(rec["train_index"], mine["train_index"]) and rec["train_index"].size > 0
         want = kendall_tau(combine_scores([mine["scores"]["fgp"][0], rec["scores"]["fgp"][1]]), mine["true"])
         assert row["fgp_combined"]["kendall_tau"] == pytest.approx(want) and row["fgp_combined"]["models"] == 2
         assert row["fgp_combined"]["kendall_tau"] != row["fgp"]["kendall_tau"]
         taus.append(want)
     assert s["mean"]["fgp_combined"]["kendall_tau"] == pytest.approx(np.mean(taus))
     assert "fgp_combined" in text and "1 models of this job + 1 recorded" in text
+    # without methods: A's two FGP models per run, not its supervised baseline
+    assert list(recorded[0]["scores"]) == ["fgp", "supervised"]
+    assert main(common + ["--encoder", "mlp", "--runs", "1", "--no-baseline", "--out", str(tmp_path / "d"),
+                          "--combine-with", f"{a}/predictions.npz"]) == 0
+    assert "1 models of this job + 2 recorded" in capsys.readouterr().out
 
-    # refused before any training: a run the file lacks, another split, an unknown method, no file
+    # refused before any training: a run the file lacks, another split (--ratio keeps the test set
+    # but not the training set), other labels, an unknown method, no file
+    relabelled = save_predictions(tmp_path / "r.npz", [dict(r, true=r["true"] + 1) for r in recorded])
     c = tmp_path / "c"
-    for extra, message in ((["--runs", "3"], "no run seed"), (["--runs", "2", "--n-val", "12"], "another test set"),
+    for extra, message in ((["--runs", "3"], f"{a}/predictions.npz has no run seed 202121"),
+                           (["--runs", "2", "--n-val", "12"], "another test set"),
+                           (["--runs", "1", "--ratio", "0.4"], "another training set"),
+                           (["--runs", "1", "--combine-with", str(relabelled)], "other labels"),
                            (["--runs", "1", "--combine-with", f"{a}/predictions.npz:gin"], "no method"),
-                           (["--runs", "1", "--combine-with", f"{tmp_path}/none.npz"], "no such file|none.npz")):
+                           (["--runs", "1", "--combine-with", f"{tmp_path}/none.npz"], "no predictions file")):
         assert main(common + ["--encoder", "mlp", "--out", str(c), "--combine-with", f"{a}/predictions.npz"]
                     + extra) == 2
         err = capsys.readouterr()
-        assert re.search(message, err.err) and "] pre-training" not in err.out
+        assert message in err.err and "] pre-training" not in err.out, (extra, err.err)
         assert not (c / "summary.json").exists() and not (c / "predictions.npz").exists()

@@ -1148,11 +1148,19 @@ def test_merge_runs_script_joins_seed_processes(tmp_path, capsys):
     assert json.loads((tmp_path / "m.json").read_text())["paired"]["fgp"]["better"] == 4
     assert mod.main([str(paths[0]), str(tmp_path / "missing.json")]) == 2
     assert "merge_runs: error" in capsys.readouterr().err
+    # a test set under 100 architectures has no P@1% (null in the summary): said, not a crash
+    for s in (a, b):
+        for r in s["runs"]:
+            r["fgp"]["p@1%"] = None
+        (tmp_path / f"small_{s['runs'][0]['seed']}.json").write_text(json.dumps(s))
+    assert mod.main([str(tmp_path / "small_21.json"), str(tmp_path / "small_2021.json")]) == 0
+    assert "P@1% n/a (test set under 100)" in capsys.readouterr().out
 
 
 def _predictions_runs(rng, methods=("fgp", "supervised"), models=(3, 1), n=40, seeds=((21, 21), (21, None))):
     true = rng.normal(size=n)
     return [{"seed": s, "perm_seed": p, "test_index": rng.permutation(100)[:n], "true": true,
+             "train_index": np.arange(100, 110), "val_index": np.arange(110, 114),
              "scores": {m: true + rng.normal(scale=1.0, size=(k, n)) for m, k in zip(methods, models)}}
             for s, p in seeds]
 
@@ -1171,6 +1179,7 @@ def test_predictions_file_round_trip_and_damaged_files(tmp_path):
     assert [(r["seed"], r["perm_seed"]) for r in back] == [(21, 21), (21, None)]
     for a, b in zip(runs, back):
         assert np.array_equal(a["test_index"], b["test_index"]) and np.array_equal(a["true"], b["true"])
+        assert np.array_equal(a["train_index"], b["train_index"]) and np.array_equal(a["val_index"], b["val_index"])
         assert list(b["scores"]) == ["fgp", "supervised"]
         assert all(np.array_equal(a["scores"][m], b["scores"][m]) for m in a["scores"])
     assert back[0]["scores"]["supervised"].shape == (1, 40)
@@ -1212,10 +1221,17 @@ def test_predictions_file_round_trip_and_damaged_files(tmp_path):
         rewrite("empty.npz", seeds=np.zeros(0, dtype=np.int64), perm_seeds=np.zeros(0, dtype=np.int64)): "no runs",
         rewrite("nantrue.npz", **{"run0.true": np.full(40, np.nan)}): "labels .true. are not all finite",
         rewrite("strtrue.npz", **{"run0.true": np.array(["a"] * 40)}): r"true \[40\] \(floats\)",
+        rewrite("notrain.npz", **{"run1.train_index": None}): "no 'run1.train_index' entry",
+        rewrite("negval.npz", **{"run0.val_index": -np.ones(4, dtype=np.int64)}): "val_index must be a vector",
     }
     for bad, message in more.items():
         with pytest.raises(ValueError, match=message):
             load_predictions(bad)
+    # layout 1 (before the training and validation indices) still loads, without them
+    old = load_predictions(rewrite("v1.npz", version=np.array(1), **{f"run{r}.{part}_index": None
+                                                                     for r in (0, 1) for part in ("train", "val")}))
+    assert old[0]["train_index"] is None and old[1]["val_index"] is None
+    assert np.array_equal(old[1]["scores"]["fgp"], runs[1]["scores"]["fgp"])
     with pytest.raises(ValueError, match="perm_seed -3 is negative"):
         save_predictions(tmp_path / "neg.npz", [dict(runs[0], perm_seed=-3)])
     other = _predictions_runs(np.random.default_rng(1), methods=("fgp",), models=(2,))

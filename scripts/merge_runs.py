@@ -76,7 +76,8 @@ def main(argv=None) -> int:
           f"(ensemble {merged.get('ensemble', 1)}, folds {merged.get('folds', 1)}), wall {merged['wall_s'] / 60:.1f} min in all")
     for m, vals in merged["mean"].items():
         sd = merged["std"][m]
-        line = f"{m:<16} Kendall tau {vals['kendall_tau']:.4f} ± {sd['kendall_tau']:.4f}   P@1% {vals['p@1%']:.3f}"
+        p1 = "n/a (test set under 100)" if vals.get("p@1%") is None else f"{vals['p@1%']:.3f}"
+        line = f"{m:<16} Kendall tau {vals['kendall_tau']:.4f} ± {sd['kendall_tau']:.4f}   P@1% {p1}"
         if m in merged["paired"]:
             p = merged["paired"][m]
             line += (f"   member 0 alone {vals['single_kendall_tau']:.4f} ± {sd['single_kendall_tau']:.4f}"

@@ -40,7 +40,14 @@ from fgp_ext.train.finetuning import LR_SCHEDULES, FinetuneResult, evaluate, fin
 from fgp_ext.train.heads import MLPHead, Predictor
 from fgp_ext.train.losses import (finetune_loss, listmle_loss, logistic_ranking_loss, ranking_loss,
                                   regression_ranking_loss, resolve_aux_target)
-from fgp_ext.train.predictions import PREDICTIONS_FORMAT, load_predictions, recorded_models, save_predictions
+from fgp_ext.train.predictions import (
+    PREDICTIONS_FORMAT,
+    load_job_runs,
+    load_predictions,
+    parse_models_spec,
+    recorded_models,
+    save_predictions,
+)
 from fgp_ext.train.pretraining import PretrainResult, pretrain
 from fgp_ext.train.protocol import (PAPER_N_TRAIN, PROTOCOL_SEEDS, _load_pretrained, _save_pretrained,
                                     combine_scores, default_n_train, labelled_indices, permutation, protocol_runs,
@@ -55,5 +62,5 @@ __all__ = [
     "labelled_indices", "split_labelled", "TrainingDivergedError", "AuxChoice", "choose_aux_target",
     "ensemble_seeds", "combine_scores", "cross_fit_folds", "FINETUNE_LOSSES", "finetune_loss", "listmle_loss",
     "logistic_ranking_loss", "regression_ranking_loss", "PREDICTIONS_FORMAT", "load_predictions", "save_predictions",
-    "recorded_models",
+    "recorded_models", "parse_models_spec", "load_job_runs",
 ]

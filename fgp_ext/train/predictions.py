@@ -14,6 +14,9 @@ Layout (NumPy ``.npz``, no pickled objects, so it loads with ``allow_pickle=Fals
   ``"fgp_self_train"``), as strings.
 * ``run<r>.test_index``: ``[T]`` int64, the test architectures, as indices into the dataset the
   run used (after ``--limit``); ``run<r>.true``: ``[T]`` float64, their labels.
+* ``run<r>.train_index``, ``run<r>.val_index``: int64, the run's own training and validation
+  architectures (the labelled ones; the folds of ``--folds`` are drawn from them). Layout 1 files
+  (from before these entries) lack them and load with ``None``.
 * ``run<r>.<method>``: ``[M, T]`` float64, one row per model of the method. For ``fgp``,
   ``fgp_aux_head`` and ``supervised`` the rows are in the protocol's member order: member ``j`` is
   seed ``seed + j // folds`` (the pre-training seed; for ``supervised`` the initialisation seed),
@@ -35,14 +38,17 @@ import numpy as np
 
 #: the value of the file's ``format`` entry
 PREDICTIONS_FORMAT = "fgp_ext.predictions"
-#: the layout version this code writes and reads
-PREDICTIONS_VERSION = 1
+#: the layout version this code writes; it also reads the versions of :data:`PREDICTIONS_READS`
+PREDICTIONS_VERSION = 2
+#: layout 1 is layout 2 without the runs' training and validation indices
+PREDICTIONS_READS = (1, 2)
 
 
 def save_predictions(path, runs: list[dict]) -> Path:
     """Write ``runs`` (one dict per run: ``seed``, ``perm_seed`` (``None`` for no permutation),
-    ``test_index`` ``[T]``, ``true`` ``[T]``, ``scores``: method -> ``[M, T]`` model scores) to
-    ``path`` in the layout above, atomically. Every run must have the same methods."""
+    ``train_index``, ``val_index``, ``test_index`` ``[T]``, ``true`` ``[T]``, ``scores``: method ->
+    ``[M, T]`` model scores) to ``path`` in the layout above, atomically. Every run must have the
+    same methods."""
     from fgp_ext import _io
 
     if not runs:
@@ -59,7 +65,8 @@ def save_predictions(path, runs: list[dict]) -> Path:
             raise ValueError(f"run {i}: perm_seed {run['perm_seed']} is negative (-1 stands for no permutation)")
         if list(run["scores"]) != methods:
             raise ValueError(f"run {i} has methods {list(run['scores'])}, run 0 has {methods}")
-        arrays[f"run{i}.test_index"] = np.asarray(run["test_index"], dtype=np.int64)
+        for part in ("train", "val", "test"):
+            arrays[f"run{i}.{part}_index"] = np.asarray(run[f"{part}_index"], dtype=np.int64).reshape(-1)
         arrays[f"run{i}.true"] = np.asarray(run["true"], dtype=np.float64)
         for method, scores in run["scores"].items():
             arrays[f"run{i}.{method}"] = np.atleast_2d(np.asarray(scores, dtype=np.float64))
@@ -90,6 +97,7 @@ def load_predictions(path) -> list[dict]:
     runs = []
     for i, (seed, perm) in enumerate(zip(arrays["seeds"].tolist(), arrays["perm_seeds"].tolist())):
         runs.append({"seed": seed, "perm_seed": None if perm == -1 else perm,
+                     "train_index": arrays.get(f"run{i}.train_index"), "val_index": arrays.get(f"run{i}.val_index"),
                      "test_index": arrays[f"run{i}.test_index"], "true": arrays[f"run{i}.true"],
                      "scores": {m: arrays[f"run{i}.{m}"] for m in arrays["methods"].tolist()}})
     return runs
@@ -105,9 +113,9 @@ def _check(arrays: dict, where: str) -> None:
     fmt, version = need("format"), need("version")
     if fmt.shape != () or str(fmt) != PREDICTIONS_FORMAT:
         raise ValueError(f"{where}: format {str(fmt)!r}, expected {PREDICTIONS_FORMAT!r}")
-    if version.shape != () or version.dtype.kind not in "iu" or int(version) != PREDICTIONS_VERSION:
-        raise ValueError(f"{where}: layout version {str(version)!r}; this fgp_ext reads version "
-                         f"{PREDICTIONS_VERSION}")
+    if version.shape != () or version.dtype.kind not in "iu" or int(version) not in PREDICTIONS_READS:
+        raise ValueError(f"{where}: layout version {str(version)!r}; this fgp_ext reads versions "
+                         f"{', '.join(map(str, PREDICTIONS_READS))}")
     seeds, perms, methods = need("seeds"), need("perm_seeds"), need("methods")
     if seeds.ndim != 1 or perms.shape != seeds.shape or methods.ndim != 1 or methods.dtype.kind != "U" \
             or seeds.dtype.kind not in "iu" or perms.dtype.kind not in "iu":
@@ -125,6 +133,11 @@ def _check(arrays: dict, where: str) -> None:
             raise ValueError(f"{where}: run {i}: test_index has negative or repeated indices")
         if not np.isfinite(true).all():
             raise ValueError(f"{where}: run {i}: the labels (true) are not all finite")
+        if int(version) >= 2:
+            for part in ("train", "val"):
+                other = need(f"run{i}.{part}_index")
+                if other.ndim != 1 or other.dtype.kind not in "iu" or (other.size and other.min() < 0):
+                    raise ValueError(f"{where}: run {i}: {part}_index must be a vector of non-negative integers")
         for m in methods.tolist():
             scores = need(f"run{i}.{m}")
             if scores.ndim != 2 or scores.shape[0] < 1 or scores.shape[1] != index.size:
@@ -163,9 +176,12 @@ def load_job_runs(pattern: str) -> dict[tuple, dict]:
     """(seed, perm_seed) -> run of every file ``pattern`` names: a path, or a glob pattern taking
     the files of one job's ``fgp run --seeds`` processes together. Every file must have the same
     methods and no run may appear twice."""
-    paths = sorted(glob.glob(pattern)) if any(c in pattern for c in "*?[") else [pattern]
+    is_glob = any(c in pattern for c in "*?[")
+    paths = sorted(glob.glob(pattern)) if is_glob else [pattern]
     if not paths:
         raise ValueError(f"no file matches {pattern!r}")
+    if not is_glob and not Path(pattern).is_file():
+        raise ValueError(f"no predictions file {pattern!r}")
     runs: dict[tuple, dict] = {}
     methods = None      # the first file's; every file of the pattern must have the same
     for path in paths:
@@ -177,16 +193,19 @@ def load_job_runs(pattern: str) -> dict[tuple, dict]:
             if list(run["scores"]) != methods:
                 raise ValueError(f"{path} has methods {list(run['scores'])}, the other files of {pattern!r} "
                                  f"have {methods}")
-            runs[key] = run
+            runs[key] = dict(run, path=str(path))
     return runs
 
 
-def recorded_models(specs: list[str], cache: dict | None = None) -> dict[tuple, dict]:
-    """(seed, perm_seed) -> ``{"test_index", "true", "scores": [M, T]}``: the rows every models
-    spec of ``specs`` (:func:`parse_models_spec`) names, stacked in order, for the runs that every
-    spec holds. The specs' test sets and labels must agree run by run (``ValueError`` otherwise:
-    the files come from different splits, datasets or targets). ``cache`` maps paths to loaded
-    runs across calls."""
+def recorded_models(specs: list[str], cache: dict | None = None,
+                    default_methods: tuple[str, ...] | None = None) -> dict[tuple, dict]:
+    """(seed, perm_seed) -> ``{"test_index", "true", "train_index", "val_index", "scores": [M, T],
+    "paths"}``: the rows every models spec of ``specs`` (:func:`parse_models_spec`) names, stacked
+    in order, for the runs that every spec holds, and the files they came from. A spec without
+    methods takes every method of its file, or with ``default_methods`` those of them the file has.
+    The specs' test sets and labels (and, where the files record them, training and validation
+    sets) must agree run by run: ``ValueError`` otherwise, as the files then come from different
+    splits, datasets or targets. ``cache`` maps paths to loaded runs across calls."""
     if not specs:
         raise ValueError("no models to load")
     cache = {} if cache is None else cache
@@ -197,7 +216,14 @@ def recorded_models(specs: list[str], cache: dict | None = None) -> dict[tuple, 
             cache[path] = load_job_runs(path)
         runs = cache[path]
         known = list(next(iter(runs.values()))["scores"])
-        chosen = known if methods is None else methods
+        if methods is not None:
+            chosen = methods
+        elif default_methods is not None:
+            chosen = [m for m in known if m in default_methods]
+            if not chosen:
+                raise ValueError(f"{path} has none of the methods {list(default_methods)}; it has {known}")
+        else:
+            chosen = known
         unknown = [m for m in chosen if m not in known]
         if unknown:
             raise ValueError(f"{path} has no method {unknown}; it has {known}")
@@ -206,19 +232,30 @@ def recorded_models(specs: list[str], cache: dict | None = None) -> dict[tuple, 
     out = {}
     for key in sorted(keys, key=lambda k: (k[0], -1 if k[1] is None else k[1])):
         first = chosen_runs[0][1][key]
-        models = []
+        split = {part: None for part in ("train_index", "val_index")}
+        models, paths = [], []
         for text, runs, chosen, rows in chosen_runs:
             run = runs[key]
             if not np.array_equal(first["test_index"], run["test_index"]):
                 raise ValueError(f"{text}: run seed {key[0]} perm {key[1]} has another test set than {specs[0]}")
             if not np.array_equal(first["true"], run["true"]):     # same split of another target or file
                 raise ValueError(f"{text}: run seed {key[0]} perm {key[1]} has other labels than {specs[0]}")
+            for part in split:
+                if run.get(part) is None:           # a layout 1 file
+                    continue
+                if split[part] is not None and not np.array_equal(split[part], run[part]):
+                    raise ValueError(f"{text}: run seed {key[0]} perm {key[1]} has another "
+                                     f"{'training' if part == 'train_index' else 'validation'} set than the "
+                                     "other sources")
+                split[part] = run[part]
             picked = np.concatenate([run["scores"][m] for m in chosen])[rows]
             if picked.shape[0] == 0:
                 total = sum(run["scores"][m].shape[0] for m in chosen)
                 raise ValueError(f"{text}: the slice keeps no model (the methods have {total})")
             models.append(picked)
-        out[key] = {"test_index": first["test_index"], "true": first["true"], "scores": np.concatenate(models)}
+            paths.append(run["path"])
+        out[key] = {"test_index": first["test_index"], "true": first["true"], **split,
+                    "scores": np.concatenate(models), "paths": paths}
     return out
 
 

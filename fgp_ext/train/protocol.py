@@ -420,7 +420,8 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
         per_run.append(row)
         # every model's test scores, for fgp_ext.train.predictions (the summary keeps metrics only)
         artifacts.setdefault("model_scores", []).append(
-            {"seed": seed, "perm_seed": perm_seed, "test_index": split["test"], "true": y[split["test"]],
+            {"seed": seed, "perm_seed": perm_seed, "train_index": split["train"], "val_index": split["val"],
+             "test_index": split["test"], "true": y[split["test"]],
              "scores": {m: np.stack(p) for m, p in member_preds.items()}})
     summary: dict[str, Any] = {
         "dataset": getattr(space, "name", "?"), "num_archs": n, "target": target, "encoder": c.encoder,
@@ -464,7 +465,12 @@ def _check_recorded_runs(recorded: dict, c: ProtocolConfig, y: np.ndarray, n_tra
         split, _ = split_labelled(y, n_train, c.ratio, perm_seed, c.n_val, target=target)
         if not np.array_equal(np.asarray(run["test_index"]), split["test"]):
             raise ValueError(f"the recorded models of run seed {seed} perm {perm_seed} have another test set "
-                             "(another dataset, --limit, ratio or split)")
+                             "(another dataset, --limit, --n-train or --n-val)")
+        for part, name in (("train", "training"), ("val", "validation")):
+            # layout 1 files lack them; a smaller --ratio keeps the test set but trains on fewer labels
+            if run.get(f"{part}_index") is not None and not np.array_equal(run[f"{part}_index"], split[part]):
+                raise ValueError(f"the recorded models of run seed {seed} perm {perm_seed} have another {name} "
+                                 "set (another --ratio, --n-train or --n-val): they learnt from other labels")
         if not np.array_equal(np.asarray(run["true"], dtype=np.float64), y[split["test"]].astype(np.float64)):
             raise ValueError(f"the recorded models of run seed {seed} perm {perm_seed} have other labels "
                              "(another target or file)")
