@@ -460,8 +460,9 @@ def _check_recorded_runs(recorded: dict, c: ProtocolConfig, y: np.ndarray, n_tra
     for seed, perm_seed in c.runs:
         run = recorded.get((seed, perm_seed))
         if run is None:
-            raise ValueError(f"the recorded models have no run seed {seed} perm {perm_seed} "
-                             f"(they have {sorted(recorded, key=lambda k: (k[0], -1 if k[1] is None else k[1]))}); run the other job with the same seeds")
+            have = sorted(recorded, key=lambda k: (k[0], -1 if k[1] is None else k[1]))
+            raise ValueError(f"the recorded models have no run seed {seed} perm {perm_seed} (they have {have}); "
+                             "run the other job with the same seeds")
         split, _ = split_labelled(y, n_train, c.ratio, perm_seed, c.n_val, target=target)
         if not np.array_equal(np.asarray(run["test_index"]), split["test"]):
             raise ValueError(f"the recorded models of run seed {seed} perm {perm_seed} have another test set "
