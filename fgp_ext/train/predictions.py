@@ -44,6 +44,13 @@ PREDICTIONS_VERSION = 2
 PREDICTIONS_READS = (1, 2)
 
 
+def run_order(key: tuple) -> tuple:
+    """Sort key of a ``(seed, perm_seed)`` run: by seed, then permutation, a run without one
+    (``None``, stored as ``-1``) first."""
+    seed, perm_seed = key
+    return seed, -1 if perm_seed is None else perm_seed
+
+
 def save_predictions(path, runs: list[dict]) -> Path:
     """Write ``runs`` (one dict per run: ``seed``, ``perm_seed`` (``None`` for no permutation),
     ``train_index``, ``val_index``, ``test_index`` ``[T]``, ``true`` ``[T]``, ``scores``: method ->
@@ -230,7 +237,7 @@ def recorded_models(specs: list[str], cache: dict | None = None,
         chosen_runs.append((text, runs, chosen, rows))
     keys = set.intersection(*(set(runs) for _, runs, _, _ in chosen_runs))
     out = {}
-    for key in sorted(keys, key=lambda k: (k[0], -1 if k[1] is None else k[1])):
+    for key in sorted(keys, key=run_order):
         first = chosen_runs[0][1][key]
         split = {part: None for part in ("train_index", "val_index")}
         models, paths = [], []

@@ -23,6 +23,7 @@ from fgp_ext.train.config import (PROTOCOL_SEEDS, ProtocolConfig, cross_fit_fold
 from fgp_ext.train.finetuning import check_select_after, finetune, lr_factor, predict
 from fgp_ext.train.heads import Predictor
 from fgp_ext.train.losses import resolve_aux_target
+from fgp_ext.train.predictions import run_order
 from fgp_ext.train.pretraining import PretrainResult, pretrain
 
 __all__ = ["PROTOCOL_SEEDS", "PAPER_N_TRAIN", "permutation", "default_n_train", "split_indices", "protocol_runs",
@@ -460,7 +461,7 @@ def _check_recorded_runs(recorded: dict, c: ProtocolConfig, y: np.ndarray, n_tra
     for seed, perm_seed in c.runs:
         run = recorded.get((seed, perm_seed))
         if run is None:
-            have = sorted(recorded, key=lambda k: (k[0], -1 if k[1] is None else k[1]))
+            have = sorted(recorded, key=run_order)
             raise ValueError(f"the recorded models have no run seed {seed} perm {perm_seed} (they have {have}); "
                              "run the other job with the same seeds")
         split, _ = split_labelled(y, n_train, c.ratio, perm_seed, c.n_val, target=target)
