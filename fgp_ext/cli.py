@@ -662,6 +662,7 @@ def cmd_run(args) -> int:
         finetune_select_after=args.finetune_select_after, finetune_ema=args.finetune_ema,
         finetune_loss=args.finetune_loss,
         pretrained_dir=args.pretrained_dir, ensemble=args.ensemble, folds=args.folds,
+        reshuffle_folds=args.reshuffle_folds,
         self_train=args.self_train, self_train_weight=args.self_train_weight, progress=_progress(args))
     summary = run_protocol(ds, config, aux_values=aux, unlabelled=_load_unlabelled(args, ds), combine_with=recorded)
     if recorded is not None:
@@ -872,6 +873,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "fold 0 is the run's split, fold k>0 validates on a k-th part of the training set and "
                         "trains on the rest plus the validation set, so the models together learn from every "
                         "label. Costs K times the fine-tuning")
+    p.add_argument("--reshuffle-folds", action="store_true",
+                   help="with --folds and --ensemble: member j cuts the training set into its own parts (a "
+                        "shuffle seeded by the permutation and j), so the members' fold models hold out "
+                        "different cells; member 0 is unchanged")
     p.add_argument("--self-train", type=_args.non_negative_int, default=0, metavar="N",
                    help="self-training (default 0: off): the fine-tuned FGP models' combined score ranks N random "
                         "architectures outside the labelled ones (no label read), then one student per member "

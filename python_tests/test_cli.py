@@ -381,6 +381,19 @@ def test_run_folds_option(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["run", "--data", str(f), "--folds", "0"])
     assert "--folds" in capsys.readouterr().err
+    # --reshuffle-folds: recorded in the summary; member 1's folds 1.. differ, its fold 0 does not
+    small = ["run", "--data", str(f), "--ratio", "0.5", "--n-val", "10", "--no-progress", "--encoder", "gin",
+             "--hidden", "8", "--epochs-pretrain", "1", "--epochs-finetune", "2", "--runs", "1", "--folds", "3",
+             "--ensemble", "2", "--no-baseline", "--no-plots"]
+    assert main([*small, "--out", str(tmp_path / "same")]) == 0
+    assert main([*small, "--reshuffle-folds", "--out", str(tmp_path / "reshuffled")]) == 0
+    same, reshuffled = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("same", "reshuffled"))
+    assert (same["reshuffle_folds"], reshuffled["reshuffle_folds"]) == (False, True)
+    a, b = (x["runs"][0]["fgp"]["member_taus"] for x in (same, reshuffled))
+    assert a[:4] == b[:4] and a[4:] != b[4:]
+    capsys.readouterr()
+    assert main([*small[:-4], "--no-baseline", "--no-plots", "--reshuffle-folds", "--out", str(tmp_path / "x")]) == 2
+    assert "reshuffle_folds" in capsys.readouterr().err
 
 
 def test_run_combine_with_option(tmp_path, capsys):

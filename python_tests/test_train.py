@@ -1060,6 +1060,38 @@ def test_cross_fit_folds_cover_every_label_and_keep_the_plain_split_first():
             ProtocolConfig(folds=bad)
 
 
+def test_cross_fit_partitions_hold_out_other_cells_and_share_fold_zero():
+    """Partition 0 is the default shuffle; partition p > 0 is another valid cross-fitting of the
+    same labels (same fold 0, parts that again make up the training set) whose parts differ from
+    partition 0's, reproducibly; a negative partition and reshuffle_folds without both folds and
+    an ensemble are clear errors."""
+    from fgp_ext.train import ProtocolConfig, cross_fit_folds
+
+    train, val = np.arange(10, 50), np.arange(100, 112)
+    base = cross_fit_folds(train, val, 5, perm_seed=5)
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(base, cross_fit_folds(train, val, 5, 5, partition=0)))
+    seen = [{tuple(v) for _, v in base[1:]}]
+    for partition in (1, 2):
+        folds = cross_fit_folds(train, val, 5, perm_seed=5, partition=partition)
+        assert np.array_equal(folds[0][0], train) and np.array_equal(folds[0][1], val)
+        parts = [v for _, v in folds[1:]]
+        assert np.array_equal(np.sort(np.concatenate(parts)), train)
+        for tr, va in folds:
+            assert np.intersect1d(tr, va).size == 0 and np.array_equal(np.union1d(tr, va), np.union1d(train, val))
+        again = cross_fit_folds(train, val, 5, perm_seed=5, partition=partition)
+        assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again))
+        # no held-out part repeats one of another partition
+        assert not {tuple(p) for p in parts} & set().union(*seen)
+        seen.append({tuple(p) for p in parts})
+    with pytest.raises(ValueError, match="partition must be >= 0"):
+        cross_fit_folds(train, val, 5, perm_seed=5, partition=-1)
+    for folds, ensemble in ((1, 2), (5, 1)):
+        with pytest.raises(ValueError, match="reshuffle_folds .* needs folds >= 2 and ensemble >= 2"):
+            ProtocolConfig(folds=folds, ensemble=ensemble, reshuffle_folds=True)
+    with pytest.raises(ValueError, match="reshuffle_folds must be a bool"):
+        ProtocolConfig(folds=5, ensemble=2, reshuffle_folds="yes")
+
+
 def test_folds_fine_tune_on_every_fold_and_member_zero_is_the_plain_run(monkeypatch):
     """``folds=3`` with ``ensemble=2``: 6 fine-tunings per method (2 pre-training seeds x 3 folds)
     from only 2 pre-trainings; each fine-tunes on its fold's split; member 0 is bit for bit the
@@ -1100,6 +1132,20 @@ def test_folds_fine_tune_on_every_fold_and_member_zero_is_the_plain_run(monkeypa
         assert len(run["member_taus"]) == 6 and len(set(run["member_taus"])) == 6
         assert run["single_kendall_tau"] == base["kendall_tau"] == run["member_taus"][0]
         assert run["kendall_tau"] not in run["member_taus"]
+    # reshuffle_folds: member 1 fine-tunes on partition 1's folds, member 0 on the same as before
+    seen.clear()
+    shuffled = run_protocol(labelled, cfg.replace(ensemble=2, folds=3, reshuffle_folds=True), log=lambda *a: None)
+    assert shuffled["reshuffle_folds"] is True and res["reshuffle_folds"] is False
+    other = cross_fit_folds(split["train"], split["val"], 3, 7, partition=1)
+    assert len(seen) == 12
+    for i, (tr, va, seed) in enumerate(seen):
+        want_tr, want_va = (folds if (i // 3) % 2 == 0 else other)[i % 3]
+        assert np.array_equal(tr, want_tr) and np.array_equal(va, want_va)
+    assert not np.array_equal(other[1][1], folds[1][1])
+    for method in ("fgp", "supervised"):
+        run, before = shuffled["runs"][0][method], res["runs"][0][method]
+        assert run["member_taus"][:4] == before["member_taus"][:4]     # member 0, and member 1's fold 0
+        assert run["member_taus"][4:] != before["member_taus"][4:]
     # a training set too small for the folds is refused before any pre-training
     logs.clear()
     with pytest.raises(ValueError, match="21 folds need at least 40 training architectures"):

@@ -115,13 +115,19 @@ def protocol_runs(runs: int = 9, seeds=PROTOCOL_SEEDS) -> list[tuple[int, int]]:
     return pairs[: int(runs)]
 
 
-def cross_fit_folds(train, val, folds: int, perm_seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def cross_fit_folds(train, val, folds: int, perm_seed: int, partition: int = 0
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The ``(train, val)`` index pairs of ``folds`` fine-tunings that together learn from every
     labelled architecture of a run (``train`` and ``val``, disjoint). Fold 0 is ``(train, val)``
     itself, so a fold ensemble's member 0 is the plain run. Fold ``k`` > 0 validates on the k-th of
     ``folds - 1`` equal parts of ``train`` (after a shuffle seeded with ``perm_seed``) and trains
     on the other parts plus ``val``. Every part must hold at least 2 architectures (a ranking
-    needs a pair)."""
+    needs a pair).
+
+    ``partition`` > 0 cuts ``train`` into other parts: the shuffle is seeded with
+    ``(perm_seed, partition)`` instead, so each partition's folds 1.. hold out other cells
+    (``ProtocolConfig.reshuffle_folds`` gives ensemble member ``j`` partition ``j``). Partition 0 is
+    the shuffle above, and fold 0 is the same in every partition."""
     train = np.asarray(train, dtype=np.int64).reshape(-1)
     val = np.asarray(val, dtype=np.int64).reshape(-1)
     folds = int(folds)
@@ -136,7 +142,11 @@ def cross_fit_folds(train, val, folds: int, perm_seed: int) -> list[tuple[np.nda
     if train.size < 2 * (folds - 1):
         raise ValueError(f"{folds} folds need at least {2 * (folds - 1)} training architectures "
                          f"(2 per validation part), got {train.size}")
-    shuffled = train[np.random.RandomState(int(perm_seed) % 2**32).permutation(train.size)]
+    partition = int(partition)
+    if partition < 0:
+        raise ValueError(f"partition must be >= 0, got {partition}")
+    rng = np.random.RandomState(int(perm_seed) % 2**32 if partition == 0 else [int(perm_seed) % 2**32, partition])
+    shuffled = train[rng.permutation(train.size)]
     parts = np.array_split(shuffled, folds - 1)
     out = [(train, val)]
     for k, part in enumerate(parts):
@@ -193,6 +203,11 @@ class ProtocolConfig:
     single model never sees its validation labels. Fine-tuning costs ``folds`` times as much;
     pre-training costs nothing more.
 
+    ``reshuffle_folds``: with ``folds`` > 1 and ``ensemble`` > 1, member ``j`` cross-fits on its
+    own partition of the training set (``cross_fit_folds(..., partition=j)``) instead of every
+    member on the same one, so the members' fold models hold out different cells. Member 0's
+    models are unchanged; fold 0 is the run's split in every member. Costs nothing more.
+
     ``self_train``: self-training on that many architectures outside the run's labelled ones
     (default 0: none). After every FGP model above is fine-tuned, their combined score (the teacher:
     all heads, members and folds, :func:`~fgp_ext.train.protocol.combine_scores`) ranks a fixed
@@ -238,6 +253,7 @@ class ProtocolConfig:
     pretrained_dir: Any = None
     ensemble: int = 1
     folds: int = 1
+    reshuffle_folds: bool = False
     self_train: int = 0
     self_train_weight: float = 1.0
     progress: bool | None = None
@@ -258,6 +274,12 @@ class ProtocolConfig:
         if isinstance(self.folds, bool) or not isinstance(self.folds, (int, np.integer)) or self.folds < 1:
             raise ValueError(f"folds must be an int >= 1, got {self.folds!r}")
         self.folds = int(self.folds)
+        if not isinstance(self.reshuffle_folds, (bool, np.bool_)):
+            raise ValueError(f"reshuffle_folds must be a bool, got {self.reshuffle_folds!r}")
+        self.reshuffle_folds = bool(self.reshuffle_folds)
+        if self.reshuffle_folds and (self.folds < 2 or self.ensemble < 2):
+            raise ValueError("reshuffle_folds gives each ensemble member its own fold partition: it needs folds >= 2 "
+                             f"and ensemble >= 2, got folds={self.folds}, ensemble={self.ensemble}")
         if isinstance(self.self_train, bool) or not isinstance(self.self_train, (int, np.integer)) \
                 or self.self_train < 0 or self.self_train == 1:
             raise ValueError(f"self_train must be 0 (off) or an int >= 2, got {self.self_train!r}")

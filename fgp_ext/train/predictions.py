@@ -20,7 +20,8 @@ Layout (NumPy ``.npz``, no pickled objects, so it loads with ``allow_pickle=Fals
 * ``run<r>.<method>``: ``[M, T]`` float64, one row per model of the method. For ``fgp``,
   ``fgp_aux_head`` and ``supervised`` the rows are in the protocol's member order: member ``j`` is
   seed ``seed + j // folds`` (the pre-training seed; for ``supervised`` the initialisation seed),
-  fine-tuned on fold ``j % folds``; row 0 is the plain run. ``fgp_self_train`` has one student per
+  fine-tuned on fold ``j % folds`` (with ``--reshuffle-folds``, of partition ``j // folds``:
+  :func:`~fgp_ext.train.config.cross_fit_folds`); row 0 is the plain run. ``fgp_self_train`` has one student per
   FGP head and pre-training seed, head first: row ``j`` is head ``j // ensemble`` (``fgp``, then
   ``fgp_aux_head``) with seed ``seed + j % ensemble``, trained on all the run's labels (no folds).
   A method's reported score is :func:`combine_scores` of its rows; the ``fgp_both_heads`` score is

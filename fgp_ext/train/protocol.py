@@ -348,8 +348,11 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
                                               run_pretrain, log, f"[run {r}] ", space=space)
                 pretrained[mseed] = (copy.deepcopy(enc.state_dict()), pre)
         member_preds: dict[str, list[np.ndarray]] = {}
-        # member j * folds + k: pre-training seed members[j], fine-tuned on fold k; member 0 is the plain run
-        fits = [(mseed, k, tr, va) for mseed in members for k, (tr, va) in enumerate(folds)]
+        # member j * folds + k: pre-training seed members[j], fine-tuned on fold k (of partition j
+        # with reshuffle_folds, else of partition 0); member 0 is the plain run
+        fits = [(mseed, k, tr, va) for j, mseed in enumerate(members) for k, (tr, va) in enumerate(
+            cross_fit_folds(split["train"], split["val"], c.folds, perm_seed, partition=j)
+            if c.reshuffle_folds and j > 0 else folds)]
 
         def fit(method, mseed, fit_train, fit_val, **pseudo):
             set_seed(mseed)
@@ -438,7 +441,8 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
         "finetune_schedule_epochs": ft_sched_epochs, "finetune_select_after": int(c.finetune_select_after),
         "finetune_ema": float(c.finetune_ema), "finetune_loss": c.finetune_loss,
         "pretrained_dir": None if c.pretrained_dir is None else str(c.pretrained_dir), "ensemble": int(c.ensemble),
-        "folds": int(c.folds), "self_train": int(c.self_train), "self_train_weight": float(c.self_train_weight),
+        "folds": int(c.folds), "reshuffle_folds": bool(c.reshuffle_folds), "self_train": int(c.self_train),
+        "self_train_weight": float(c.self_train_weight),
         "threads": torch.get_num_threads(), "collate_s": collate_s, "surrogate_s": sur_s,
     }
     reported = methods + (["fgp_both_heads"] if c.finetune_aux_head else []) + \
