@@ -50,15 +50,16 @@ def main() -> None:
             raise ValueError(f"seed {seed} perm {perm}: expected {2 * k} and {k} models, got {ts.shape[0]} "
                              f"and {cs.shape[0]}")
         first, second_same, second_other = ts[:k], cs, ts[k:]
+        first_score = combine_scores(first)
         rows.append({
             "run": (seed, perm),
-            "first": kendall_tau(combine_scores(first), y),
+            "first": kendall_tau(first_score, y),
             "control": kendall_tau(combine_scores(np.concatenate([first, second_same])), y),
             "treatment": kendall_tau(combine_scores(ts), y),
             "single_same": np.mean([kendall_tau(s, y) for s in second_same[1:]]),
             "single_other": np.mean([kendall_tau(s, y) for s in second_other[1:]]),
-            "agree_same": kendall_tau(combine_scores(first), combine_scores(second_same)),
-            "agree_other": kendall_tau(combine_scores(first), combine_scores(second_other)),
+            "agree_same": kendall_tau(first_score, combine_scores(second_same)),
+            "agree_other": kendall_tau(first_score, combine_scores(second_other)),
             "fold0_equal": bool(np.array_equal(second_same[0], second_other[0])),
         })
     print(f"{'seed/perm':>16} {'first K':>8} {'control':>8} {'reshuf.':>8} {'diff':>8}   "

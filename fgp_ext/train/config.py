@@ -145,7 +145,8 @@ def cross_fit_folds(train, val, folds: int, perm_seed: int, partition: int = 0
     partition = int(partition)
     if partition < 0:
         raise ValueError(f"partition must be >= 0, got {partition}")
-    rng = np.random.RandomState(int(perm_seed) % 2**32 if partition == 0 else [int(perm_seed) % 2**32, partition])
+    seed = int(perm_seed) % 2**32
+    rng = np.random.RandomState(seed if partition == 0 else [seed, partition])
     shuffled = train[rng.permutation(train.size)]
     parts = np.array_split(shuffled, folds - 1)
     out = [(train, val)]

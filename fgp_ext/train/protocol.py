@@ -321,8 +321,11 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
         split, _ = split_labelled(y, n_train, c.ratio, perm_seed, c.n_val, target=target)
         row = {"run": r, "seed": seed, "perm_seed": perm_seed, "n_labelled": int(split["train"].size),
                "n_test": int(split["test"].size)}
-        # before pre-training, so a split too small for the folds fails in seconds, not after it
+        # before pre-training, so a split too small for the folds fails in seconds, not after it;
+        # member j's folds: partition j with reshuffle_folds, else partition 0 for every member
         folds = cross_fit_folds(split["train"], split["val"], c.folds, perm_seed)
+        member_folds = [cross_fit_folds(split["train"], split["val"], c.folds, perm_seed, partition=j)
+                        if c.reshuffle_folds and j > 0 else folds for j in range(c.ensemble)]
         pool = self_train_pool(n, split, c.self_train, perm_seed) if c.self_train else None
         members = ensemble_seeds(seed, c.ensemble)
         for mseed in members:
@@ -348,11 +351,10 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
                                               run_pretrain, log, f"[run {r}] ", space=space)
                 pretrained[mseed] = (copy.deepcopy(enc.state_dict()), pre)
         member_preds: dict[str, list[np.ndarray]] = {}
-        # member j * folds + k: pre-training seed members[j], fine-tuned on fold k (of partition j
-        # with reshuffle_folds, else of partition 0); member 0 is the plain run
-        fits = [(mseed, k, tr, va) for j, mseed in enumerate(members) for k, (tr, va) in enumerate(
-            cross_fit_folds(split["train"], split["val"], c.folds, perm_seed, partition=j)
-            if c.reshuffle_folds and j > 0 else folds)]
+        # member j * folds + k: pre-training seed members[j], fine-tuned on fold k of member_folds[j];
+        # member 0 is the plain run
+        fits = [(mseed, k, tr, va) for mseed, its_folds in zip(members, member_folds)
+                for k, (tr, va) in enumerate(its_folds)]
 
         def fit(method, mseed, fit_train, fit_val, **pseudo):
             set_seed(mseed)
