@@ -641,12 +641,25 @@ def cmd_run(args) -> int:
         aux = _aux(args, ds, batch)
     if args.finetune_aux_head and (aux is None or np.asarray(aux).ndim != 1):
         raise SystemExit("fgp: --finetune-aux-head needs a one-column --aux-target (e.g. meco or synflow)")
+    extra_aux = list(args.ensemble_aux_target or [])
+    from fgp_ext.train import resolve_aux_target
+
+    for name in extra_aux:     # resolved now: a bad name or a multi-column head fails before any work
+        try:
+            values = resolve_aux_target(name, ds)
+        except ValueError as e:
+            raise SystemExit(f"fgp: --ensemble-aux-target: {e}") from None
+        if args.finetune_aux_head and np.asarray(values).ndim != 1:
+            raise SystemExit(f"fgp: --finetune-aux-head needs one-column auxiliary targets; --ensemble-aux-target "
+                             f"{name} has {np.asarray(values).shape[1]}")
     sp = _surrogate_params(args, ds)
     hidden, dropout = _hidden_dropout(args)
     print(f"fgp run: {args.encoder} on {ds.space.name} ({len(ds)} architectures, target {target}), "
           f"{len(runs)} run(s), ratio {args.ratio}, pre-train {args.epochs_pretrain} / fine-tune "
           f"{args.epochs_finetune} epochs, {torch.get_num_threads()} thread(s)")
     aux_reason = _report_aux(args, ds)
+    if extra_aux:
+        print(f"also pre-trained on (--ensemble-aux-target): {', '.join(extra_aux)}")
     t0 = time.perf_counter()
     config = ProtocolConfig(
         encoder=args.encoder, target=target, runs=runs, ratio=args.ratio, n_train=args.n_train, n_val=args.n_val,
@@ -662,7 +675,7 @@ def cmd_run(args) -> int:
         finetune_select_after=args.finetune_select_after, finetune_ema=args.finetune_ema,
         finetune_loss=args.finetune_loss,
         pretrained_dir=args.pretrained_dir, ensemble=args.ensemble, folds=args.folds,
-        reshuffle_folds=args.reshuffle_folds,
+        reshuffle_folds=args.reshuffle_folds, ensemble_aux_targets=extra_aux,
         self_train=args.self_train, self_train_weight=args.self_train_weight, progress=_progress(args))
     summary = run_protocol(ds, config, aux_values=aux, unlabelled=_load_unlabelled(args, ds), combine_with=recorded)
     if recorded is not None:
@@ -877,6 +890,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --folds and --ensemble: member j cuts the training set into its own parts (a "
                         "shuffle seeded by the permutation and j), so the members' fold models hold out "
                         "different cells; member 0 is unchanged")
+    p.add_argument("--ensemble-aux-target", action="append", default=None, metavar="TARGET",
+                   help="pre-train every member once more on TARGET (same names as --aux-target) instead of "
+                        "--aux-target, with the member's seed, fine-tune it on the same folds and combine its "
+                        "models with the others in every FGP method. Repeatable. Costs one more pre-training "
+                        "and fine-tuning per member and target")
     p.add_argument("--self-train", type=_args.non_negative_int, default=0, metavar="N",
                    help="self-training (default 0: off): the fine-tuned FGP models' combined score ranks N random "
                         "architectures outside the labelled ones (no label read), then one student per member "

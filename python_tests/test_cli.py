@@ -396,6 +396,37 @@ def test_run_folds_option(tmp_path, capsys):
     assert "reshuffle_folds" in capsys.readouterr().err
 
 
+def test_run_ensemble_aux_target_option(tmp_path, capsys):
+    """``fgp run --aux-target params --ensemble-aux-target flops``: two pre-trainings per member, the
+    output says so, the summary records it, the job's models are the params job's followed by the
+    flops job's; an unknown target fails before any work."""
+    from fgp_ext.train import load_predictions
+
+    f = _nb101_jsonl(tmp_path / "e.jsonl")
+    rng = np.random.default_rng(1)
+    rows = [json.loads(line) for line in f.read_text().splitlines()]
+    for r in rows:       # two cost columns to pre-train on
+        r["params"], r["flops"] = float(len(r["ops"]) + rng.random()), float(rng.random())
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    small = ["run", "--data", str(f), "--target", "acc", "--ratio", "0.5", "--n-val", "10", "--no-progress",
+             "--encoder", "gin", "--hidden", "8", "--epochs-pretrain", "1", "--epochs-finetune", "2", "--runs", "1",
+             "--folds", "2", "--no-baseline", "--no-plots"]
+    for name, extra in (("params", []), ("flops", ["--aux-target", "flops"]),
+                        ("both", ["--ensemble-aux-target", "flops"])):
+        args = [*small, "--out", str(tmp_path / name)] + (["--aux-target", "params"] if name != "flops" else extra)
+        assert main(args + (extra if name == "both" else [])) == 0
+    text = capsys.readouterr().out
+    assert "also pre-trained on (--ensemble-aux-target): flops" in text
+    s = json.loads((tmp_path / "both" / "summary.json").read_text())
+    assert s["ensemble_aux_targets"] == ["flops"] and s["aux_target"] == "params"
+    assert len(s["runs"][0]["fgp"]["member_taus"]) == 4
+    (p,), (q,), (both,) = (load_predictions(tmp_path / d / "predictions.npz") for d in ("params", "flops", "both"))
+    np.testing.assert_array_equal(both["scores"]["fgp"], np.concatenate([p["scores"]["fgp"], q["scores"]["fgp"]]))
+    with pytest.raises(SystemExit, match="--ensemble-aux-target"):
+        main([*small, "--aux-target", "params", "--ensemble-aux-target", "nosuch", "--out", str(tmp_path / "bad")])
+    assert "pre-training" not in capsys.readouterr().out
+
+
 def test_run_combine_with_option(tmp_path, capsys):
     """``fgp run --combine-with A/predictions.npz[:METHOD][START:STOP]``: method fgp_combined scores
     every run with the job's FGP models and A's chosen rows together (combine_scores); without

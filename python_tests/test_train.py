@@ -1153,6 +1153,64 @@ def test_folds_fine_tune_on_every_fold_and_member_zero_is_the_plain_run(monkeypa
     assert not any("pre-training" in line for line in logs)
 
 
+def test_ensemble_aux_targets_are_the_separate_jobs_models_together():
+    """ensemble_aux_targets=["c2"] beside aux_target "c1": every member is pre-trained on both
+    targets with its seed, and the FGP rows are those of a c1 job and a c2 job, interleaved member
+    by member (seed 7: c1 folds, c2 folds; seed 8: c1 folds, c2 folds), bit for bit; the supervised
+    baseline is the c1 job's; the score combines all rows; self-training trains one student per
+    pre-training; repeated or unknown targets and multi-output targets with finetune_aux_head are
+    clear errors before any training."""
+    from fgp_ext.data.spaces import sample_nb101
+    from fgp_ext.train import ProtocolConfig, combine_scores, run_protocol
+
+    ds = sample_nb101(120, seed=3)
+    rng = np.random.RandomState(1)
+    acc = np.array([float((g.ops == 3).sum()) + 0.5 * g.num_nodes for g in ds.graphs]) + rng.rand(len(ds)) * 0.5
+    cols = {"acc": acc, "c1": acc + rng.randn(len(ds)), "c2": np.array([float(g.num_nodes) for g in ds.graphs])
+            + rng.rand(len(ds))}
+    labelled = type(ds)(ds.graphs, ds.space, cols)
+    cfg = ProtocolConfig(encoder="gin", target="acc", runs=[(7, 7)], ratio=0.5, n_train=40, n_val=20,
+                         epochs_pretrain=2, epochs_finetune=3, hidden=16, progress=False, aux_target="c1",
+                         ensemble=2, folds=2)
+    quiet = lambda *a: None     # noqa: E731
+    one, two = (run_protocol(labelled, cfg.replace(aux_target=t), log=quiet) for t in ("c1", "c2"))
+    logs = []
+    both = run_protocol(labelled, cfg.replace(ensemble_aux_targets=["c2"]), log=logs.append)
+    assert both["ensemble_aux_targets"] == ["c2"] and one["ensemble_aux_targets"] == []
+    assert sum("pre-training gin (seed" in line for line in logs) == 4
+    assert sum("auxiliary target c2)" in line for line in logs) == 2
+    rows = {name: job["_artifacts"]["model_scores"][0]["scores"] for name, job in
+            (("one", one), ("two", two), ("both", both))}
+    a, b = rows["one"]["fgp"], rows["two"]["fgp"]
+    want = np.concatenate([a[0:2], b[0:2], a[2:4], b[2:4]])
+    np.testing.assert_array_equal(rows["both"]["fgp"], want)
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(rows["both"]["supervised"], rows["one"]["supervised"])
+    run = both["runs"][0]["fgp"]
+    assert len(run["member_taus"]) == 8 and run["single_kendall_tau"] == one["runs"][0]["fgp"]["single_kendall_tau"]
+    y_test = both["_artifacts"]["model_scores"][0]["true"]
+    from fgp_ext.metrics import kendall_tau
+    assert run["kendall_tau"] == pytest.approx(kendall_tau(combine_scores(want), y_test))
+    assert both["runs"][0]["supervised"]["kendall_tau"] == one["runs"][0]["supervised"]["kendall_tau"]
+    # self-training: one student per pre-training (2 seeds x 2 targets)
+    st = run_protocol(labelled, cfg.replace(ensemble_aux_targets=["c2"], self_train=10, baseline=False), log=quiet)
+    assert st["_artifacts"]["model_scores"][0]["scores"]["fgp_self_train"].shape[0] == 4
+    # errors
+    with pytest.raises(ValueError, match="ensemble_aux_targets repeats 'c1'"):
+        cfg.replace(ensemble_aux_targets=["c1"])
+    with pytest.raises(ValueError, match="ensemble_aux_targets repeats 'c2'"):
+        cfg.replace(ensemble_aux_targets=["c2", "c2"])
+    with pytest.raises(ValueError, match="takes a list of target names"):
+        cfg.replace(ensemble_aux_targets="c2")
+    logs.clear()
+    with pytest.raises(ValueError, match="nosuch"):
+        run_protocol(labelled, cfg.replace(ensemble_aux_targets=["nosuch"]), log=logs.append)
+    with pytest.raises(ValueError, match=r"one-column ensemble_aux_targets"):
+        run_protocol(labelled, cfg.replace(ensemble_aux_targets=["c2,c1"], finetune_aux_head=True),
+                     log=logs.append)
+    assert not any("pre-training" in line for line in logs)
+
+
 def test_merge_runs_script_joins_seed_processes(tmp_path, capsys):
     """scripts/merge_runs.py: the summaries of `fgp run --seeds` processes give the mean over all
     their runs and the ensemble's paired gain; other settings or a repeated run are refused."""

@@ -209,6 +209,14 @@ class ProtocolConfig:
     member on the same one, so the members' fold models hold out different cells. Member 0's
     models are unchanged; fold 0 is the run's split in every member. Costs nothing more.
 
+    ``ensemble_aux_targets``: further auxiliary targets (names as ``aux_target``; default none).
+    Every ensemble member is also pre-trained once on each of them instead of ``aux_target``, with
+    the member's seed, and those encoders are fine-tuned on the member's folds as its own are; all
+    their models join the FGP methods' combined score. Models pre-trained on other targets err
+    differently from a second seed of the same target (``results/folds.md``). Pre-training and
+    fine-tuning of the FGP methods cost ``1 + len(ensemble_aux_targets)`` times as much; the
+    supervised baseline is unchanged. Member 0 on ``aux_target`` stays the plain run.
+
     ``self_train``: self-training on that many architectures outside the run's labelled ones
     (default 0: none). After every FGP model above is fine-tuned, their combined score (the teacher:
     all heads, members and folds, :func:`~fgp_ext.train.protocol.combine_scores`) ranks a fixed
@@ -255,6 +263,7 @@ class ProtocolConfig:
     ensemble: int = 1
     folds: int = 1
     reshuffle_folds: bool = False
+    ensemble_aux_targets: tuple = ()
     self_train: int = 0
     self_train_weight: float = 1.0
     progress: bool | None = None
@@ -281,6 +290,18 @@ class ProtocolConfig:
         if self.reshuffle_folds and (self.folds < 2 or self.ensemble < 2):
             raise ValueError("reshuffle_folds gives each ensemble member its own fold partition: it needs folds >= 2 "
                              f"and ensemble >= 2, got folds={self.folds}, ensemble={self.ensemble}")
+        if isinstance(self.ensemble_aux_targets, str):
+            raise ValueError("ensemble_aux_targets takes a list of target names, got the string "
+                             f"{self.ensemble_aux_targets!r}")
+        self.ensemble_aux_targets = tuple(self.ensemble_aux_targets or ())
+        for name in self.ensemble_aux_targets:
+            if not isinstance(name, str) or not name.strip():
+                raise ValueError(f"ensemble_aux_targets holds names of auxiliary targets, got {name!r}")
+        repeated = [t for i, t in enumerate(self.ensemble_aux_targets)
+                    if t == self.aux_target or t in self.ensemble_aux_targets[:i]]
+        if repeated:
+            raise ValueError(f"ensemble_aux_targets repeats {repeated[0]!r}: the same target and seed would pre-train "
+                             "the same encoder again (for more seeds of one target: ensemble)")
         if isinstance(self.self_train, bool) or not isinstance(self.self_train, (int, np.integer)) \
                 or self.self_train < 0 or self.self_train == 1:
             raise ValueError(f"self_train must be 0 (off) or an int >= 2, got {self.self_train!r}")

@@ -21,9 +21,13 @@ Layout (NumPy ``.npz``, no pickled objects, so it loads with ``allow_pickle=Fals
   ``fgp_aux_head`` and ``supervised`` the rows are in the protocol's member order: member ``j`` is
   seed ``seed + j // folds`` (the pre-training seed; for ``supervised`` the initialisation seed),
   fine-tuned on fold ``j % folds`` (with ``--reshuffle-folds``, of partition ``j // folds``:
-  :func:`~fgp_ext.train.config.cross_fit_folds`); row 0 is the plain run. ``fgp_self_train`` has one student per
-  FGP head and pre-training seed, head first: row ``j`` is head ``j // ensemble`` (``fgp``, then
-  ``fgp_aux_head``) with seed ``seed + j % ensemble``, trained on all the run's labels (no folds).
+  :func:`~fgp_ext.train.config.cross_fit_folds`); row 0 is the plain run. With ``T - 1``
+  ``--ensemble-aux-target`` targets, the FGP methods' member ``j`` is seed ``seed + j // (T * folds)``
+  pre-trained on auxiliary target ``(j // folds) % T`` (0: ``--aux-target``, then the others in
+  order), fine-tuned on fold ``j % folds``; ``supervised`` keeps one row per seed and fold.
+  ``fgp_self_train`` has one student per FGP head and pre-training, head first: row ``j`` is head
+  ``j // (ensemble * T)`` (``fgp``, then ``fgp_aux_head``) with seed ``seed + (j // T) % ensemble``
+  on auxiliary target ``j % T``, trained on all the run's labels (no folds).
   A method's reported score is :func:`combine_scores` of its rows; the ``fgp_both_heads`` score is
   that of the ``fgp`` and ``fgp_aux_head`` rows together, and ``fgp_teacher_students`` that of every
   FGP head's rows and the ``fgp_self_train`` rows.

@@ -137,12 +137,13 @@ def self_train_pool(n: int, split: dict, size: int, perm_seed: int | None) -> np
     return np.sort(rng.choice(outside, size=int(size), replace=False))
 
 
-def _self_train(fit, batch, member_preds: dict, pool_preds: list, pool: np.ndarray, members: list[int],
+def _self_train(fit, batch, member_preds: dict, pool_preds: list, pool: np.ndarray, keys: list[tuple],
                 split: dict, y: np.ndarray, weight: float, log) -> tuple[dict, list[np.ndarray]]:
     """A run's self-training (``ProtocolConfig.self_train``): the FGP models' combined score of
-    ``pool`` (the teacher) becomes the pseudo-target of one student per member and FGP head,
-    fine-tuned with ``fit`` on all of the run's labels; returns the run's rows for
-    :data:`SELF_TRAIN_METHODS` and the students' test scores."""
+    ``pool`` (the teacher) becomes the pseudo-target of one student per pre-training (``keys``:
+    (member seed, auxiliary target index)) and FGP head, fine-tuned with ``fit`` on all of the
+    run's labels; returns the run's rows for :data:`SELF_TRAIN_METHODS` and the students' test
+    scores."""
     heads = [m for m in member_preds if m.startswith("fgp")]
     pseudo = np.full(batch.num_graphs, np.nan)
     pseudo[pool] = combine_scores(pool_preds)
@@ -150,10 +151,11 @@ def _self_train(fit, batch, member_preds: dict, pool_preds: list, pool: np.ndarr
     y_test = y[split["test"]]
     students = []
     for head in heads:
-        for mseed in members:
-            ft = fit(head, mseed, labelled, None, pseudo_targets=pseudo, pseudo_idx=pool, pseudo_weight=weight)
+        for key in keys:
+            ft = fit(head, key, labelled, None, pseudo_targets=pseudo, pseudo_idx=pool, pseudo_weight=weight)
             students.append(predict(ft.model, batch, split["test"]))
-            log(f"self-training student {len(students) - 1} ({head}, seed {mseed}): tau "
+            log(f"self-training student {len(students) - 1} ({head}, seed {key[0]}"
+                + (f", auxiliary target index {key[1]}" if key[1] else "") + "): tau "
                 f"{kendall_tau(students[-1], y_test):.4f}")
     teacher = [p for h in heads for p in member_preds[h]]
     rows = {"fgp_self_train": evaluate_ranking(combine_scores(students), y_test),
@@ -297,13 +299,23 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
         aux_target = resolve_aux_target(aux_name, dataset)
     elif aux_target is not None and aux_name is None:
         aux_name = "array"
-    if aux_target is not None and extra:
-        a = np.asarray(aux_target, dtype=np.float64)
+
+    def pad_extra(values):
+        """The extras sit out the ranking loss: NaN rows after the dataset's."""
+        if values is None or not extra:
+            return values
+        a = np.asarray(values, dtype=np.float64)
         if a.ndim not in (1, 2):
             raise ValueError(f"aux_target must be [B] or [B, P], got shape {list(a.shape)}")
-        aux_target = np.concatenate([a, np.full((len(extra),) + a.shape[1:], np.nan)])
-    if c.finetune_aux_head and (aux_target is None or np.asarray(aux_target).ndim != 1):
-        raise ValueError("finetune_aux_head needs a one-column aux_target (the head scores with one output)")
+        return np.concatenate([a, np.full((len(extra),) + a.shape[1:], np.nan)])
+
+    # (name, values) of every pre-training target: aux_target first, then ensemble_aux_targets,
+    # all resolved now so a bad name fails before any training
+    aux_targets = [(aux_name, pad_extra(aux_target))] + [
+        (name, pad_extra(resolve_aux_target(name, dataset))) for name in c.ensemble_aux_targets]
+    if c.finetune_aux_head and any(v is None or np.asarray(v).ndim != 1 for _, v in aux_targets):
+        raise ValueError("finetune_aux_head needs a one-column aux_target (and one-column ensemble_aux_targets): "
+                         "the head scores with one output")
     ft_lr = c.lr if c.finetune_lr is None else float(c.finetune_lr)
     ft_sched_epochs = c.epochs_finetune if c.finetune_schedule_epochs is None else int(c.finetune_schedule_epochs)
     lr_factor(0, c.finetune_schedule, c.finetune_warmup, ft_sched_epochs)   # a bad schedule fails now, not after pre-training
@@ -314,7 +326,7 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
     methods = _protocol_methods(c.baseline, c.finetune_aux_head)
     if combine_with is not None:
         _check_recorded_runs(combine_with, c, y, n_train, target)
-    pretrained: dict[int, tuple[dict, PretrainResult]] = {}
+    pretrained: dict[tuple[int, int], tuple[dict, PretrainResult]] = {}
     per_run: list[dict] = []
     artifacts: dict[str, Any] = {}
     for r, (seed, perm_seed) in enumerate(c.runs):
@@ -328,15 +340,20 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
                         if c.reshuffle_folds and j > 0 else folds for j in range(c.ensemble)]
         pool = self_train_pool(n, split, c.self_train, perm_seed) if c.self_train else None
         members = ensemble_seeds(seed, c.ensemble)
-        for mseed in members:
-            if mseed not in pretrained and any(m.startswith("fgp") for m in methods):
+        # one pre-training per member seed and auxiliary target: key (seed, index into aux_targets)
+        keys = [(mseed, t) for mseed in members for t in range(len(aux_targets))]
+        for key in keys:
+            mseed, (t_name, t_values) = key[0], aux_targets[key[1]]
+            if key not in pretrained and any(m.startswith("fgp") for m in methods):
                 set_seed(mseed)
                 enc = build_encoder(c.encoder, space.num_ops, **enc_cfg)
+                about = "" if key[1] == 0 else f", auxiliary target {t_name}"
 
-                def run_pretrain(resume_path=None, resume_meta=None, enc=enc, mseed=mseed, r=r):
-                    log(f"[run {r}] pre-training {c.encoder} (seed {mseed}, {c.epochs_pretrain} epochs)")
+                def run_pretrain(resume_path=None, resume_meta=None, enc=enc, mseed=mseed, r=r, about=about,
+                                 t_values=t_values):
+                    log(f"[run {r}] pre-training {c.encoder} (seed {mseed}, {c.epochs_pretrain} epochs{about})")
                     return pretrain(enc, pre_batch, surrogate_targets, epochs=c.epochs_pretrain,
-                                    batch_size=c.batch_size_pretrain, lr=c.lr, aux_target=aux_target,
+                                    batch_size=c.batch_size_pretrain, lr=c.lr, aux_target=t_values,
                                     standardize=c.standardize, seed=mseed, progress=c.progress,
                                     reconstruction=c.reconstruction, resume_path=resume_path,
                                     resume_meta=resume_meta, keep_resume=resume_path is not None)
@@ -346,23 +363,25 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
                 else:
                     cache_meta = _pretrain_cache_meta(c.encoder, space.num_ops, enc_cfg, mseed, c.epochs_pretrain,
                                                       c.batch_size_pretrain, c.lr, sp.as_dict(), c.standardize,
-                                                      c.reconstruction, aux_name, surrogate_targets, aux_target)
+                                                      c.reconstruction, t_name, surrogate_targets, t_values)
                     pre = _cached_pretraining(Path(c.pretrained_dir), c.encoder, mseed, enc, cache_meta,
                                               run_pretrain, log, f"[run {r}] ", space=space)
-                pretrained[mseed] = (copy.deepcopy(enc.state_dict()), pre)
+                pretrained[key] = (copy.deepcopy(enc.state_dict()), pre)
         member_preds: dict[str, list[np.ndarray]] = {}
-        # member j * folds + k: pre-training seed members[j], fine-tuned on fold k of member_folds[j];
-        # member 0 is the plain run
-        fits = [(mseed, k, tr, va) for mseed, its_folds in zip(members, member_folds)
-                for k, (tr, va) in enumerate(its_folds)]
+        # model j: pre-training seed members[j // (T * folds)] on auxiliary target (j // folds) % T
+        # (T = len(aux_targets)), fine-tuned on fold j % folds of that member's folds; model 0 is the
+        # plain run. The supervised baseline has no pre-training: one model per member and fold.
+        fits = [((mseed, t), k, tr, va) for mseed, its_folds in zip(members, member_folds)
+                for t in range(len(aux_targets)) for k, (tr, va) in enumerate(its_folds)]
 
-        def fit(method, mseed, fit_train, fit_val, **pseudo):
+        def fit(method, key, fit_train, fit_val, **pseudo):
+            mseed = key[0]
             set_seed(mseed)
             enc = build_encoder(c.encoder, space.num_ops, **enc_cfg)
             if method.startswith("fgp"):
-                enc.load_state_dict(pretrained[mseed][0])
+                enc.load_state_dict(pretrained[key][0])
                 if method == "fgp_aux_head":
-                    enc = Predictor(enc, copy.deepcopy(pretrained[mseed][1].aux_head))
+                    enc = Predictor(enc, copy.deepcopy(pretrained[key][1].aux_head))
             set_seed(mseed)
             return finetune(enc, batch, y, fit_train, fit_val, epochs=c.epochs_finetune,
                             batch_size=c.batch_size_finetune, lr=ft_lr, weight_decay=c.finetune_weight_decay,
@@ -373,8 +392,10 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
 
         pool_preds: list[np.ndarray] = []     # the FGP models' scores of the self-training pool
         for method in methods:
-            for j, (mseed, fold, fit_train, fit_val) in enumerate(fits):
-                ft = fit(method, mseed, fit_train, fit_val)
+            its_fits = fits if method.startswith("fgp") else [f for f in fits if f[0][1] == 0]
+            for j, (key, fold, fit_train, fit_val) in enumerate(its_fits):
+                mseed = key[0]
+                ft = fit(method, key, fit_train, fit_val)
                 t_eval = time.perf_counter()
                 pred = predict(ft.model, batch, split["test"])
                 member_preds.setdefault(method, []).append(pred)
@@ -385,26 +406,27 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
                     m.update(best_epoch=ft.best_epoch, best_val_tau=ft.best_val_tau,
                              finetune_s_per_epoch=ft.time_per_epoch, eval_s=time.perf_counter() - t_eval)
                     if method.startswith("fgp"):
-                        m["pretrain_s_per_epoch"] = pretrained[mseed][1].time_per_epoch
+                        m["pretrain_s_per_epoch"] = pretrained[key][1].time_per_epoch
                     history = ft.history
-                if len(fits) > 1:
+                if len(its_fits) > 1:
                     m.setdefault("member_taus", []).append(kendall_tau(pred, y[split["test"]]))
                     log(f"[run {r}] seed {seed} perm {perm_seed} {method:>10} member {j} (seed {mseed}"
+                        + (f", auxiliary target {aux_targets[key[1]][0]}" if key[1] > 0 else "")
                         + (f", fold {fold}" if c.folds > 1 else "") + "): "
                         f"tau {m['member_taus'][-1]:.4f} (best epoch {ft.best_epoch}, val tau {ft.best_val_tau:.3f})")
-            if len(fits) > 1:
+            if len(its_fits) > 1:
                 pred = combine_scores(member_preds[method])
                 single = {f"single_{k}": m[k] for k in _RANK_KEYS}
                 m.update(evaluate_ranking(pred, y[split["test"]]), **single)
             row[method] = m
             log(f"[run {r}] seed {seed} perm {perm_seed} {method:>10}: tau {m['kendall_tau']:.4f} "
                 f"P@1% {m['p@1%']:.3f} (best epoch {m['best_epoch']}, val tau {m['best_val_tau']:.3f})"
-                + (f", ensemble of {len(fits)} (single model {m['single_kendall_tau']:.4f})"
-                   if len(fits) > 1 else ""))
+                + (f", ensemble of {len(its_fits)} (single model {m['single_kendall_tau']:.4f})"
+                   if len(its_fits) > 1 else ""))
             if r == 0:
                 artifacts[method] = {"pred": pred, "true": y[split["test"]], "finetune_history": history}
                 if method == "fgp":
-                    artifacts["pretrain_history"] = pretrained[seed][1].history
+                    artifacts["pretrain_history"] = pretrained[(seed, 0)][1].history
         if c.finetune_aux_head:
             # both heads' fine-tuned models in one score: free, since both are fine-tuned anyway
             pred = combine_scores(member_preds["fgp"] + member_preds["fgp_aux_head"])
@@ -419,7 +441,7 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
                 f"({len(own)} models of this job + {len(recorded)} recorded)")
         if pool is not None:
             rows, students = _self_train(
-                fit, batch, member_preds, pool_preds, pool, members, split, y, c.self_train_weight,
+                fit, batch, member_preds, pool_preds, pool, keys, split, y, c.self_train_weight,
                 log=lambda text: log(f"[run {r}] seed {seed} perm {perm_seed} {text}"))
             row.update(rows)
             member_preds["fgp_self_train"] = students
@@ -443,7 +465,8 @@ def run_protocol(dataset, config: ProtocolConfig | str | None = None, target: st
         "finetune_schedule_epochs": ft_sched_epochs, "finetune_select_after": int(c.finetune_select_after),
         "finetune_ema": float(c.finetune_ema), "finetune_loss": c.finetune_loss,
         "pretrained_dir": None if c.pretrained_dir is None else str(c.pretrained_dir), "ensemble": int(c.ensemble),
-        "folds": int(c.folds), "reshuffle_folds": bool(c.reshuffle_folds), "self_train": int(c.self_train),
+        "folds": int(c.folds), "reshuffle_folds": bool(c.reshuffle_folds),
+        "ensemble_aux_targets": list(c.ensemble_aux_targets), "self_train": int(c.self_train),
         "self_train_weight": float(c.self_train_weight),
         "threads": torch.get_num_threads(), "collate_s": collate_s, "surrogate_s": sur_s,
     }
