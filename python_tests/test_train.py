@@ -1259,6 +1259,12 @@ def test_merge_runs_script_joins_seed_processes(tmp_path, capsys):
         (tmp_path / f"small_{s['runs'][0]['seed']}.json").write_text(json.dumps(s))
     assert mod.main([str(tmp_path / "small_21.json"), str(tmp_path / "small_2021.json")]) == 0
     assert "P@1% n/a (test set under 100)" in capsys.readouterr().out
+    # --ensemble-aux-target: the second model of member 0 is the other target's, not seed+1's
+    for s in (a, b):
+        s.update(ensemble=1, aux_target="meco", ensemble_aux_targets=["meco,synflow"])
+        (tmp_path / f"aux_{s['runs'][0]['seed']}.json").write_text(json.dumps(s))
+    assert mod.main([str(tmp_path / "aux_21.json"), str(tmp_path / "aux_2021.json")]) == 0
+    assert "seed+0 meco fold 0 0.6450  seed+0 meco,synflow fold 0 0.0000" in capsys.readouterr().out
 
 
 def _predictions_runs(rng, methods=("fgp", "supervised"), models=(3, 1), n=40, seeds=((21, 21), (21, None))):

@@ -84,9 +84,18 @@ def main(argv=None) -> int:
                      f"   gain {p['mean_gain']:+.4f} (better in {p['better']} of {p['runs']})")
         print(line)
     folds = int(merged.get("folds") or 1)
+    targets = [merged.get("aux_target")] + list(merged.get("ensemble_aux_targets") or [])
+
+    def model_name(m: str, j: int) -> str:
+        """Model j's seed offset, pre-training target (with --ensemble-aux-target) and fold, in the
+        order of fgp_ext.train.predictions (the supervised baseline has no extra targets)."""
+        t = len(targets) if m.startswith("fgp") else 1
+        about = f" {targets[(j // folds) % t]}" if t > 1 else ""
+        return f"seed+{j // (t * folds)}{about} fold {j % folds}"
+
     for m, means in merged.get("member_means", {}).items():
         print(f"{m:<16} members' mean Kendall tau: "
-              + "  ".join(f"seed+{j // folds} fold {j % folds} {t:.4f}" for j, t in enumerate(means)))
+              + "  ".join(f"{model_name(m, j)} {t:.4f}" for j, t in enumerate(means)))
     if args.json:
         from fgp_ext import _io
 
