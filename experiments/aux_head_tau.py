@@ -62,5 +62,6 @@ def main() -> None:
             print(f"{path}: {ck.meta.get('epochs', '?')} epochs, {label} vs accuracy "
                   f"{kendall_tau(score, acc):.4f}, vs {args.proxy} {kendall_tau(score, proxy):.4f}{vs_own}", flush=True)
 
+
 if __name__ == "__main__":
     main()
